@@ -1,0 +1,277 @@
+//! The block map, read lazily in pages with a bounded cache.
+//!
+//! A maximum-size image has a 2 GiB block map; opening it reads none of it. Lookups load
+//! 4 KiB pages on demand and keep at most [`CACHE_PAGES`] of them. Changes are kept in a
+//! dirty set until [`BlockMap::flush`] writes them, one storage write per contiguous run.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use byteorder::{ByteOrder, LittleEndian as LE};
+
+use crate::error::{Result, VdiError};
+use crate::storage::{read_exact, storage_len, write_all, ReadAt, Storage};
+
+/// Entry value of a block never written (reads as zeros, or from the parent in a diff).
+pub const BLOCK_FREE: u32 = 0xFFFF_FFFF;
+/// Entry value of a block known to be zero (does not fall through to a parent).
+pub const BLOCK_ZERO: u32 = 0xFFFF_FFFE;
+
+/// Entries per cached page (4 KiB).
+pub const PAGE_ENTRIES: usize = 1024;
+/// Most pages kept in the cache (4 MiB).
+pub const CACHE_PAGES: usize = 1024;
+/// Entries read per storage call when scanning the whole map (256 KiB).
+pub const SCAN_ENTRIES: usize = 64 * 1024;
+
+/// The decoded meaning of one block-map entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Entry {
+    /// Never written.
+    Free,
+    /// Known to be zero.
+    Zero,
+    /// Stored in physical slot `n` of the data area.
+    Data(u32),
+}
+
+impl Entry {
+    /// Decode a raw entry.
+    pub fn from_raw(v: u32) -> Self {
+        match v {
+            BLOCK_FREE => Entry::Free,
+            BLOCK_ZERO => Entry::Zero,
+            s => Entry::Data(s),
+        }
+    }
+    /// Encode to the raw value.
+    pub fn raw(self) -> u32 {
+        match self {
+            Entry::Free => BLOCK_FREE,
+            Entry::Zero => BLOCK_ZERO,
+            Entry::Data(s) => s,
+        }
+    }
+}
+
+/// A lazily-read block map.
+#[derive(Debug)]
+pub struct BlockMap {
+    offset: u64,
+    entries: u32,
+    pages: HashMap<u32, Box<[u32]>>,
+    order: VecDeque<u32>,
+    dirty: BTreeMap<u32, u32>,
+}
+
+impl BlockMap {
+    /// A map of `entries` entries at byte `offset` of the storage. Reads nothing.
+    pub fn new(offset: u64, entries: u32) -> Self {
+        BlockMap { offset, entries, pages: HashMap::new(), order: VecDeque::new(), dirty: BTreeMap::new() }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u32 {
+        self.entries
+    }
+
+    /// True when the map has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Byte offset of the map in the file.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Number of pages currently cached (for tests and diagnostics).
+    pub fn cached_pages(&self) -> usize {
+        self.pages.len()
+    }
+
+    fn check_index(&self, index: u32) -> Result<()> {
+        if index >= self.entries {
+            return Err(VdiError::InvalidArgument(format!(
+                "block {index} is outside the block map of {} entries",
+                self.entries
+            )));
+        }
+        Ok(())
+    }
+
+    /// The raw entry of block `index`.
+    pub fn get<S: ReadAt + ?Sized>(&mut self, storage: &S, index: u32) -> Result<u32> {
+        self.check_index(index)?;
+        if let Some(v) = self.dirty.get(&index) {
+            return Ok(*v);
+        }
+        let page = index / PAGE_ENTRIES as u32;
+        if !self.pages.contains_key(&page) {
+            self.load_page(storage, page)?;
+        }
+        Ok(self.pages[&page][index as usize % PAGE_ENTRIES])
+    }
+
+    fn load_page<S: ReadAt + ?Sized>(&mut self, storage: &S, page: u32) -> Result<()> {
+        let first = page as u64 * PAGE_ENTRIES as u64;
+        let n = (self.entries as u64 - first).min(PAGE_ENTRIES as u64) as usize;
+        let mut raw = vec![0u8; n * 4];
+        let at = self.offset + first * 4;
+        self.read_raw(storage, at, &mut raw)?;
+        let mut vals = vec![0u32; n].into_boxed_slice();
+        LE::read_u32_into(&raw, &mut vals);
+        if self.pages.len() >= CACHE_PAGES {
+            if let Some(old) = self.order.pop_front() {
+                self.pages.remove(&old);
+            }
+        }
+        self.pages.insert(page, vals);
+        self.order.push_back(page);
+        Ok(())
+    }
+
+    fn read_raw<S: ReadAt + ?Sized>(&self, storage: &S, at: u64, raw: &mut [u8]) -> Result<()> {
+        read_exact(storage, at, raw).map_err(|e| match e {
+            VdiError::Io { ref source, .. } if source.past_end => VdiError::Truncated {
+                what: "the block map",
+                needed: self.offset + self.entries as u64 * 4,
+                len: storage_len(storage).unwrap_or(0),
+            },
+            e => e,
+        })
+    }
+
+    /// Set block `index` to `value`; kept in memory until [`BlockMap::flush`].
+    pub fn set<S: ReadAt + ?Sized>(&mut self, storage: &S, index: u32, value: u32) -> Result<()> {
+        self.check_index(index)?;
+        let page = index / PAGE_ENTRIES as u32;
+        if let Some(p) = self.pages.get_mut(&page) {
+            p[index as usize % PAGE_ENTRIES] = value;
+        } else {
+            // Load so later lookups are served from the cache; the dirty set stays the truth.
+            self.load_page(storage, page)?;
+            if let Some(p) = self.pages.get_mut(&page) {
+                p[index as usize % PAGE_ENTRIES] = value;
+            }
+        }
+        self.dirty.insert(index, value);
+        Ok(())
+    }
+
+    /// True when changes are waiting to be written.
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Write every changed entry: one storage write per run of consecutive entries.
+    /// Returns the number of storage writes made.
+    pub fn flush<S: Storage + ?Sized>(&mut self, storage: &mut S) -> Result<usize> {
+        let mut writes = 0;
+        let mut run: Vec<u8> = Vec::new();
+        let mut run_start = 0u32;
+        let mut prev: Option<u32> = None;
+        let dirty = std::mem::take(&mut self.dirty);
+        for (&i, &v) in &dirty {
+            if prev.is_some_and(|p| p + 1 != i) {
+                write_all(storage, self.offset + run_start as u64 * 4, &run)?;
+                writes += 1;
+                run.clear();
+            }
+            if run.is_empty() {
+                run_start = i;
+            }
+            run.extend_from_slice(&v.to_le_bytes());
+            prev = Some(i);
+        }
+        if !run.is_empty() {
+            write_all(storage, self.offset + run_start as u64 * 4, &run)?;
+            writes += 1;
+        }
+        Ok(writes)
+    }
+
+    /// Drop all cached pages and pending changes (after the map moved or was rewritten).
+    pub fn reset(&mut self, offset: u64, entries: u32) {
+        *self = BlockMap::new(offset, entries);
+    }
+
+    /// Visit the entries `start..end` in chunks of up to [`SCAN_ENTRIES`], without caching
+    /// them: `f(first_index, entries)`. Pending changes are applied to what `f` sees.
+    /// Stops with [`VdiError::Truncated`] where the file ends inside the map.
+    pub fn scan<S: ReadAt + ?Sized>(
+        &self,
+        storage: &S,
+        start: u32,
+        end: u32,
+        mut f: impl FnMut(u32, &[u32]) -> Result<()>,
+    ) -> Result<()> {
+        let end = end.min(self.entries);
+        let mut raw = vec![0u8; SCAN_ENTRIES.min(end.saturating_sub(start) as usize) * 4];
+        let mut vals = vec![0u32; raw.len() / 4];
+        let mut i = start;
+        while i < end {
+            let n = ((end - i) as usize).min(SCAN_ENTRIES);
+            self.read_raw(storage, self.offset + i as u64 * 4, &mut raw[..n * 4])?;
+            LE::read_u32_into(&raw[..n * 4], &mut vals[..n]);
+            for (&k, &v) in self.dirty.range(i..i + n as u32) {
+                vals[(k - i) as usize] = v;
+            }
+            f(i, &vals[..n])?;
+            i += n as u32;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    fn map_storage(n: u32) -> MemStorage {
+        let mut raw = vec![0u8; 512];
+        for i in 0..n {
+            raw.extend_from_slice(&(if i % 3 == 0 { BLOCK_FREE } else { i }).to_le_bytes());
+        }
+        MemStorage::from_vec(raw)
+    }
+
+    #[test]
+    fn lazy_pages_are_bounded() {
+        let n = (PAGE_ENTRIES * (CACHE_PAGES + 10)) as u32;
+        let s = map_storage(n);
+        let mut m = BlockMap::new(512, n);
+        assert_eq!(m.cached_pages(), 0);
+        for i in (0..n).step_by(PAGE_ENTRIES) {
+            let want = if i % 3 == 0 { BLOCK_FREE } else { i };
+            assert_eq!(m.get(&s, i).unwrap(), want);
+        }
+        assert_eq!(m.cached_pages(), CACHE_PAGES);
+        assert!(m.get(&s, n).is_err());
+    }
+
+    #[test]
+    fn flush_writes_one_run_per_contiguous_range() {
+        let mut s = map_storage(5000);
+        let mut m = BlockMap::new(512, 5000);
+        for i in [10, 11, 12, 4000, 4001, 20] {
+            m.set(&s, i, BLOCK_ZERO).unwrap();
+        }
+        assert_eq!(m.flush(&mut s).unwrap(), 3);
+        let mut fresh = BlockMap::new(512, 5000);
+        for i in [10, 11, 12, 20, 4000, 4001] {
+            assert_eq!(fresh.get(&s, i).unwrap(), BLOCK_ZERO);
+        }
+        assert_eq!(fresh.get(&s, 13).unwrap(), 13);
+    }
+
+    #[test]
+    fn truncated_map_is_reported() {
+        let s = map_storage(100);
+        let mut m = BlockMap::new(512, 2000);
+        let e = m.get(&s, 1500).unwrap_err();
+        assert_eq!(e.kind(), "truncated", "{e}");
+        let e = m.scan(&s, 0, 2000, |_, _| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("block map"), "{e}");
+    }
+}

@@ -1,0 +1,444 @@
+//! An open VDI image: validated header, lazy block map, reads and writes at any offset.
+
+use crate::block_map::{BlockMap, Entry};
+use crate::error::{Result, VdiError};
+use crate::header::{ImageType, VdiHeader, HEADER_BYTES_MAX, VDI_VERSION_0_2};
+use crate::storage::{flush, read_exact, storage_len, write_all, ReadAt, Storage};
+
+/// The state of a run of the virtual disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlockState {
+    /// Never written (reads zeros in a base image; the parent's data in a diff).
+    Free,
+    /// Known zero.
+    Zero,
+    /// Stored in the data area.
+    Data,
+}
+
+impl BlockState {
+    /// Lowercase name: "free", "zero", "data".
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockState::Free => "free",
+            BlockState::Zero => "zero",
+            BlockState::Data => "data",
+        }
+    }
+}
+
+/// A run of the virtual disk with one state, as `qemu-img map` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Virtual byte offset.
+    pub start: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// State of the whole run.
+    pub state: BlockState,
+    /// Host byte offset of the run's first byte, for [`BlockState::Data`].
+    pub host_offset: Option<u64>,
+}
+
+/// How strictly to open an image.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Accept a layout that breaks the rules (overlapping regions, misaligned offsets) so
+    /// that `check` can report it. Field rules (sizes, types) are always enforced.
+    pub lenient: bool,
+}
+
+/// An open VDI image over storage `S`.
+#[derive(Debug)]
+pub struct VdiImage<S> {
+    storage: S,
+    header: VdiHeader,
+    map: BlockMap,
+    file_len: u64,
+    next_slot: Option<u32>,
+    layout_error: Option<String>,
+}
+
+/// Bytes read at open: enough for every header this engine knows.
+const HEADER_READ: usize = 0x200;
+
+/// Read and parse the header of `storage` without validating it.
+pub fn read_header<S: ReadAt + ?Sized>(storage: &S) -> Result<VdiHeader> {
+    let len = storage_len(storage)?;
+    let n = (len.min(HEADER_READ as u64)) as usize;
+    let mut buf = vec![0u8; n];
+    read_exact(storage, 0, &mut buf)?;
+    VdiHeader::parse(&buf).map_err(|e| match e {
+        VdiError::Truncated { what, needed, .. } => VdiError::Truncated { what, needed, len },
+        e => e,
+    })
+}
+
+/// True when `storage` starts with a VDI pre-header (signature check only).
+pub fn probe<S: ReadAt + ?Sized>(storage: &S) -> bool {
+    let mut b = [0u8; 0x44];
+    storage.read_at(0, &mut b).is_ok() && VdiHeader::probe(&b)
+}
+
+impl<S: ReadAt> VdiImage<S> {
+    /// Open an image, validating every rule of the format. Reads the header only.
+    pub fn open(storage: S) -> Result<Self> {
+        Self::open_with(storage, OpenOptions::default())
+    }
+
+    /// Open with options.
+    pub fn open_with(storage: S, opts: OpenOptions) -> Result<Self> {
+        let header = read_header(&storage)?;
+        let file_len = storage_len(&storage)?;
+        header.validate_fields()?;
+        let mut layout_error = None;
+        if let Err(e) = header.validate_layout(file_len) {
+            if !opts.lenient {
+                return Err(e);
+            }
+            layout_error = Some(e.to_string());
+        }
+        let map_end = header.offset_bmap as u64 + header.map_bytes();
+        if map_end > file_len && !opts.lenient {
+            return Err(VdiError::Truncated { what: "the block map", needed: map_end, len: file_len });
+        }
+        let map = BlockMap::new(header.offset_bmap as u64, header.blocks_in_image);
+        Ok(VdiImage { storage, header, map, file_len, next_slot: None, layout_error })
+    }
+
+    /// The header as read (and as updated by writes).
+    pub fn header(&self) -> &VdiHeader {
+        &self.header
+    }
+    /// Virtual disk size in bytes (disk_size rounded up to a sector).
+    pub fn virtual_size(&self) -> u64 {
+        self.header.virtual_size()
+    }
+    /// Block size in bytes.
+    pub fn block_size(&self) -> u64 {
+        self.header.block_size as u64
+    }
+    /// Number of blocks covering the virtual disk (may be fewer than `blocks_in_image`).
+    pub fn blocks_covering_disk(&self) -> u32 {
+        self.virtual_size().div_ceil(self.block_size()) as u32
+    }
+    /// Length of the underlying file when opened (kept up to date by writes).
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+    /// A layout rule broken by the header, when opened leniently.
+    pub fn layout_error(&self) -> Option<&str> {
+        self.layout_error.as_deref()
+    }
+    /// The underlying storage.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+    /// Give the storage back.
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+    /// The block map (read-only use).
+    pub fn block_map(&self) -> &BlockMap {
+        &self.map
+    }
+    /// True for a differencing image.
+    pub fn is_diff(&self) -> bool {
+        self.header.kind() == Some(ImageType::Diff)
+    }
+
+    /// The entry of virtual block `block`.
+    pub fn entry(&mut self, block: u32) -> Result<Entry> {
+        Ok(Entry::from_raw(self.map.get(&self.storage, block)?))
+    }
+
+    /// Host byte range `[start, end)` of `slot`'s data.
+    fn slot_range(&self, slot: u32) -> (u64, u64) {
+        let start = self.header.slot_offset(slot);
+        (start, start + self.block_size())
+    }
+
+    /// Host offset of `slot`'s data, refusing a slot whose data lies past the end of file.
+    fn data_offset(&self, block: u32, slot: u32) -> Result<u64> {
+        let (start, end) = self.slot_range(slot);
+        if end > self.file_len {
+            return Err(VdiError::BlockPastEnd { block: block as u64, slot, offset: start, len: self.file_len });
+        }
+        Ok(start)
+    }
+
+    fn check_range(&self, op: &'static str, offset: u64, len: u64) -> Result<()> {
+        let size = self.virtual_size();
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(VdiError::OutOfRange { op, offset, len, size });
+        }
+        Ok(())
+    }
+
+    /// Read `buf.len()` bytes of the virtual disk at `offset`.
+    ///
+    /// FREE and ZERO blocks read as zeros; runs of blocks adjacent both in the disk and in
+    /// the file are read with one storage call. A block whose data lies past the end of the
+    /// file is an error, never invented zeros.
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.check_range("read", offset, buf.len() as u64)?;
+        let bs = self.block_size();
+        // Pending run of contiguous data: (host offset, start in buf, length).
+        let mut run: Option<(u64, usize, usize)> = None;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let block = (pos / bs) as u32;
+            let in_block = pos % bs;
+            let n = ((bs - in_block) as usize).min(buf.len() - done);
+            match self.entry(block)? {
+                Entry::Data(slot) => {
+                    let host = self.data_offset(block, slot)? + in_block;
+                    run = match run {
+                        Some((h, b, l)) if h + l as u64 == host => Some((h, b, l + n)),
+                        Some((h, b, l)) => {
+                            read_exact(&self.storage, h, &mut buf[b..b + l])?;
+                            Some((host, done, n))
+                        }
+                        None => Some((host, done, n)),
+                    };
+                }
+                Entry::Free if self.is_diff() => {
+                    return Err(VdiError::NeedsParent {
+                        block: block as u64,
+                        parent: self.header.uuid_link.to_string(),
+                    })
+                }
+                Entry::Free | Entry::Zero => buf[done..done + n].fill(0),
+            }
+            done += n;
+        }
+        if let Some((h, b, l)) = run {
+            read_exact(&self.storage, h, &mut buf[b..b + l])?;
+        }
+        Ok(())
+    }
+
+    /// Visit the disk as merged extents, in order: adjacent blocks with the same state (and,
+    /// for data, contiguous host offsets) form one extent.
+    pub fn extents(&mut self, mut f: impl FnMut(Extent) -> Result<()>) -> Result<()> {
+        let bs = self.block_size();
+        let size = self.virtual_size();
+        let nblocks = self.blocks_covering_disk();
+        let header = &self.header;
+        let mut cur: Option<Extent> = None;
+        self.map.scan(&self.storage, 0, nblocks, |first, entries| {
+            for (k, &raw) in entries.iter().enumerate() {
+                let block = first as u64 + k as u64;
+                let start = block * bs;
+                let length = bs.min(size - start);
+                let (state, host) = match Entry::from_raw(raw) {
+                    Entry::Free => (BlockState::Free, None),
+                    Entry::Zero => (BlockState::Zero, None),
+                    Entry::Data(s) => (BlockState::Data, Some(header.slot_offset(s))),
+                };
+                if let Some(c) = cur.as_mut() {
+                    let contiguous = match (c.host_offset, host) {
+                        (Some(a), Some(b)) => a + c.length == b,
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if c.state == state && contiguous {
+                        c.length += length;
+                        continue;
+                    }
+                    f(*c)?;
+                }
+                cur = Some(Extent { start, length, state, host_offset: host });
+            }
+            Ok(())
+        })?;
+        if let Some(c) = cur {
+            f(c)?;
+        }
+        Ok(())
+    }
+}
+
+/// A pending data write: host offset and where its bytes come from.
+enum Segment {
+    /// `data[start..end]` of the caller's buffer.
+    Borrowed { host: u64, start: usize, end: usize },
+    /// A padded block built here.
+    Owned { host: u64, data: Vec<u8> },
+}
+
+/// True when every byte of `b` is zero (the fast check used by writes and import).
+pub fn all_zero(b: &[u8]) -> bool {
+    let mut chunks = b.chunks_exact(64);
+    chunks.all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0) && chunks.remainder().iter().all(|&x| x == 0)
+}
+
+impl<S: Storage> VdiImage<S> {
+    fn check_writable(&self) -> Result<()> {
+        if self.header.version == VDI_VERSION_0_2 {
+            return Err(VdiError::Unsupported("writing to a legacy v0.2 image".into()));
+        }
+        if self.is_diff() {
+            return Err(VdiError::Unsupported(
+                "writing to a differencing image without its parent attached".into(),
+            ));
+        }
+        if let Some(e) = &self.layout_error {
+            return Err(VdiError::Unsupported(format!("writing to an image whose layout is broken: {e}")));
+        }
+        Ok(())
+    }
+
+    /// The first slot free for a new block. Trusts `blocks_allocated` only when nothing in
+    /// the file lies past the slots it counts; otherwise scans the map, so a header that
+    /// undercounts its blocks never makes a new block land on existing data.
+    fn compute_next_slot(&mut self) -> Result<u32> {
+        let ba = self.header.blocks_allocated;
+        let counted_end = self.header.offset_data as u64 + ba as u64 * self.header.block_stride();
+        if self.file_len <= counted_end {
+            return Ok(ba);
+        }
+        let mut next = ba;
+        let file_len = self.file_len;
+        let header = &self.header;
+        self.map.scan(&self.storage, 0, header.blocks_in_image, |_, entries| {
+            for &raw in entries {
+                if let Entry::Data(s) = Entry::from_raw(raw) {
+                    if header.slot_offset(s) < file_len && s >= next {
+                        next = s + 1;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(next)
+    }
+
+    fn alloc_slot(&mut self) -> Result<u32> {
+        let slot = match self.next_slot {
+            Some(s) => s,
+            None => self.compute_next_slot()?,
+        };
+        if slot >= self.header.blocks_in_image {
+            return Err(VdiError::Unsupported(format!(
+                "no free slot for a new block: slot {slot} would exceed blocks_in_image ({}); repair the image first",
+                self.header.blocks_in_image
+            )));
+        }
+        self.next_slot = Some(slot + 1);
+        self.header.blocks_allocated += 1;
+        Ok(slot)
+    }
+
+    /// Write `data` to the virtual disk at `offset`.
+    ///
+    /// New blocks are appended at the next free slot and padded with zeros. Order: data,
+    /// then the block-map entries (one write per contiguous run), then the header, so an
+    /// interruption leaks a block at worst. Writing zeros to an unallocated block changes
+    /// nothing and allocates nothing.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        self.check_range("write", offset, data.len() as u64)?;
+        let bs = self.block_size();
+        let stride = self.header.block_stride();
+        let extra = self.header.block_extra as usize;
+        let allocated_before = self.header.blocks_allocated;
+        let mut segs: Vec<Segment> = Vec::new();
+        let mut done = 0usize;
+        while done < data.len() {
+            let pos = offset + done as u64;
+            let block = (pos / bs) as u32;
+            let in_block = pos % bs;
+            let n = ((bs - in_block) as usize).min(data.len() - done);
+            let (start, end) = (done, done + n);
+            let src = &data[start..end];
+            done += n;
+            match self.entry(block)? {
+                Entry::Data(slot) => {
+                    let host = self.data_offset(block, slot)? + in_block;
+                    push_borrowed(&mut segs, host, start, end);
+                }
+                Entry::Free | Entry::Zero => {
+                    if all_zero(src) {
+                        continue;
+                    }
+                    let slot = self.alloc_slot()?;
+                    let base = self.header.offset_data as u64 + slot as u64 * stride;
+                    if n as u64 == bs {
+                        push_borrowed(&mut segs, base + extra as u64, start, end);
+                    } else {
+                        let mut buf = vec![0u8; stride as usize];
+                        buf[extra + in_block as usize..][..n].copy_from_slice(src);
+                        segs.push(Segment::Owned { host: base, data: buf });
+                    }
+                    self.map.set(&self.storage, block, slot)?;
+                }
+            }
+        }
+        for s in &segs {
+            let (host, bytes) = match s {
+                Segment::Borrowed { host, start, end } => (*host, &data[*start..*end]),
+                Segment::Owned { host, data } => (*host, data.as_slice()),
+            };
+            write_all(&mut self.storage, host, bytes)?;
+            self.file_len = self.file_len.max(host + bytes.len() as u64);
+        }
+        self.map.flush(&mut self.storage)?;
+        if self.header.blocks_allocated != allocated_before {
+            self.write_header()?;
+        }
+        Ok(())
+    }
+
+    /// Set block `block` to FREE or ZERO (or any raw entry) and write the map and header.
+    /// Low-level: used by surgery operations; does not reclaim the slot.
+    pub fn set_entry(&mut self, block: u32, entry: Entry) -> Result<()> {
+        self.map.set(&self.storage, block, entry.raw())?;
+        self.map.flush(&mut self.storage)?;
+        Ok(())
+    }
+
+    /// Rewrite the header fields at the start of the file.
+    pub fn write_header(&mut self) -> Result<()> {
+        let bytes = self.header.to_bytes()?;
+        debug_assert!(bytes.len() <= HEADER_BYTES_MAX);
+        write_all(&mut self.storage, 0, &bytes)
+    }
+
+    /// Replace the header (e.g. to change a UUID or comment) and write it.
+    /// Only fields that do not change the layout may differ.
+    pub fn update_header(&mut self, f: impl FnOnce(&mut VdiHeader) -> Result<()>) -> Result<()> {
+        self.check_writable()?;
+        let mut h = self.header.clone();
+        f(&mut h)?;
+        let same_layout = h.offset_bmap == self.header.offset_bmap
+            && h.offset_data == self.header.offset_data
+            && h.block_size == self.header.block_size
+            && h.block_extra == self.header.block_extra
+            && h.blocks_in_image == self.header.blocks_in_image
+            && h.blocks_allocated == self.header.blocks_allocated
+            && h.disk_size == self.header.disk_size
+            && h.header_size == self.header.header_size;
+        if !same_layout {
+            return Err(VdiError::InvalidArgument("update_header may not change the image layout".into()));
+        }
+        self.header = h;
+        self.write_header()
+    }
+
+    /// Flush the storage.
+    pub fn flush(&mut self) -> Result<()> {
+        flush(&mut self.storage)
+    }
+}
+
+fn push_borrowed(segs: &mut Vec<Segment>, host: u64, start: usize, end: usize) {
+    if let Some(Segment::Borrowed { host: h, start: s, end: e }) = segs.last_mut() {
+        if *e == start && *h + (*e - *s) as u64 == host {
+            *e = end;
+            return;
+        }
+    }
+    segs.push(Segment::Borrowed { host, start, end });
+}
