@@ -34,6 +34,8 @@ pub mod error;
 pub mod header;
 pub mod image;
 pub mod monitor;
+#[cfg(feature = "json")]
+pub mod report;
 pub mod storage;
 pub mod transfer;
 

@@ -1,0 +1,1 @@
+//! Browser bindings (placeholder until the workbench lands).
