@@ -195,7 +195,7 @@ impl<S: ReadAt> VdiImage<S> {
                 Entry::Data(slot) => {
                     let host = self.data_offset(block, slot)? + in_block;
                     run = match run {
-                        Some((h, b, l)) if h + l as u64 == host => Some((h, b, l + n)),
+                        Some((h, b, l)) if h + l as u64 == host && b + l == done => Some((h, b, l + n)),
                         Some((h, b, l)) => {
                             read_exact(&self.storage, h, &mut buf[b..b + l])?;
                             Some((host, done, n))

@@ -1,0 +1,499 @@
+//! `vdi`: inspect, check, create, map and convert VirtualBox disk images.
+//! Output and JSON shapes follow `qemu-img` so the two can be compared.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+use uuid::Uuid;
+
+use vdi::report::{check_json, extent_json, info_json};
+use vdi::{BlockState, CreateOptions, Layout, Monitor, RawSink, SparseSink, VdiImage};
+use vdi_cli::{parse_size, FileStorage};
+
+#[derive(Parser)]
+#[command(name = "vdi", version, about = "Inspect, check, create, map and convert VirtualBox VDI disk images")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct Output {
+    /// Print JSON (same as --output=json).
+    #[arg(long)]
+    json: bool,
+    /// Output format, as qemu-img's --output.
+    #[arg(long, value_enum, default_value = "human")]
+    output: OutputFormat,
+}
+
+impl Output {
+    fn json(&self) -> bool {
+        self.json || self.output == OutputFormat::Json
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show every header field of an image.
+    Info {
+        #[command(flatten)]
+        out: Output,
+        /// The image.
+        image: PathBuf,
+    },
+    /// Check an image's consistency (exit 0 clean, 2 corruption, 3 leaks only, 1 could not open).
+    Check {
+        #[command(flatten)]
+        out: Output,
+        /// The image.
+        image: PathBuf,
+    },
+    /// Create a new image.
+    Create {
+        /// Allocate every block now (a "static"/fixed image).
+        #[arg(long)]
+        fixed: bool,
+        /// Block size (a power of two; default 1M).
+        #[arg(long, default_value = "1M", value_parser = parse_size)]
+        block_size: u64,
+        /// Layout: vbox (header 0x190, 1 MiB aligned) or qemu (header 0x180, map at 0x200).
+        #[arg(long, default_value = "vbox")]
+        layout: String,
+        /// Image comment (at most 255 bytes of UTF-8).
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Image UUID (default: a random one).
+        #[arg(long)]
+        uuid: Option<String>,
+        /// The image to write (replaced if it exists).
+        image: PathBuf,
+        /// Virtual size: bytes or 64M, 8G, 1T (rounded up to 512 bytes).
+        #[arg(value_parser = parse_size)]
+        size: u64,
+    },
+    /// Show how the virtual disk maps onto the file.
+    Map {
+        #[command(flatten)]
+        out: Output,
+        /// The image.
+        image: PathBuf,
+    },
+    /// Convert between VDI and raw (input format detected by signature).
+    Convert {
+        /// Output format.
+        #[arg(short = 'O', long = "output-format", default_value = "raw")]
+        format: String,
+        /// Block size of a VDI output.
+        #[arg(long, default_value = "1M", value_parser = parse_size)]
+        block_size: u64,
+        /// Layout of a VDI output.
+        #[arg(long, default_value = "vbox")]
+        layout: String,
+        /// Make a VDI output fixed.
+        #[arg(long)]
+        fixed: bool,
+        /// Input file (VDI or raw).
+        input: PathBuf,
+        /// Output file; "-" or a pipe/device gets every byte as a stream.
+        output: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)) => {
+            // The reader went away (`vdi map | head`): stop quietly, as a SIGPIPE would.
+            ExitCode::from(141)
+        }
+        Err(e) => {
+            eprintln!("vdi: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause already in the message.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for c in e.chain().skip(1) {
+        let c = c.to_string();
+        if !s.contains(&c) {
+            s = format!("{s}: {c}");
+        }
+    }
+    s
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.cmd {
+        Cmd::Info { out, image } => info(&image, out.json()),
+        Cmd::Check { out, image } => check(&image, out.json()),
+        Cmd::Create { fixed, block_size, layout, comment, uuid, image, size } => {
+            let opts = create_options(size, fixed, block_size, &layout, comment, uuid.as_deref())?;
+            create(&image, &opts)
+        }
+        Cmd::Map { out, image } => map(&image, out.json()),
+        Cmd::Convert { format, block_size, layout, fixed, input, output } => {
+            convert(&input, &output, &format, block_size, &layout, fixed)
+        }
+    }
+}
+
+fn open_file(path: &Path) -> Result<FileStorage> {
+    let meta = std::fs::metadata(path).with_context(|| format!("could not open {}", path.display()))?;
+    if meta.is_dir() {
+        bail!("could not open {}: it is a directory", path.display());
+    }
+    FileStorage::open(path).with_context(|| format!("could not open {}", path.display()))
+}
+
+fn open_image(path: &Path) -> Result<VdiImage<FileStorage>> {
+    let f = open_file(path)?;
+    VdiImage::open(f).with_context(|| format!("could not open {}", path.display()))
+}
+
+fn print_json(v: &Value) -> Result<u8> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(0)
+}
+
+/// Bytes with binary units, as qemu-img prints them ("10 MiB", "1.5 GiB").
+fn human(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else if v.fract() == 0.0 {
+        format!("{v} {}", UNITS[u])
+    } else {
+        format!("{:.3} {}", v, UNITS[u]).replace(".000", "")
+    }
+}
+
+fn info(path: &Path, json: bool) -> Result<u8> {
+    let img = open_image(path)?;
+    let actual = std::fs::metadata(path).map(|m| m.blocks() * 512).ok();
+    let h = img.header();
+    let name = path.display().to_string();
+    if json {
+        return print_json(&info_json(h, &name, actual));
+    }
+    let mut o = io::stdout().lock();
+    writeln!(o, "image: {name}")?;
+    writeln!(o, "file format: vdi")?;
+    writeln!(o, "virtual size: {} ({} bytes)", human(h.virtual_size()), h.virtual_size())?;
+    if let Some(a) = actual {
+        writeln!(o, "disk size: {}", human(a))?;
+    }
+    writeln!(o, "cluster_size: {}", h.block_size)?;
+    writeln!(o, "Format specific information:")?;
+    let g = |g: &vdi::Geometry| format!("{}/{}/{} ({}-byte sectors)", g.cylinders, g.heads, g.sectors, g.sector_size);
+    let rows: Vec<(&str, String)> = vec![
+        ("text", format!("{:?}", h.text_str())),
+        ("version", format!("{}.{} ({:#010x})", h.version_major(), h.version_minor(), h.version)),
+        ("header size", format!("{:#x}", h.header_size)),
+        ("type", format!("{} ({})", h.kind().map(|k| k.name()).unwrap_or("unknown"), h.image_type)),
+        ("flags", format!("{:#x}", h.image_flags)),
+        ("comment", format!("{:?}", h.comment_str())),
+        ("block map offset", format!("{} ({:#x})", h.offset_bmap, h.offset_bmap)),
+        ("data offset", format!("{} ({:#x})", h.offset_data, h.offset_data)),
+        ("geometry", g(&h.legacy_geometry)),
+        ("LCHS geometry", h.lchs.as_ref().map(g).unwrap_or_else(|| "none (v1.1 header)".into())),
+        ("disk size", format!("{} ({} bytes)", human(h.disk_size), h.disk_size)),
+        ("block size", format!("{} ({} bytes)", human(h.block_size as u64), h.block_size)),
+        ("block extra", h.block_extra.to_string()),
+        ("blocks", format!("{} allocated of {}", h.blocks_allocated, h.blocks_in_image)),
+        ("uuid", h.uuid_create.to_string()),
+        ("modify uuid", h.uuid_modify.to_string()),
+        ("parent uuid", h.uuid_link.to_string()),
+        ("parent modify uuid", h.uuid_parent_modify.to_string()),
+    ];
+    for (k, v) in rows {
+        writeln!(o, "    {k}: {v}")?;
+    }
+    for n in h.notes() {
+        writeln!(o, "note: {n}")?;
+    }
+    Ok(0)
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new(what: &str) -> Self {
+        let target =
+            if io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let pb = ProgressBar::with_draw_target(Some(0), target);
+        pb.set_style(
+            ProgressStyle::with_template("{msg} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        pb.set_message(what.to_string());
+        Bar(pb)
+    }
+}
+
+impl Monitor for Bar {
+    fn progress(&mut self, done: u64, total: u64) {
+        self.0.set_length(total);
+        self.0.set_position(done);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn check(path: &Path, json: bool) -> Result<u8> {
+    let f = open_file(path)?;
+    let r = {
+        let mut bar = Bar::new("checking");
+        vdi::check(f, &mut bar).with_context(|| format!("could not open {}", path.display()))?
+    };
+    let code = r.exit_code() as u8;
+    if json {
+        print_json(&check_json(&r, &path.display().to_string()))?;
+        return Ok(code);
+    }
+    let mut o = io::stdout().lock();
+    for f in &r.findings {
+        let tag = match f.severity {
+            vdi::Severity::Corruption => "ERROR",
+            vdi::Severity::Leak => "Leaked",
+        };
+        writeln!(o, "{tag} {}: {} [{}]", f.location, f.message, f.kind.name())?;
+    }
+    if r.unlisted() > 0 {
+        writeln!(o, "... and {} more findings not listed", r.unlisted())?;
+    }
+    if r.is_clean() {
+        writeln!(o, "No errors were found on the image.")?;
+    } else {
+        if r.corruptions > 0 {
+            writeln!(o, "\n{} errors were found on the image.", r.corruptions)?;
+            writeln!(o, "Data may be corrupted, or further writes to the image may corrupt it.")?;
+        }
+        if r.leaks > 0 {
+            writeln!(o, "\n{} leaked clusters were found on the image.", r.leaks)?;
+            writeln!(o, "This means waste of disk space, but no harm to data.")?;
+        }
+    }
+    if r.total_blocks > 0 {
+        writeln!(
+            o,
+            "{}/{} = {:.2}% allocated, {:.2}% fragmented, {} zero, {} free",
+            r.allocated_blocks,
+            r.total_blocks,
+            r.allocated_blocks as f64 * 100.0 / r.total_blocks as f64,
+            if r.allocated_blocks > 0 { r.fragmented_blocks as f64 * 100.0 / r.allocated_blocks as f64 } else { 0.0 },
+            r.zero_blocks,
+            r.free_blocks
+        )?;
+    }
+    writeln!(o, "Image end offset: {}", r.image_end_offset)?;
+    Ok(code)
+}
+
+fn create_options(
+    size: u64,
+    fixed: bool,
+    block_size: u64,
+    layout: &str,
+    comment: String,
+    uuid: Option<&str>,
+) -> Result<CreateOptions> {
+    let uuid = match uuid {
+        Some(u) => Uuid::parse_str(u).map_err(|e| anyhow!("invalid --uuid {u:?}: {e}"))?,
+        None => Uuid::new_v4(),
+    };
+    let block_size = u32::try_from(block_size).map_err(|_| anyhow!("block size {block_size} is too large"))?;
+    let mut o = CreateOptions::new(size, uuid, Uuid::new_v4());
+    o.fixed = fixed;
+    o.block_size = block_size;
+    o.layout = Layout::parse(layout)?;
+    o.comment = comment;
+    o.header()?; // validate before touching the output file
+    Ok(o)
+}
+
+fn create(path: &Path, opts: &CreateOptions) -> Result<u8> {
+    let f = FileStorage::create(path).with_context(|| format!("could not create {}", path.display()))?;
+    let img = {
+        let mut bar = Bar::new("creating");
+        vdi::create(f, opts, &mut bar)?
+    };
+    let h = img.header();
+    println!(
+        "Formatting '{}', fmt=vdi size={} static={} block_size={} layout={} uuid={}",
+        path.display(),
+        h.disk_size,
+        if opts.fixed { "on" } else { "off" },
+        h.block_size,
+        if opts.layout == Layout::Qemu { "qemu" } else { "vbox" },
+        h.uuid_create
+    );
+    Ok(0)
+}
+
+fn map(path: &Path, json: bool) -> Result<u8> {
+    let mut img = open_image(path)?;
+    let mut o = io::BufWriter::new(io::stdout().lock());
+    let name = path.display().to_string();
+    if json {
+        let mut first = true;
+        write!(o, "[")?;
+        img.extents(|e| {
+            let sep = if first { "" } else { ",\n" };
+            first = false;
+            write!(o, "{sep}{}", extent_json(&e)).map_err(|e| vdi::VdiError::Unsupported(e.to_string()))
+        })?;
+        writeln!(o, "]")?;
+    } else {
+        writeln!(o, "{:<16}{:<16}{:<16}File", "Offset", "Length", "Mapped to")?;
+        img.extents(|e| {
+            if e.state == BlockState::Data {
+                writeln!(
+                    o,
+                    "{:<16}{:<16}{:<16}{name}",
+                    format!("{:#x}", e.start),
+                    format!("{:#x}", e.length),
+                    format!("{:#x}", e.host_offset.unwrap_or(0))
+                )
+                .map_err(|e| vdi::VdiError::Unsupported(e.to_string()))?;
+            }
+            Ok(())
+        })?;
+    }
+    o.flush()?;
+    Ok(0)
+}
+
+/// Writes every byte in order (pipes, devices, stdout).
+struct StreamSink<W: Write> {
+    out: W,
+    zeros: Vec<u8>,
+}
+
+impl<W: Write> RawSink for StreamSink<W> {
+    fn data(&mut self, _offset: u64, buf: &[u8]) -> vdi::Result<()> {
+        self.out.write_all(buf).map_err(|e| vdi::VdiError::Unsupported(format!("writing the output: {e}")))
+    }
+    fn zeros(&mut self, _offset: u64, mut len: u64) -> vdi::Result<()> {
+        while len > 0 {
+            let n = len.min(self.zeros.len() as u64) as usize;
+            self.out
+                .write_all(&self.zeros[..n])
+                .map_err(|e| vdi::VdiError::Unsupported(format!("writing the output: {e}")))?;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Writes into a VDI image; all-zero blocks stay unallocated.
+struct ImageSink<'a>(&'a mut VdiImage<FileStorage>);
+
+impl RawSink for ImageSink<'_> {
+    fn data(&mut self, offset: u64, buf: &[u8]) -> vdi::Result<()> {
+        self.0.write_at(offset, buf)
+    }
+    fn zeros(&mut self, _offset: u64, _len: u64) -> vdi::Result<()> {
+        Ok(())
+    }
+}
+
+fn is_seekable_file(path: &Path) -> bool {
+    match std::fs::metadata(path) {
+        Ok(m) => m.is_file(),
+        Err(_) => true, // does not exist yet: we create a regular file
+    }
+}
+
+fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layout: &str, fixed: bool) -> Result<u8> {
+    if format != "raw" && format != "vdi" {
+        bail!("unknown output format {format:?}: expected raw or vdi");
+    }
+    let src = open_file(input)?;
+    let is_vdi = vdi::probe(&src);
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
+        if a == b {
+            bail!("the output {} is the input", output.display());
+        }
+    }
+    let mut bar = Bar::new("converting");
+    match (is_vdi, format) {
+        (true, "raw") => {
+            let mut img = VdiImage::open(src).with_context(|| format!("could not open {}", input.display()))?;
+            let size = img.virtual_size();
+            let stream = output.as_os_str() == "-" || !is_seekable_file(output);
+            if stream {
+                let out: Box<dyn Write> = if output.as_os_str() == "-" {
+                    Box::new(io::stdout().lock())
+                } else {
+                    let m = std::fs::metadata(output)?;
+                    if m.file_type().is_dir() {
+                        bail!("{} is a directory", output.display());
+                    }
+                    Box::new(File::options().write(true).open(output).with_context(|| format!("could not open {}", output.display()))?)
+                };
+                let mut sink = StreamSink { out, zeros: vec![0u8; vdi::transfer::CHUNK] };
+                vdi::export_raw(&mut img, &mut sink, &mut bar)?;
+                sink.out.flush()?;
+            } else {
+                let f = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
+                let mut sink = SparseSink::new(f, size)?;
+                vdi::export_raw(&mut img, &mut sink, &mut bar)?;
+            }
+        }
+        (false, "raw") => bail!("{} is not a VDI image (no VDI signature at offset 0x40); raw to raw is a plain copy", input.display()),
+        (_, "vdi") => {
+            let size = if is_vdi {
+                VdiImage::open(&src).with_context(|| format!("could not open {}", input.display()))?.virtual_size()
+            } else {
+                vdi::ReadAt::len(&src).map_err(|e| anyhow!("{e}"))?
+            };
+            let opts = create_options(size, fixed, block_size, layout, String::new(), None)?;
+            if !is_seekable_file(output) {
+                bail!("a VDI output must be a regular file, not {}", output.display());
+            }
+            let f = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
+            let mut dst = vdi::create(f, &opts, &mut vdi::NoMonitor)?;
+            if is_vdi {
+                let mut img = VdiImage::open(src)?;
+                vdi::export_raw(&mut img, &mut ImageSink(&mut dst), &mut bar)?;
+            } else {
+                vdi::import_raw(&src, &mut dst, &mut bar)?;
+            }
+            dst.flush()?;
+        }
+        _ => unreachable!("format checked above"),
+    }
+    Ok(0)
+}
