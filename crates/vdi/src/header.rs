@@ -370,7 +370,7 @@ impl VdiHeader {
         if self.version == VDI_VERSION_0_2 {
             V0_OFFSET_BMAP as u64
         } else {
-            (PRE_HEADER_SIZE + self.header_size) as u64
+            PRE_HEADER_SIZE as u64 + self.header_size as u64
         }
     }
     /// The virtual disk size used for I/O: `disk_size` rounded up to a whole sector, as
