@@ -197,7 +197,10 @@ fn check_exit_codes_match_qemu_img() {
     b[0x200 + 5 * 4..0x200 + 6 * 4].copy_from_slice(&u32::MAX.to_le_bytes());
     b[0x200 + 2 * 4..0x200 + 3 * 4].copy_from_slice(&u32::MAX.to_le_bytes());
     std::fs::write(&img_path, &b).unwrap();
-    assert_eq!(code(&mut vdi(&["check", &img_path])), Some(2)); // blocks_allocated now wrong
+    // blocks_allocated (3) now overcounts the 2 entries: qemu-img calls it an error, but
+    // new blocks still go past every block in use, so for us it is a leak.
+    assert_eq!(code(&mut qemu_img(&["check", &img_path])), Some(2));
+    assert_eq!(code(&mut vdi(&["check", &img_path])), Some(3));
     b[0x184..0x188].copy_from_slice(&2u32.to_le_bytes());
     std::fs::write(&img_path, &b).unwrap();
     assert_eq!(code(&mut qemu_img(&["check", &img_path])), Some(0));

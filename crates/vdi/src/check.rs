@@ -277,14 +277,29 @@ pub fn check_image<S: ReadAt>(img: &mut VdiImage<S>, monitor: &mut dyn Monitor) 
     ?;
     monitor.progress(total, total);
 
-    if r.allocated_blocks != h.blocks_allocated as u64 {
+    // blocks_allocated is where the next block goes (VirtualBox and QEMU append at that
+    // slot). Below the highest slot in use it is dangerous; above the count it only wastes.
+    let ba = h.blocks_allocated as u64;
+    let max_end = (max_slot_end - h.offset_data as u64) / stride;
+    if max_end > ba {
         r.add(
             Severity::Corruption,
             FindingKind::AllocatedMismatch,
             "header",
             format!(
-                "blocks_allocated is {} but {} block-map entries are allocated",
-                h.blocks_allocated, r.allocated_blocks
+                "blocks_allocated is {ba} but slot {} is in use ({} entries allocated): a new block would be written over existing data",
+                max_end - 1,
+                r.allocated_blocks
+            ),
+        );
+    } else if r.allocated_blocks != ba {
+        r.add(
+            Severity::Leak,
+            FindingKind::AllocatedMismatch,
+            "header",
+            format!(
+                "blocks_allocated is {ba} but {} entries are allocated (qemu-img check calls this an error; the extra slots are only wasted space)",
+                r.allocated_blocks
             ),
         );
     }
@@ -412,7 +427,8 @@ mod tests {
             set_entry(&mut s, b, 0); // all duplicates of slot 0
         }
         let mut r = check(s, &mut NoMonitor).unwrap();
-        assert_eq!(r.corruptions, 8); // 7 duplicates + mismatch
+        assert_eq!(r.corruptions, 7); // 7 duplicates
+        assert_eq!(r.leaks, 1); // blocks_allocated (1) != 8 entries, but nothing lies past slot 0
         r.findings.truncate(2);
         assert_eq!(r.unlisted(), 6);
     }

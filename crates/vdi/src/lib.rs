@@ -37,6 +37,7 @@ pub mod monitor;
 #[cfg(feature = "json")]
 pub mod report;
 pub mod storage;
+pub mod surgery;
 pub mod transfer;
 
 pub use block_map::{BlockMap, Entry, BLOCK_FREE, BLOCK_ZERO};
@@ -47,5 +48,6 @@ pub use header::{Geometry, ImageType, VdiHeader, VDI_SIGNATURE};
 pub use image::{all_zero, probe, read_header, BlockState, Extent, OpenOptions, VdiImage};
 pub use monitor::{FnMonitor, Monitor, NoMonitor};
 pub use storage::{MemStorage, ReadAt, Storage};
+pub use surgery::{repair, CompactStats, RepairAction, RepairReport, ResizeStats};
 pub use transfer::{export_raw, import_raw, RawSink, SparseSink, TransferStats};
 pub use uuid::Uuid;

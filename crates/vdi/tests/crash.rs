@@ -1,0 +1,321 @@
+//! Crash safety of every in-place operation, proven with a fault-injecting storage: the
+//! operation is stopped after write N, for every N, and the image left behind must open,
+//! read for every block either the data from before or the data from after the operation,
+//! and check clean (at worst with leaks).
+
+use std::cell::Cell;
+
+use vdi::{
+    create, repair, CreateOptions, Layout, MemStorage, NoMonitor, ReadAt, Storage, StorageError, Uuid, VdiImage,
+};
+
+/// MemStorage that fails every write after the first `budget`.
+struct Faulty {
+    inner: MemStorage,
+    budget: usize,
+    writes: Cell<usize>,
+}
+
+impl Faulty {
+    fn new(inner: MemStorage, budget: usize) -> Self {
+        Faulty { inner, budget, writes: Cell::new(0) }
+    }
+    fn spend(&self) -> Result<(), StorageError> {
+        if self.writes.get() >= self.budget {
+            return Err(StorageError::new("injected fault: the machine stopped here"));
+        }
+        self.writes.set(self.writes.get() + 1);
+        Ok(())
+    }
+}
+
+impl ReadAt for Faulty {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.inner.read_at(offset, buf)
+    }
+    fn len(&self) -> Result<u64, StorageError> {
+        self.inner.len()
+    }
+}
+
+impl Storage for Faulty {
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), StorageError> {
+        self.spend()?;
+        self.inner.write_at(offset, buf)
+    }
+    fn set_len(&mut self, len: u64) -> Result<(), StorageError> {
+        self.spend()?;
+        self.inner.set_len(len)
+    }
+    fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+const BS: u32 = 64 * 1024;
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A 24-block image with data, all-zero data blocks, holes, out of order slots.
+fn image(layout: Layout, fixed: bool, size: u64) -> MemStorage {
+    let mut o = CreateOptions::new(size, Uuid::from_u128(1), Uuid::from_u128(2));
+    o.block_size = BS;
+    o.layout = layout;
+    o.fixed = fixed;
+    let mut img = create(MemStorage::new(), &o, &mut NoMonitor).unwrap();
+    let bs = BS as u64;
+    for (i, b) in [7u64, 2, 3, 11, 0, 19, 5, 23, 13].into_iter().enumerate() {
+        if b * bs < img.virtual_size() {
+            let n = (bs as usize).min((img.virtual_size() - b * bs) as usize);
+            img.write_at(b * bs, &pattern(i as u64 + 1, n)).unwrap();
+        }
+    }
+    // Blocks 3 and 19 become all zeros (allocated): compact's prey.
+    for b in [3u64, 19] {
+        if b * bs < img.virtual_size() {
+            img.write_at(b * bs, &vec![0u8; BS as usize]).unwrap();
+        }
+    }
+    // A partial write at the end of the disk.
+    let end = img.virtual_size();
+    img.write_at(end - 700, &pattern(99, 700)).unwrap();
+    img.into_storage()
+}
+
+fn disk(s: &MemStorage) -> Vec<u8> {
+    let mut img = VdiImage::open(s.clone()).expect("opens");
+    let mut b = vec![0u8; img.virtual_size() as usize];
+    img.read_at(0, &mut b).expect("reads");
+    b
+}
+
+type Op = dyn Fn(&mut VdiImage<Faulty>) -> vdi::Result<()>;
+
+/// Run `op` stopping after every possible write count; returns the number of writes the
+/// whole operation makes.
+fn crash_everywhere(name: &str, base: MemStorage, op: &Op, max_corruptions: u64) -> usize {
+    let before = disk(&base);
+    // Uninterrupted run.
+    let mut img = VdiImage::open(Faulty::new(base.clone(), usize::MAX)).unwrap();
+    op(&mut img).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let total = img.storage().writes.get();
+    let done = img.into_storage().inner;
+    let after = disk(&done);
+    let r = vdi::check(done.clone(), &mut NoMonitor).unwrap();
+    assert!(r.is_clean(), "{name}: not clean after the operation: {:?}", r.findings);
+    assert!(total > 0, "{name}: the operation wrote nothing");
+    for n in 0..total {
+        let mut img = VdiImage::open(Faulty::new(base.clone(), n)).unwrap();
+        let res = op(&mut img);
+        assert!(res.is_err(), "{name}: stopping after write {n} of {total} went unnoticed");
+        let left = img.into_storage().inner;
+        let mut img = VdiImage::open(left.clone())
+            .unwrap_or_else(|e| panic!("{name}: stopped after write {n}/{total}: does not open: {e}"));
+        let r = vdi::check(left.clone(), &mut NoMonitor).unwrap();
+        assert!(
+            r.corruptions <= max_corruptions,
+            "{name}: stopped after write {n}/{total}: {:?}",
+            r.findings
+        );
+        // Every block reads as before or as after.
+        let size = img.virtual_size() as usize;
+        let mut now = vec![0u8; size];
+        img.read_at(0, &mut now).unwrap_or_else(|e| panic!("{name}: after write {n}: read fails: {e}"));
+        for (bi, chunk) in now.chunks(BS as usize).enumerate() {
+            let at = bi * BS as usize;
+            let pick = |v: &Vec<u8>| -> Vec<u8> {
+                let mut x = vec![0u8; chunk.len()];
+                if at < v.len() {
+                    let k = chunk.len().min(v.len() - at);
+                    x[..k].copy_from_slice(&v[at..at + k]);
+                }
+                x
+            };
+            assert!(
+                chunk == &pick(&before)[..] || chunk == &pick(&after)[..],
+                "{name}: stopped after write {n}/{total}: block {bi} is neither the old nor the new data"
+            );
+        }
+    }
+    total
+}
+
+#[test]
+fn compact_is_crash_safe() {
+    for layout in [Layout::Vbox, Layout::Qemu] {
+        let base = image(layout, false, 24 * BS as u64);
+        let n = crash_everywhere("compact", base.clone(), &|img| img.compact(false, &mut NoMonitor).map(|_| ()), 0);
+        assert!(n >= 4, "compact made only {n} writes");
+        crash_everywhere("compact --free", base, &|img| img.compact(true, &mut NoMonitor).map(|_| ()), 0);
+    }
+}
+
+#[test]
+fn compact_results() {
+    let base = image(Layout::Vbox, false, 24 * BS as u64);
+    let before = disk(&base);
+    let mut img = VdiImage::open(base.clone()).unwrap();
+    let len0 = img.file_len();
+    let st = img.compact(false, &mut NoMonitor).unwrap();
+    assert_eq!(st.blocks_zeroed, 2);
+    assert_eq!(st.bytes_reclaimed, 2 * BS as u64);
+    assert_eq!(img.file_len(), len0 - 2 * BS as u64);
+    assert_eq!(img.entry(3).unwrap(), vdi::Entry::Zero);
+    let s = img.into_storage();
+    assert_eq!(disk(&s), before);
+    // Fixed images are refused with a reason.
+    let mut f = VdiImage::open(image(Layout::Vbox, true, 8 * BS as u64)).unwrap();
+    let e = f.compact(false, &mut NoMonitor).unwrap_err().to_string();
+    assert!(e.contains("fixed"), "{e}");
+}
+
+#[test]
+fn resize_is_crash_safe() {
+    // Grow in place (the vbox layout has room for the larger map).
+    let base = image(Layout::Vbox, false, 24 * BS as u64 - 512);
+    crash_everywhere("grow in place", base, &|img| img.resize(40 * BS as u64 + 1000, &mut NoMonitor).map(|_| ()), 0);
+    // Grow with relocation (qemu layout: the data follows the map directly).
+    let base = image(Layout::Qemu, false, 24 * BS as u64);
+    let n = crash_everywhere("grow relocating", base.clone(), &|img| {
+        let st = img.resize(200_000 * BS as u64, &mut NoMonitor)?;
+        assert!(st.map_moved && st.blocks_relocated > 0, "{st:?}");
+        Ok(())
+    }, 0);
+    assert!(n > 3);
+    // Shrink: allowed when the cut part is zero, refused otherwise.
+    let base = image(Layout::Vbox, false, 24 * BS as u64);
+    crash_everywhere("shrink", base.clone(), &|img| {
+        img.discard(20 * BS as u64, 4 * BS as u64, &mut NoMonitor)?;
+        img.resize(20 * BS as u64, &mut NoMonitor).map(|_| ())
+    }, 0);
+    let mut img = VdiImage::open(base).unwrap();
+    let e = img.resize(10 * BS as u64, &mut NoMonitor).unwrap_err().to_string();
+    assert!(e.contains("block 11") && e.contains("non-zero"), "{e}");
+    // Fixed images grow too, in place and relocating.
+    let base = image(Layout::Vbox, true, 6 * BS as u64);
+    crash_everywhere("grow fixed", base, &|img| img.resize(9 * BS as u64, &mut NoMonitor).map(|_| ()), 0);
+    // ... but not when the map must move: no order of writes is crash-safe there.
+    let mut img = VdiImage::open(image(Layout::Qemu, true, 6 * BS as u64)).unwrap();
+    let e = img.resize(20_000 * BS as u64, &mut NoMonitor).unwrap_err().to_string();
+    assert!(e.contains("fixed image") && e.contains("convert it to a dynamic image"), "{e}");
+}
+
+#[test]
+fn resize_keeps_data_and_zeroes_the_new_part() {
+    let base = image(Layout::Qemu, false, 24 * BS as u64 - 512);
+    let before = disk(&base);
+    let mut img = VdiImage::open(base).unwrap();
+    let st = img.resize(300_000 * BS as u64, &mut NoMonitor).unwrap();
+    assert!(st.map_moved);
+    let s = img.into_storage();
+    let mut img = VdiImage::open(s.clone()).unwrap();
+    assert_eq!(img.virtual_size(), 300_000 * BS as u64);
+    let mut b = vec![0u8; before.len() + 4096];
+    img.read_at(0, &mut b).unwrap();
+    assert_eq!(&b[..before.len()], &before[..]);
+    assert!(b[before.len()..].iter().all(|&x| x == 0));
+    assert!(vdi::check(s, &mut NoMonitor).unwrap().is_clean());
+}
+
+#[test]
+fn discard_is_crash_safe() {
+    let base = image(Layout::Vbox, false, 24 * BS as u64);
+    crash_everywhere("discard", base, &|img| {
+        let (n, _) = img.discard(BS as u64 + 100, 12 * BS as u64, &mut NoMonitor)?;
+        assert!(n >= 3);
+        Ok(())
+    }, 0);
+}
+
+#[test]
+fn plain_writes_are_crash_safe() {
+    let base = image(Layout::Qemu, false, 24 * BS as u64);
+    crash_everywhere("write", base, &|img| img.write_at(6 * BS as u64 - 10, &pattern(5, 5 * BS as usize)), 0);
+}
+
+/// Damage: a duplicate entry, an entry past the end of the file, a leaked slot.
+fn damaged() -> MemStorage {
+    let mut s = image(Layout::Qemu, false, 24 * BS as u64);
+    let bmap = 0x200u64;
+    s.write_at(bmap + 9 * 4, &0u32.to_le_bytes()).unwrap(); // block 9 -> slot 0 (dup of block 7)
+    s.write_at(bmap + 21 * 4, &23u32.to_le_bytes()).unwrap(); // slot 23: past the end
+    s.write_at(bmap + 5 * 4, &u32::MAX.to_le_bytes()).unwrap(); // block 5 freed: its slot leaks
+    s
+}
+
+#[test]
+fn repair_fixes_and_is_crash_safe() {
+    let (rep, fixed) = repair(damaged(), false, &mut NoMonitor).unwrap();
+    let after = rep.after.as_ref().unwrap();
+    assert!(after.is_clean(), "{:?}", after.findings);
+    assert!(rep.before.corruptions >= 2);
+    assert!(rep.actions.iter().any(|a| a.data_lost && a.message.contains("block 9")), "{:?}", rep.actions);
+    assert!(rep.actions.iter().any(|a| a.message.contains("past the end")), "{:?}", rep.actions);
+    // Dry run: same plan, nothing written.
+    let d = damaged();
+    let (dry, untouched) = repair(d.clone(), true, &mut NoMonitor).unwrap();
+    assert_eq!(untouched, d);
+    assert_eq!(dry.actions, rep.actions);
+    assert!(dry.after.is_none());
+    // The repaired image reads the undamaged blocks as before.
+    let mut img = VdiImage::open(fixed).unwrap();
+    let mut b = vec![0u8; BS as usize];
+    img.read_at(7 * BS as u64, &mut b).unwrap();
+    assert_eq!(b, pattern(1, BS as usize));
+    // Stopped after any write: it opens, reads every intact block as before, and has no
+    // more corruption than it started with.
+    let before = rep.before.corruptions;
+    let base = damaged();
+    let intact = disk_blocks(&base, &[7, 2, 11, 0, 23, 13]);
+    let mut n = 0;
+    loop {
+        let mut f = Faulty::new(base.clone(), n);
+        let ok = repair(&mut f, false, &mut NoMonitor).is_ok();
+        let left = f.inner;
+        let r = vdi::check(left.clone(), &mut NoMonitor).unwrap();
+        assert!(r.corruptions <= before, "repair stopped after write {n}: {:?}", r.findings);
+        assert_eq!(disk_blocks(&left, &[7, 2, 11, 0, 23, 13]), intact, "repair stopped after write {n}");
+        if ok {
+            assert!(r.is_clean());
+            break;
+        }
+        n += 1;
+        assert!(n < 1000, "repair never finishes");
+    }
+    assert!(n >= 3, "repair made only {n} writes");
+}
+
+fn disk_blocks(s: &MemStorage, blocks: &[u64]) -> Vec<Vec<u8>> {
+    let mut img = VdiImage::open(s.clone()).expect("opens");
+    blocks
+        .iter()
+        .map(|&b| {
+            let mut v = vec![0u8; BS as usize];
+            img.read_at(b * BS as u64, &mut v).expect("reads");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn repair_rebuilds_guessable_header_fields() {
+    let mut s = image(Layout::Vbox, false, 8 * BS as u64);
+    s.write_at(0x40, &[0, 0, 0, 0]).unwrap(); // signature wiped
+    s.write_at(0x4C, &9u32.to_le_bytes()).unwrap(); // image_type 9
+    s.write_at(0x184, &1000u32.to_le_bytes()).unwrap(); // blocks_allocated > blocks_in_image
+    assert!(VdiImage::open(s.clone()).is_err());
+    let (rep, fixed) = repair(s, false, &mut NoMonitor).unwrap();
+    assert_eq!(rep.guessed.len(), 3, "{:?}", rep.guessed);
+    assert!(rep.after.unwrap().is_clean());
+    VdiImage::open(fixed).unwrap();
+}
