@@ -51,12 +51,12 @@ pub struct OpenOptions {
 /// An open VDI image over storage `S`.
 #[derive(Debug)]
 pub struct VdiImage<S> {
-    storage: S,
-    header: VdiHeader,
-    map: BlockMap,
-    file_len: u64,
-    next_slot: Option<u32>,
-    layout_error: Option<String>,
+    pub(crate) storage: S,
+    pub(crate) header: VdiHeader,
+    pub(crate) map: BlockMap,
+    pub(crate) file_len: u64,
+    pub(crate) next_slot: Option<u32>,
+    pub(crate) layout_error: Option<String>,
 }
 
 /// Bytes read at open: enough for every header this engine knows.
@@ -104,6 +104,15 @@ impl<S: ReadAt> VdiImage<S> {
         }
         let map = BlockMap::new(header.offset_bmap as u64, header.blocks_in_image);
         Ok(VdiImage { storage, header, map, file_len, next_slot: None, layout_error })
+    }
+
+    /// An image over `storage` described by `header` (already validated by the caller),
+    /// for repair, which fixes a header in memory before anything is written.
+    pub(crate) fn with_header(storage: S, header: VdiHeader, file_len: u64) -> Result<Self> {
+        header.validate_fields()?;
+        header.validate_layout(file_len)?;
+        let map = BlockMap::new(header.offset_bmap as u64, header.blocks_in_image);
+        Ok(VdiImage { storage, header, map, file_len, next_slot: None, layout_error: None })
     }
 
     /// The header as read (and as updated by writes).
@@ -159,7 +168,7 @@ impl<S: ReadAt> VdiImage<S> {
     }
 
     /// Host offset of `slot`'s data, refusing a slot whose data lies past the end of file.
-    fn data_offset(&self, block: u32, slot: u32) -> Result<u64> {
+    pub(crate) fn data_offset(&self, block: u32, slot: u32) -> Result<u64> {
         let (start, end) = self.slot_range(slot);
         if end > self.file_len {
             return Err(VdiError::BlockPastEnd { block: block as u64, slot, offset: start, len: self.file_len });
@@ -167,7 +176,7 @@ impl<S: ReadAt> VdiImage<S> {
         Ok(start)
     }
 
-    fn check_range(&self, op: &'static str, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn check_range(&self, op: &'static str, offset: u64, len: u64) -> Result<()> {
         let size = self.virtual_size();
         if offset.checked_add(len).is_none_or(|e| e > size) {
             return Err(VdiError::OutOfRange { op, offset, len, size });
@@ -275,7 +284,7 @@ pub fn all_zero(b: &[u8]) -> bool {
 }
 
 impl<S: Storage> VdiImage<S> {
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if self.header.version == VDI_VERSION_0_2 {
             return Err(VdiError::Unsupported("writing to a legacy v0.2 image".into()));
         }
@@ -334,16 +343,49 @@ impl<S: Storage> VdiImage<S> {
     /// Write `data` to the virtual disk at `offset`.
     ///
     /// New blocks are appended at the next free slot and padded with zeros. Order: data,
-    /// then the block-map entries (one write per contiguous run), then the header, so an
-    /// interruption leaks a block at worst. Writing zeros to an unallocated block changes
-    /// nothing and allocates nothing.
+    /// then the header (its `blocks_allocated`), then the block-map entries (one write per
+    /// contiguous run), so an interruption leaks a block at worst and `blocks_allocated`
+    /// never undercounts the slots in use. (QEMU and VirtualBox write the header last; the
+    /// window between their map and header writes leaves a header that undercounts.)
+    /// Writing zeros to an unallocated block changes nothing and allocates nothing.
+    ///
+    /// A write that fails before its entries are recorded changes nothing the image reads:
+    /// the slots it took and the entries it staged are forgotten.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.check_writable()?;
         self.check_range("write", offset, data.len() as u64)?;
+        let allocated_before = self.header.blocks_allocated;
+        if let Err(e) = self.write_data(offset, data) {
+            self.map.reset(self.map.offset(), self.header.blocks_in_image);
+            self.header.blocks_allocated = allocated_before;
+            self.next_slot = None;
+            return Err(e);
+        }
+        // The header's count goes before the entries: stopped in between, the image only
+        // leaks the new slots; the other way round it would undercount blocks in use, and
+        // the next writer (VirtualBox, QEMU) would put a new block on top of one.
+        if self.header.blocks_allocated != allocated_before {
+            if let Err(e) = self.write_header() {
+                self.map.reset(self.map.offset(), self.header.blocks_in_image);
+                self.header.blocks_allocated = allocated_before;
+                self.next_slot = None;
+                return Err(e);
+            }
+        }
+        if let Err(e) = self.map.flush(&mut self.storage) {
+            // Some runs may have been written: read the map from the storage again.
+            self.map.reset(self.map.offset(), self.header.blocks_in_image);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// First half of [`VdiImage::write_at`]: stage the entries of new blocks (in memory) and
+    /// write the data.
+    fn write_data(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         let bs = self.block_size();
         let stride = self.header.block_stride();
         let extra = self.header.block_extra as usize;
-        let allocated_before = self.header.blocks_allocated;
         let mut segs: Vec<Segment> = Vec::new();
         let mut done = 0usize;
         while done < data.len() {
@@ -384,10 +426,6 @@ impl<S: Storage> VdiImage<S> {
             write_all(&mut self.storage, host, bytes)?;
             self.file_len = self.file_len.max(host + bytes.len() as u64);
         }
-        self.map.flush(&mut self.storage)?;
-        if self.header.blocks_allocated != allocated_before {
-            self.write_header()?;
-        }
         Ok(())
     }
 
@@ -409,7 +447,9 @@ impl<S: Storage> VdiImage<S> {
     /// Replace the header (e.g. to change a UUID or comment) and write it.
     /// Only fields that do not change the layout may differ.
     pub fn update_header(&mut self, f: impl FnOnce(&mut VdiHeader) -> Result<()>) -> Result<()> {
-        self.check_writable()?;
+        if self.header.version == VDI_VERSION_0_2 {
+            return Err(VdiError::Unsupported("writing to a legacy v0.2 image".into()));
+        }
         let mut h = self.header.clone();
         f(&mut h)?;
         let same_layout = h.offset_bmap == self.header.offset_bmap
