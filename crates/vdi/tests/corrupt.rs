@@ -11,8 +11,8 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use vdi::{
-    check, create, export_raw, CreateOptions, FindingKind, Layout, MemStorage, NoMonitor, OpenOptions, RawSink,
-    ReadAt, StorageError, Uuid, VdiError, VdiImage, BLOCK_FREE, BLOCK_ZERO,
+    all_zero, check, create, export_raw, CreateOptions, FindingKind, Layout, MemStorage, NoMonitor, OpenOptions,
+    RawSink, ReadAt, StorageError, Uuid, VdiError, VdiImage, BLOCK_FREE, BLOCK_ZERO,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -323,7 +323,13 @@ fn finds(
     Case {
         name,
         bytes,
-        expect: Expect::Opens { disk, bs, findings: findings.to_vec(), past_end: past_end.to_vec(), needs_parent: vec![] },
+        expect: Expect::Opens {
+            disk,
+            bs,
+            findings: findings.to_vec(),
+            past_end: past_end.to_vec(),
+            needs_parent: vec![],
+        },
     }
 }
 
@@ -342,7 +348,12 @@ fn cases() -> Vec<Case> {
     c.push(reads("good vbox layout", v.bytes.clone(), v.disk.clone(), v.bs));
     c.push(reads("good fixed image", f.bytes.clone(), f.disk.clone(), f.bs));
     c.push(reads("good v0.2 image laid out by hand", v0.bytes.clone(), v0.disk.clone(), v0.bs));
-    c.push(reads("good block_extra 512 image laid out by hand", with_block_extra().bytes, with_block_extra().disk, 4096));
+    c.push(reads(
+        "good block_extra 512 image laid out by hand",
+        with_block_extra().bytes,
+        with_block_extra().disk,
+        4096,
+    ));
 
     // --- Pre-header.
     c.push(refused(
@@ -352,7 +363,12 @@ fn cases() -> Vec<Case> {
         &["0xdeadbeef", "0xbeda107f"],
         CheckSays::Fails,
     ));
-    c.push(reads("header text is garbage (never used for detection)", q.with(|b| b[..64].fill(b'x')), q.disk.clone(), q.bs));
+    c.push(reads(
+        "header text is garbage (never used for detection)",
+        q.with(|b| b[..64].fill(b'x')),
+        q.disk.clone(),
+        q.bs,
+    ));
     c.push(refused(
         "version 2.1",
         q.with(|b| put32(b, VERSION, 0x0002_0001)),
@@ -411,7 +427,13 @@ fn cases() -> Vec<Case> {
         &["image_type = 0", "1 (dynamic)"],
         CheckSays::Fails,
     ));
-    c.push(refused("image_type 5", q.with(|b| put32(b, IMAGE_TYPE, 5)), "invalid-field", &["image_type = 5"], CheckSays::Fails));
+    c.push(refused(
+        "image_type 5",
+        q.with(|b| put32(b, IMAGE_TYPE, 5)),
+        "invalid-field",
+        &["image_type = 5"],
+        CheckSays::Fails,
+    ));
     c.push(reads("image_type 3 (undo, read as normal)", q.with(|b| put32(b, IMAGE_TYPE, 3)), q.disk.clone(), q.bs));
     c.push(refused(
         "sector_size 4096",
@@ -448,7 +470,13 @@ fn cases() -> Vec<Case> {
         &["block_size = 256", "between 512"],
         CheckSays::Fails,
     ));
-    c.push(refused("block_size 0", q.with(|b| put32(b, BLOCK_SIZE, 0)), "invalid-field", &["block_size = 0"], CheckSays::Fails));
+    c.push(refused(
+        "block_size 0",
+        q.with(|b| put32(b, BLOCK_SIZE, 0)),
+        "invalid-field",
+        &["block_size = 0"],
+        CheckSays::Fails,
+    ));
     c.push(refused(
         "block_extra not a power of two",
         q.with(|b| put32(b, BLOCK_EXTRA, 3)),
@@ -576,7 +604,14 @@ fn cases() -> Vec<Case> {
 
     let mut oor = q.clone();
     oor.set_entry(6, 100); // >= blocks_in_image (9), and past the end of the file
-    c.push(finds("entry >= blocks_in_image", oor.bytes, q.disk.clone(), q.bs, &[EntryOutOfRange, AllocatedMismatch], &[6]));
+    c.push(finds(
+        "entry >= blocks_in_image",
+        oor.bytes,
+        q.disk.clone(),
+        q.bs,
+        &[EntryOutOfRange, AllocatedMismatch],
+        &[6],
+    ));
 
     let mut oor_in = q.clone();
     oor_in.set_entry(6, 9); // >= blocks_in_image, but the file holds a slot 9
@@ -593,13 +628,27 @@ fn cases() -> Vec<Case> {
 
     let mut past = q.clone();
     past.set_entry(6, 5); // < blocks_in_image, but only 4 slots are in the file
-    c.push(finds("entry past the end of the file", past.bytes, q.disk.clone(), q.bs, &[EntryPastEnd, AllocatedMismatch], &[6]));
+    c.push(finds(
+        "entry past the end of the file",
+        past.bytes,
+        q.disk.clone(),
+        q.bs,
+        &[EntryPastEnd, AllocatedMismatch],
+        &[6],
+    ));
 
     let mut zeroed = q.clone();
     zeroed.set_entry(2, BLOCK_ZERO); // slot 1 is leaked, block 2 reads zeros
     let mut zeroed_disk = q.disk.clone();
     zeroed_disk[q.block(2)].fill(0);
-    c.push(finds("entry set to ZERO leaks its slot", zeroed.bytes, zeroed_disk, q.bs, &[LeakedSlot, AllocatedMismatch], &[]));
+    c.push(finds(
+        "entry set to ZERO leaks its slot",
+        zeroed.bytes,
+        zeroed_disk,
+        q.bs,
+        &[LeakedSlot, AllocatedMismatch],
+        &[],
+    ));
 
     c.push(finds(
         "blocks_allocated too low",
@@ -684,7 +733,14 @@ fn cases() -> Vec<Case> {
         cut(&q, 0x210),
         "truncated",
         &["the block map needs 548 bytes", "has 528"],
-        CheckSays::Findings(vec![MapTruncated, EntryPastEnd, EntryPastEnd, EntryPastEnd, AllocatedMismatch, FileTooShort]),
+        CheckSays::Findings(vec![
+            MapTruncated,
+            EntryPastEnd,
+            EntryPastEnd,
+            EntryPastEnd,
+            AllocatedMismatch,
+            FileTooShort,
+        ]),
     ));
     c.push(refused(
         "truncated inside the block map (vbox)",
@@ -772,7 +828,12 @@ fn cases() -> Vec<Case> {
     // --- Odd sizes.
     // disk_size 33492 reads as 33792 (rounded up to a sector, as QEMU does): the same disk.
     assert_eq!(q.disk.len(), 33_792);
-    c.push(reads("odd disk_size (not a multiple of 512)", q.with(|b| put64(b, DISK_SIZE, 33_492)), q.disk.clone(), q.bs));
+    c.push(reads(
+        "odd disk_size (not a multiple of 512)",
+        q.with(|b| put64(b, DISK_SIZE, 33_492)),
+        q.disk.clone(),
+        q.bs,
+    ));
     c.push(reads("disk_size 1", q.with(|b| put64(b, DISK_SIZE, 1)), q.disk[..512].to_vec(), q.bs));
     c.push(reads("disk_size 0", q.with(|b| put64(b, DISK_SIZE, 0)), vec![], q.bs));
 
@@ -786,7 +847,14 @@ fn cases() -> Vec<Case> {
     ));
     let mut v0_past = v0.clone();
     put32(&mut v0_past.bytes, 0x1A4, 7); // block 0 -> slot 7 (>= blocks_in_image, past the end)
-    c.push(finds("v0.2 entry past the end", v0_past.bytes, v0.disk.clone(), v0.bs, &[EntryOutOfRange, LeakedSlot], &[0]));
+    c.push(finds(
+        "v0.2 entry past the end",
+        v0_past.bytes,
+        v0.disk.clone(),
+        v0.bs,
+        &[EntryOutOfRange, LeakedSlot],
+        &[0],
+    ));
     // Data of 0xFF: the slots read as FREE entries of the huge map.
     let v0ff = v02_with(Some(0xFF));
     c.push(refused(
@@ -881,9 +949,11 @@ fn run(case: &Case) {
                         assert_eq!(r.findings[0].kind, BadLayout);
                         assert!(text.contains(&r.findings[0].message), "{} vs {text}", r.findings[0].message);
                         // And a lenient open refuses to write to it.
-                        let mut img =
-                            VdiImage::open_with(MemStorage::from_vec(case.bytes.clone()), OpenOptions { lenient: true })
-                                .unwrap();
+                        let mut img = VdiImage::open_with(
+                            MemStorage::from_vec(case.bytes.clone()),
+                            OpenOptions { lenient: true },
+                        )
+                        .unwrap();
                         let e = img.write_at(0, &[1]).unwrap_err();
                         assert_eq!(e.kind(), "unsupported", "{e}");
                     }
@@ -905,7 +975,10 @@ fn run(case: &Case) {
                 if past_end.contains(&b) {
                     let e = got.expect_err(&format!("block {b} must not read"));
                     assert_eq!(e.kind(), "block-past-end", "block {b}: {e}");
-                    assert!(matches!(e, VdiError::BlockPastEnd { block, len: l, .. } if block == b && l == len), "{e:?}");
+                    assert!(
+                        matches!(e, VdiError::BlockPastEnd { block, len: l, .. } if block == b && l == len),
+                        "{e:?}"
+                    );
                 } else if needs_parent.contains(&b) {
                     let e = got.expect_err(&format!("block {b} must not read"));
                     assert_eq!(e.kind(), "needs-parent", "block {b}: {e}");
@@ -963,4 +1036,238 @@ fn corrupted_image_table() {
     }
     std::panic::set_hook(prev);
     assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), cases.len(), failed.join("\n\n"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Beyond open / read / check: what writes and lenient opens do with damaged images.
+
+/// A 3 MiB file claiming 512 TiB, opened leniently: reads inside the readable part of the map
+/// work, reads beyond it fail as truncated, and nothing reads more than the file holds.
+#[test]
+fn huge_claim_opened_leniently_stays_bounded() {
+    let s = Counting::new(claims_512_tib());
+    let len = s.file_len();
+    let mut img = VdiImage::open_with(&s, OpenOptions { lenient: true }).unwrap();
+    assert_eq!(img.virtual_size(), 512 << 40);
+    assert_eq!(img.layout_error(), None, "the layout itself is valid");
+    let mut buf = vec![0xEE; 8192];
+    img.read_at(0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0));
+    let e = img.read_at((511 << 40) + 12345, &mut buf).unwrap_err();
+    assert_eq!(e.kind(), "truncated", "{e}");
+    assert!(e.to_string().contains("the block map needs 1074790400 bytes"), "{e}");
+    let e = img.extents(|_| Ok(())).unwrap_err();
+    assert_eq!(e.kind(), "truncated", "{e}");
+    struct Discard(u64);
+    impl RawSink for Discard {
+        fn data(&mut self, _: u64, buf: &[u8]) -> vdi::Result<()> {
+            self.0 += buf.len() as u64;
+            Ok(())
+        }
+        fn zeros(&mut self, _: u64, _: u64) -> vdi::Result<()> {
+            Ok(())
+        }
+    }
+    let e = export_raw(&mut img, &mut Discard(0), &mut NoMonitor).unwrap_err();
+    assert_eq!(e.kind(), "truncated", "{e}");
+    assert!(s.largest.get() <= len, "largest read {}", s.largest.get());
+    assert!(s.bytes.get() <= 4 * len, "read {} bytes from a {len}-byte file", s.bytes.get());
+}
+
+/// blocks_allocated lower than the slots in use: a new block goes after the last slot in use,
+/// never over existing data.
+#[test]
+fn write_after_blocks_allocated_too_low_keeps_data() {
+    let q = qemu();
+    for ba in [0u32, 2] {
+        let s = MemStorage::from_vec(q.with(|b| put32(b, BLOCKS_ALLOCATED, ba)));
+        let mut img = VdiImage::open(s).unwrap();
+        let mut disk = q.disk.clone();
+        let data = pattern(0xC0, 4096);
+        img.write_at(6 * 4096, &data).unwrap();
+        disk[6 * 4096..7 * 4096].copy_from_slice(&data);
+        assert_eq!(img.entry(6).unwrap(), vdi::Entry::Data(4), "after the last slot in use");
+        let mut img = VdiImage::open(img.into_storage()).unwrap();
+        let mut all = vec![0; disk.len()];
+        img.read_at(0, &mut all).unwrap();
+        assert!(all == disk, "blocks_allocated {ba}: data overwritten");
+    }
+}
+
+/// Trailing garbage is overwritten by the next new block, after which the image is clean.
+#[test]
+fn write_after_trailing_garbage_is_clean() {
+    let q = qemu();
+    let mut img = VdiImage::open(MemStorage::from_vec(q.with(|b| b.extend_from_slice(&[0xCC; 1000])))).unwrap();
+    img.write_at(5 * 4096 + 1, &[7]).unwrap();
+    assert_eq!(img.entry(5).unwrap(), vdi::Entry::Data(4));
+    let mut disk = q.disk.clone();
+    disk[5 * 4096 + 1] = 7;
+    let mut all = vec![0; disk.len()];
+    img.read_at(0, &mut all).unwrap();
+    assert!(all == disk);
+    let r = check(img.into_storage(), &mut NoMonitor).unwrap();
+    assert!(r.is_clean(), "{:?}", r.findings);
+}
+
+/// Images that open but must not be written say why.
+#[test]
+fn writes_refused_where_they_must_be() {
+    let mut img = VdiImage::open(MemStorage::from_vec(v02().bytes)).unwrap();
+    let e = img.write_at(0, &[1]).unwrap_err();
+    assert_eq!(e.kind(), "unsupported");
+    assert!(e.to_string().contains("v0.2"), "{e}");
+
+    let q = qemu();
+    let diff = q.with(|b| {
+        put32(b, IMAGE_TYPE, 4);
+        b[UUID_LINK..UUID_LINK + 16].copy_from_slice(&[0x42; 16]);
+    });
+    let mut img = VdiImage::open(MemStorage::from_vec(diff)).unwrap();
+    let e = img.write_at(0, &[1]).unwrap_err();
+    assert_eq!(e.kind(), "unsupported");
+    assert!(e.to_string().contains("differencing"), "{e}");
+
+    // A block whose data lies past the end is not written (nor silently moved).
+    let mut past = q.clone();
+    past.set_entry(6, 5);
+    let mut img = VdiImage::open(MemStorage::from_vec(past.bytes.clone())).unwrap();
+    let e = img.write_at(6 * 4096 + 10, &[1, 2, 3]).unwrap_err();
+    assert_eq!(e.kind(), "block-past-end", "{e}");
+    assert_eq!(img.into_storage().into_vec(), past.bytes, "nothing written");
+}
+
+/// A block_extra image is written like any other: data after each slot's prefix.
+#[test]
+fn block_extra_image_writes_and_checks_clean() {
+    let g = with_block_extra();
+    let mut img = VdiImage::open(MemStorage::from_vec(g.bytes.clone())).unwrap();
+    let mut disk = g.disk.clone();
+    let writes: [(u64, Vec<u8>); 3] =
+        [(4096 + 100, pattern(0xD0, 50)), (2 * 4096, pattern(0xD1, 4096)), (3 * 4096 - 5, pattern(0xD2, 10))];
+    for (at, data) in &writes {
+        img.write_at(*at, data).unwrap();
+        disk[*at as usize..*at as usize + data.len()].copy_from_slice(data);
+    }
+    let len = img.storage().len().unwrap();
+    assert_eq!(len, 0x400 + 4 * (4096 + 512));
+    let mut img = VdiImage::open(img.into_storage()).unwrap();
+    let mut all = vec![0; disk.len()];
+    img.read_at(0, &mut all).unwrap();
+    assert!(all == disk);
+    let r = check(img.into_storage(), &mut NoMonitor).unwrap();
+    assert!(r.is_clean(), "{:?}", r.findings);
+}
+
+/// A write that fails part-way leaves no trace in what the image reads: blocks it was about
+/// to allocate still read as before (not as data past the end of the file), and the next
+/// successful write does not record them.
+#[test]
+fn failed_write_leaves_reads_unchanged() {
+    // Damage: block 6 -> slot 5, past the end. A write over blocks 5..=6 allocates block 5
+    // first, then fails on block 6.
+    let q = qemu();
+    let mut past = q.clone();
+    past.set_entry(6, 5);
+    let mut img = VdiImage::open(MemStorage::from_vec(past.bytes.clone())).unwrap();
+    let e = img.write_at(5 * 4096 + 4000, &[9; 200]).unwrap_err();
+    assert_eq!(e.kind(), "block-past-end", "{e}");
+    assert_eq!(img.header().blocks_allocated, 4);
+    assert_eq!(img.entry(5).unwrap(), vdi::Entry::Free);
+    let mut b5 = vec![0xEE; 4096];
+    img.read_at(5 * 4096, &mut b5).unwrap();
+    assert!(all_zero(&b5));
+    img.write_at(7 * 4096, &[1]).unwrap();
+    assert_eq!(img.entry(5).unwrap(), vdi::Entry::Free);
+    assert_eq!(img.entry(7).unwrap(), vdi::Entry::Data(4));
+    assert_eq!(img.header().blocks_allocated, 5);
+}
+
+/// Storage whose `n`-th write (counting from 0) fails.
+struct Flaky {
+    inner: MemStorage,
+    writes: usize,
+    fail_at: Cell<Option<usize>>,
+}
+
+impl ReadAt for Flaky {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.inner.read_at(offset, buf)
+    }
+    fn len(&self) -> Result<u64, StorageError> {
+        self.inner.len()
+    }
+}
+
+impl vdi::Storage for Flaky {
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), StorageError> {
+        let n = self.writes;
+        self.writes += 1;
+        if self.fail_at.get() == Some(n) {
+            return Err(StorageError::new("quota exceeded"));
+        }
+        self.inner.write_at(offset, buf)
+    }
+    fn set_len(&mut self, len: u64) -> Result<(), StorageError> {
+        self.inner.set_len(len)
+    }
+    fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn write_failing_at_each_storage_call_is_torn_at_worst() {
+    let q = qemu();
+    // The last 96 bytes of allocated block 3, new blocks 4..=6 (whole) and 7 (7 bytes): three
+    // data writes (block 3; blocks 4..=6 in one; block 7 padded), one map run, the header.
+    let (at, data) = (3 * 4096 + 4000, pattern(0xE0, 96 + 3 * 4096 + 7));
+    const CALLS: usize = 5;
+    let mut new_disk = q.disk.clone();
+    new_disk[at..at + data.len()].copy_from_slice(&data);
+    for fail_at in 0..=CALLS {
+        let mut img = VdiImage::open(Flaky {
+            inner: MemStorage::from_vec(q.bytes.clone()),
+            writes: 0,
+            fail_at: Cell::new(Some(fail_at)),
+        })
+        .unwrap();
+        let res = img.write_at(at as u64, &data);
+        let calls = img.storage().writes;
+        if fail_at == CALLS {
+            res.unwrap();
+            assert_eq!(calls, CALLS);
+            continue;
+        }
+        assert_eq!(res.unwrap_err().kind(), "io");
+        // Each block reads either as before or as written.
+        let check_blocks = |img: &mut VdiImage<Flaky>, when: &str| {
+            for b in 3..=7 {
+                let r = q.block(b);
+                let mut buf = vec![0xEE; r.len()];
+                img.read_at(r.start as u64, &mut buf)
+                    .unwrap_or_else(|e| panic!("fail_at {fail_at} {when}: block {b}: {e}"));
+                assert!(
+                    buf[..] == q.disk[r.clone()] || buf[..] == new_disk[r.clone()],
+                    "fail_at {fail_at} {when}: block {b} is neither old nor new"
+                );
+            }
+        };
+        check_blocks(&mut img, "after the failure");
+        // The storage recovers; a later write to another block succeeds.
+        img.storage().fail_at.set(None);
+        img.write_at(4096 + 7, &[5; 10]).unwrap();
+        check_blocks(&mut img, "after the next write");
+        let mut img = VdiImage::open(img.into_storage()).unwrap();
+        check_blocks(&mut img, "after reopening");
+        // At worst space is wasted: no entry points at a slot that is missing or shared, and
+        // blocks_allocated never falls below the slots in use (peers append at that slot).
+        let ba = img.header().blocks_allocated as u64;
+        let r = check(img.into_storage().inner, &mut NoMonitor).unwrap();
+        for f in &r.findings {
+            assert!(matches!(f.kind, LeakedSlot | TrailingBytes | AllocatedMismatch), "fail_at {fail_at}: {f:?}");
+        }
+        assert!(ba >= r.allocated_blocks, "fail_at {fail_at}: blocks_allocated {ba} < {}", r.allocated_blocks);
+        assert_eq!(r.image_end_offset, 0x400 + ba * 4096, "fail_at {fail_at}: a slot in use past blocks_allocated");
+    }
 }
