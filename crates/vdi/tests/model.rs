@@ -12,8 +12,8 @@
 
 use proptest::prelude::*;
 use vdi::{
-    all_zero, check, create, export_raw, CreateOptions, Entry, Layout, MemStorage, NoMonitor, RawSink, ReadAt,
-    Storage, Uuid, VdiImage,
+    all_zero, check, create, export_raw, CreateOptions, Entry, Layout, MemStorage, NoMonitor, RawSink, ReadAt, Storage,
+    Uuid, VdiImage,
 };
 
 const BLOCK_SIZES: [u32; 3] = [4 << 10, 64 << 10, 1 << 20];
@@ -73,7 +73,10 @@ enum Fill {
     Byte(u8),
     Noise(u64),
     /// Zeros but one non-zero byte (position taken modulo the length).
-    OneByte { at: u32, val: u8 },
+    OneByte {
+        at: u32,
+        val: u8,
+    },
 }
 
 #[derive(Debug, Clone)]
