@@ -17,6 +17,8 @@ use vdi::report::{check_json, extent_json, info_json};
 use vdi::{BlockState, CreateOptions, Layout, Monitor, RawSink, SparseSink, VdiImage};
 use vdi_cli::{parse_size, FileStorage};
 
+mod surgery;
+
 #[derive(Parser)]
 #[command(name = "vdi", version, about = "Inspect, check, create, map and convert VirtualBox VDI disk images")]
 struct Cli {
@@ -92,6 +94,81 @@ enum Cmd {
         /// The image.
         image: PathBuf,
     },
+    /// Compact in place: all-zero blocks become ZERO (or FREE), holes are filled from the
+    /// end of the file, the file is truncated. Dynamic images only.
+    Compact {
+        /// Mark all-zero blocks FREE instead of ZERO.
+        #[arg(long)]
+        free: bool,
+        #[command(flatten)]
+        out: Output,
+        /// The image (modified in place).
+        image: PathBuf,
+    },
+    /// Change the virtual size in place (grow; shrink only when the cut part is all zeros).
+    Resize {
+        /// The image (modified in place).
+        image: PathBuf,
+        /// New virtual size: bytes or 64M, 8G, 1T; "+N" / "-N" relative to the current size.
+        size: String,
+    },
+    /// Discard a byte range in place: whole blocks become ZERO and their space is reclaimed.
+    Discard {
+        /// Start of the range (bytes or 1M, ...).
+        #[arg(long, value_parser = parse_size)]
+        offset: u64,
+        /// Length of the range (bytes or 1M, ...).
+        #[arg(long, value_parser = parse_size)]
+        length: u64,
+        /// The image (modified in place).
+        image: PathBuf,
+    },
+    /// Repair what check finds (clears bad entries, recomputes counts, reclaims leaks).
+    Repair {
+        /// Only print what would be done.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        #[command(flatten)]
+        out: Output,
+        /// The image (modified in place unless --dry-run).
+        image: PathBuf,
+    },
+    /// Set header fields in place: UUIDs, comment, LCHS geometry.
+    Set {
+        /// The image (modified in place).
+        image: PathBuf,
+        /// New image UUID ("random" for a new random one).
+        #[arg(long)]
+        uuid: Option<String>,
+        /// New modify UUID ("random" for a new random one).
+        #[arg(long)]
+        modify_uuid: Option<String>,
+        /// Parent's image UUID (uuid_link; "null" to clear).
+        #[arg(long, visible_alias = "link-uuid")]
+        parent_uuid: Option<String>,
+        /// Parent's modify UUID (uuid_parent_modify; "null" to clear).
+        #[arg(long)]
+        parent_modify_uuid: Option<String>,
+        /// New comment (at most 255 bytes of UTF-8).
+        #[arg(long, conflicts_with = "clear_comment")]
+        comment: Option<String>,
+        /// Clear the comment.
+        #[arg(long)]
+        clear_comment: bool,
+        /// LCHS geometry as C/H/S (v1.1+ headers only).
+        #[arg(long)]
+        lchs: Option<String>,
+    },
+    /// Write the bytes of a file into the image's virtual disk at an offset (in place).
+    Write {
+        /// Where in the virtual disk (bytes or 1M, ...).
+        #[arg(long, value_parser = parse_size, default_value = "0")]
+        offset: u64,
+        /// The image (modified in place).
+        image: PathBuf,
+        /// The file whose bytes are written.
+        data: PathBuf,
+    },
     /// Convert between VDI and raw (input format detected by signature).
     Convert {
         /// Output format.
@@ -152,10 +229,19 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Convert { format, block_size, layout, fixed, input, output } => {
             convert(&input, &output, &format, block_size, &layout, fixed)
         }
+        Cmd::Compact { free, out, image } => surgery::compact(&image, free, out.json()),
+        Cmd::Resize { image, size } => surgery::resize(&image, &size),
+        Cmd::Discard { offset, length, image } => surgery::discard(&image, offset, length),
+        Cmd::Repair { dry_run, out, image } => surgery::repair(&image, dry_run, out.json()),
+        Cmd::Set { image, uuid, modify_uuid, parent_uuid, parent_modify_uuid, comment, clear_comment, lchs } => {
+            let comment = if clear_comment { Some(String::new()) } else { comment };
+            surgery::set(&image, surgery::SetArgs { uuid, modify_uuid, parent_uuid, parent_modify_uuid, comment, lchs })
+        }
+        Cmd::Write { offset, image, data } => surgery::write(&image, &data, offset),
     }
 }
 
-fn open_file(path: &Path) -> Result<FileStorage> {
+pub(crate) fn open_file(path: &Path) -> Result<FileStorage> {
     let meta = std::fs::metadata(path).with_context(|| format!("could not open {}", path.display()))?;
     if meta.is_dir() {
         bail!("could not open {}: it is a directory", path.display());
@@ -168,7 +254,7 @@ fn open_image(path: &Path) -> Result<VdiImage<FileStorage>> {
     VdiImage::open(f).with_context(|| format!("could not open {}", path.display()))
 }
 
-fn print_json(v: &Value) -> Result<u8> {
+pub(crate) fn print_json(v: &Value) -> Result<u8> {
     let mut out = io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
@@ -176,7 +262,7 @@ fn print_json(v: &Value) -> Result<u8> {
 }
 
 /// Bytes with binary units, as qemu-img prints them ("10 MiB", "1.5 GiB").
-fn human(n: u64) -> String {
+pub(crate) fn human(n: u64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -241,10 +327,10 @@ fn info(path: &Path, json: bool) -> Result<u8> {
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal.
-struct Bar(ProgressBar);
+pub(crate) struct Bar(ProgressBar);
 
 impl Bar {
-    fn new(what: &str) -> Self {
+    pub(crate) fn new(what: &str) -> Self {
         let target =
             if io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
         let pb = ProgressBar::with_draw_target(Some(0), target);

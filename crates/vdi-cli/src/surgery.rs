@@ -1,0 +1,233 @@
+//! The in-place subcommands: compact, resize, discard, repair, set, write.
+//! Each opens the image read-write only because the user named the operation.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+use uuid::Uuid;
+use vdi::{Geometry, VdiImage};
+use vdi_cli::{parse_size, FileStorage};
+
+use crate::{human, print_json, Bar};
+
+fn open_rw(path: &Path) -> Result<VdiImage<FileStorage>> {
+    crate::open_file(path)?; // the same clear errors as the read-only commands
+    let f = FileStorage::open_rw(path).with_context(|| format!("could not open {} for writing", path.display()))?;
+    VdiImage::open(f).with_context(|| format!("could not open {}", path.display()))
+}
+
+pub fn compact(path: &Path, free: bool, json: bool) -> Result<u8> {
+    let mut img = open_rw(path)?;
+    let st = {
+        let mut bar = Bar::new("compacting");
+        img.compact(free, &mut bar)?
+    };
+    img.flush()?;
+    if json {
+        return print_json(&json!({
+            "filename": path.display().to_string(),
+            "blocks-zeroed": st.blocks_zeroed,
+            "blocks-moved": st.blocks_moved,
+            "bytes-reclaimed": st.bytes_reclaimed,
+            "file-length-before": st.file_len_before,
+            "file-length-after": st.file_len_after,
+        }));
+    }
+    println!(
+        "{}: {} zero block(s) marked {}, {} block(s) moved, {} reclaimed ({} -> {} bytes)",
+        path.display(),
+        st.blocks_zeroed,
+        if free { "FREE" } else { "ZERO" },
+        st.blocks_moved,
+        human(st.bytes_reclaimed),
+        st.file_len_before,
+        st.file_len_after
+    );
+    Ok(0)
+}
+
+pub fn resize(path: &Path, size: &str) -> Result<u8> {
+    let mut img = open_rw(path)?;
+    let cur = img.virtual_size();
+    let new = if let Some(d) = size.strip_prefix('+') {
+        cur.checked_add(parse_size(d).map_err(|e| anyhow!(e))?).ok_or_else(|| anyhow!("size overflows"))?
+    } else if let Some(d) = size.strip_prefix('-') {
+        cur.checked_sub(parse_size(d).map_err(|e| anyhow!(e))?)
+            .ok_or_else(|| anyhow!("cannot shrink {cur} bytes by {d}"))?
+    } else {
+        parse_size(size).map_err(|e| anyhow!(e))?
+    };
+    let st = {
+        let mut bar = Bar::new("resizing");
+        img.resize(new, &mut bar)?
+    };
+    img.flush()?;
+    let verb = if st.new_size >= st.old_size { "grown" } else { "shrunk (everything cut was zeros)" };
+    println!("{}: {verb} from {} to {} bytes", path.display(), st.old_size, st.new_size);
+    if st.map_moved {
+        println!(
+            "the block map needed more room: {} data block(s) moved to the end of the file, the map now starts at {}",
+            st.blocks_relocated,
+            img.header().offset_bmap
+        );
+    }
+    Ok(0)
+}
+
+pub fn discard(path: &Path, offset: u64, length: u64) -> Result<u8> {
+    let mut img = open_rw(path)?;
+    let (blocks, reclaimed) = img.discard(offset, length, &mut Bar::new("discarding"))?;
+    img.flush()?;
+    println!("{}: {blocks} whole block(s) discarded, {} reclaimed", path.display(), human(reclaimed));
+    Ok(0)
+}
+
+pub fn repair(path: &Path, dry_run: bool, json: bool) -> Result<u8> {
+    crate::open_file(path)?;
+    let f = if dry_run { FileStorage::open(path) } else { FileStorage::open_rw(path) }
+        .with_context(|| format!("could not open {}", path.display()))?;
+    let (rep, _) = vdi::repair(f, dry_run, &mut Bar::new("repairing"))
+        .with_context(|| format!("could not repair {}", path.display()))?;
+    let clean = rep.after.as_ref().map(|a| a.is_clean());
+    if json {
+        print_json(&json!({
+            "filename": path.display().to_string(),
+            "dry-run": dry_run,
+            "guessed": rep.guessed,
+            "actions": rep.actions.iter().map(|a| json!({"message": a.message, "data-lost": a.data_lost})).collect::<Vec<_>>(),
+            "corruptions-before": rep.before.corruptions,
+            "leaks-before": rep.before.leaks,
+            "corruptions-after": rep.after.as_ref().map(|a| a.corruptions),
+            "leaks-after": rep.after.as_ref().map(|a| a.leaks),
+        }))?;
+    } else {
+        let would = if dry_run { "would " } else { "" };
+        for g in &rep.guessed {
+            println!("guessed: {g}");
+        }
+        for a in &rep.actions {
+            println!("{}{would}{}", if a.data_lost { "DATA LOST: " } else { "" }, a.message);
+        }
+        if rep.actions.is_empty() && rep.guessed.is_empty() {
+            println!("nothing to repair");
+        } else if dry_run {
+            println!("dry run: nothing was written");
+        } else if clean == Some(true) {
+            println!("the image now checks clean");
+        }
+    }
+    Ok(if clean == Some(false) { 2 } else { 0 })
+}
+
+pub struct SetArgs {
+    pub uuid: Option<String>,
+    pub modify_uuid: Option<String>,
+    pub parent_uuid: Option<String>,
+    pub parent_modify_uuid: Option<String>,
+    pub comment: Option<String>,
+    pub lchs: Option<String>,
+}
+
+fn uuid_arg(flag: &str, v: &str) -> Result<Uuid> {
+    match v {
+        "random" | "new" => Ok(Uuid::new_v4()),
+        "null" | "nil" | "none" => Ok(Uuid::nil()),
+        _ => Uuid::parse_str(v).map_err(|e| anyhow!("invalid {flag} {v:?}: {e}")),
+    }
+}
+
+fn lchs_arg(v: &str) -> Result<Geometry> {
+    let parts: Vec<&str> = v.split('/').collect();
+    let bad = || anyhow!("invalid --lchs {v:?}: expected C/H/S, e.g. 1024/16/63");
+    if parts.len() != 3 {
+        return Err(bad());
+    }
+    let n = |s: &str| s.trim().parse::<u32>().map_err(|_| bad());
+    let (c, h, s) = (n(parts[0])?, n(parts[1])?, n(parts[2])?);
+    if h > 255 || s > 63 {
+        bail!("invalid --lchs {v:?}: heads must be at most 255 and sectors at most 63");
+    }
+    Ok(Geometry { cylinders: c, heads: h, sectors: s, sector_size: 512 })
+}
+
+pub fn set(path: &Path, a: SetArgs) -> Result<u8> {
+    let uuid = a.uuid.as_deref().map(|v| uuid_arg("--uuid", v)).transpose()?;
+    if uuid.is_some_and(|u| u.is_nil()) {
+        bail!("--uuid must not be null: VirtualBox identifies images by it");
+    }
+    let modify = a.modify_uuid.as_deref().map(|v| uuid_arg("--modify-uuid", v)).transpose()?;
+    let parent = a.parent_uuid.as_deref().map(|v| uuid_arg("--parent-uuid", v)).transpose()?;
+    let pmod = a.parent_modify_uuid.as_deref().map(|v| uuid_arg("--parent-modify-uuid", v)).transpose()?;
+    let lchs = a.lchs.as_deref().map(lchs_arg).transpose()?;
+    if uuid.is_none() && modify.is_none() && parent.is_none() && pmod.is_none() && a.comment.is_none() && lchs.is_none() {
+        bail!("nothing to set: give --uuid, --modify-uuid, --parent-uuid, --parent-modify-uuid, --comment, --clear-comment or --lchs");
+    }
+    let mut img = open_rw(path)?;
+    img.update_header(|h| {
+        if let Some(u) = uuid {
+            h.uuid_create = u;
+        }
+        if let Some(u) = modify {
+            h.uuid_modify = u;
+        }
+        if let Some(u) = parent {
+            h.uuid_link = u;
+        }
+        if let Some(u) = pmod {
+            h.uuid_parent_modify = u;
+        }
+        if let Some(c) = &a.comment {
+            h.set_comment(c)?;
+        }
+        if let Some(g) = lchs {
+            if h.lchs.is_none() {
+                return Err(vdi::VdiError::Unsupported(format!(
+                    "this image's header (size {:#x}, as QEMU writes) has no LCHS field; only v1.1+ headers (0x190) do",
+                    h.header_size
+                )));
+            }
+            h.lchs = Some(g);
+        }
+        Ok(())
+    })?;
+    img.flush()?;
+    let h = img.header();
+    println!(
+        "{}: uuid {} modify-uuid {} parent-uuid {} parent-modify-uuid {} comment {:?}",
+        path.display(),
+        h.uuid_create,
+        h.uuid_modify,
+        h.uuid_link,
+        h.uuid_parent_modify,
+        h.comment_str()
+    );
+    Ok(0)
+}
+
+pub fn write(path: &Path, data: &Path, offset: u64) -> Result<u8> {
+    let mut src = std::fs::File::open(data).with_context(|| format!("could not open {}", data.display()))?;
+    let len = src.metadata()?.len();
+    let mut img = open_rw(path)?;
+    let size = img.virtual_size();
+    if offset.checked_add(len).is_none_or(|e| e > size) {
+        bail!(
+            "{} ({len} bytes) does not fit at offset {offset}: the virtual disk is {size} bytes",
+            data.display()
+        );
+    }
+    let mut buf = vec![0u8; vdi::transfer::CHUNK];
+    let mut pos = 0u64;
+    let mut bar = Bar::new("writing");
+    while pos < len {
+        let n = ((len - pos) as usize).min(buf.len());
+        src.read_exact(&mut buf[..n]).with_context(|| format!("reading {}", data.display()))?;
+        img.write_at(offset + pos, &buf[..n])?;
+        pos += n as u64;
+        vdi::Monitor::progress(&mut bar, pos, len);
+    }
+    img.flush()?;
+    println!("{}: wrote {len} bytes at offset {offset}", path.display());
+    Ok(0)
+}
