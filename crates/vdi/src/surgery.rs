@@ -235,6 +235,13 @@ impl<S: Storage> VdiImage<S> {
     /// Returns the number of whole blocks discarded and the bytes the file shrank by.
     pub fn discard(&mut self, offset: u64, len: u64, monitor: &mut dyn Monitor) -> Result<(u64, u64)> {
         self.check_range("discard", offset, len)?;
+        if self.header.kind() == Some(ImageType::Fixed) {
+            return Err(VdiError::Unsupported(
+                "discarding in a fixed image: every block of a fixed image stays allocated by design; \
+                 write zeros instead"
+                    .into(),
+            ));
+        }
         self.require_consistent("discarding")?;
         let bs = self.block_size();
         let end = offset + len;
@@ -322,6 +329,9 @@ impl<S: Storage> VdiImage<S> {
                 let end = self.slot_base(new_blocks as u64);
                 set_len(&mut self.storage, end)?;
                 self.file_len = end;
+            } else {
+                // Blocks past the new end (all zeros) no longer have entries: reclaim their slots.
+                self.reclaim_unchecked(monitor)?;
             }
             return Ok(st);
         }
@@ -526,7 +536,9 @@ impl<S: Storage> VdiImage<S> {
             let v = slot0.map(|s| s + (i - from)).unwrap_or(BLOCK_FREE);
             out.extend_from_slice(&v.to_le_bytes());
             if out.len() >= 256 * 1024 || i + 1 == to {
-                write_all(&mut self.storage, bmap + start as u64 * 4, &out)?;
+                let at = bmap + start as u64 * 4;
+                write_all(&mut self.storage, at, &out)?;
+                self.file_len = self.file_len.max(at + out.len() as u64);
                 start = i + 1;
                 out.clear();
             }
