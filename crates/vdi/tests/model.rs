@@ -19,6 +19,8 @@ use vdi::{
 const BLOCK_SIZES: [u32; 3] = [4 << 10, 64 << 10, 1 << 20];
 /// Most whole blocks per block size (keeps a case small enough to compare every step).
 const MAX_FULL_BLOCKS: [u32; 3] = [24, 10, 4];
+/// Largest disk a resize may make, in blocks (beyond 128 entries a QEMU-layout map must move).
+const MAX_RESIZE_BLOCKS: [u64; 3] = [300, 200, 12];
 
 /// The image to start from.
 #[derive(Debug, Clone)]
@@ -81,11 +83,30 @@ enum Fill {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { pos: Pos, len: Len, fill: Fill },
-    Read { pos: Pos, len: Len },
+    Write {
+        pos: Pos,
+        len: Len,
+        fill: Fill,
+    },
+    Read {
+        pos: Pos,
+        len: Len,
+    },
     Reopen,
     Check,
     Export,
+    /// `compact(zero_as_free)`: dynamic images only.
+    Compact(bool),
+    /// `discard` a range: whole blocks are dropped, partial ones zeroed.
+    Discard {
+        pos: Pos,
+        len: Len,
+    },
+    /// `resize` by whole blocks and bytes (clamped to a small disk; at least one sector).
+    Resize {
+        blocks: i32,
+        bytes: i32,
+    },
 }
 
 fn config() -> impl Strategy<Value = Config> {
@@ -140,6 +161,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         1 => Just(Op::Check),
         1 => Just(Op::Export),
+        1 => any::<bool>().prop_map(Op::Compact),
+        2 => (pos(), len()).prop_map(|(pos, len)| Op::Discard { pos, len }),
+        1 => (-6i32..=160, -3000i32..=3000).prop_map(|(blocks, bytes)| Op::Resize { blocks, bytes }),
     ]
 }
 
@@ -213,6 +237,7 @@ struct Harness {
     alloc: Vec<bool>,
     fixed: bool,
     bs: u64,
+    bs_idx: usize,
 }
 
 impl Harness {
@@ -237,11 +262,23 @@ impl Harness {
         }
         let nblocks = img.header().blocks_in_image as usize;
         assert_eq!(nblocks as u64, size.div_ceil(bs));
-        Harness { img, disk: vec![0; size as usize], alloc: vec![cfg.fixed; nblocks], fixed: cfg.fixed, bs }
+        Harness {
+            img,
+            disk: vec![0; size as usize],
+            alloc: vec![cfg.fixed; nblocks],
+            fixed: cfg.fixed,
+            bs,
+            bs_idx: cfg.bs_idx,
+        }
     }
 
     fn size(&self) -> u64 {
         self.disk.len() as u64
+    }
+
+    /// The part of the disk block `b` covers.
+    fn block_range(&self, b: u64) -> std::ops::Range<usize> {
+        (b * self.bs) as usize..((b + 1) * self.bs).min(self.size()) as usize
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
@@ -294,6 +331,65 @@ impl Harness {
                 prop_assert_eq!(st.data_bytes + st.zero_bytes, self.size());
                 prop_assert!(c.0 == self.disk, "export differs from the model");
             }
+            Op::Compact(zero_as_free) => {
+                let r = self.img.compact(*zero_as_free, &mut NoMonitor);
+                if self.fixed {
+                    let e = r.err().ok_or_else(|| TestCaseError::fail("compacted a fixed image"))?;
+                    prop_assert_eq!(e.kind(), "unsupported");
+                } else {
+                    r.map_err(|e| TestCaseError::fail(format!("compact: {e}")))?;
+                    // All-zero blocks are no longer allocated.
+                    for b in 0..self.alloc.len() {
+                        let r = self.block_range(b as u64);
+                        if all_zero(&self.disk[r]) {
+                            self.alloc[b] = false;
+                        }
+                    }
+                }
+            }
+            Op::Discard { pos, len } => {
+                let (off, l) = resolve(pos, len, self.size(), self.bs);
+                let r = self.img.discard(off, l, &mut NoMonitor);
+                if self.fixed {
+                    // A fixed image keeps every block allocated: discard is refused, as compact is.
+                    let e = r.err().ok_or_else(|| TestCaseError::fail("discarded in a fixed image"))?;
+                    prop_assert_eq!(e.kind(), "unsupported");
+                } else {
+                    r.map_err(|e| TestCaseError::fail(format!("discard {off}+{l}: {e}")))?;
+                    self.disk[off as usize..(off + l) as usize].fill(0);
+                    // Whole blocks in the range (the disk's last block counts as whole when
+                    // the range runs to the end of the disk) are no longer allocated.
+                    for b in 0..self.alloc.len() as u64 {
+                        let r = self.block_range(b);
+                        if l > 0 && off <= r.start as u64 && r.end as u64 <= off + l {
+                            self.alloc[b as usize] = false;
+                        }
+                    }
+                }
+            }
+            Op::Resize { blocks, bytes } => {
+                let max = MAX_RESIZE_BLOCKS[self.bs_idx] * self.bs;
+                let want = (self.size() as i64 + *blocks as i64 * self.bs as i64 + *bytes as i64).clamp(1, max as i64);
+                let new_size = (want as u64).next_multiple_of(512);
+                let new_blocks = new_size.div_ceil(self.bs) as usize;
+                let h = self.img.header().clone();
+                let map_moves = h.offset_bmap as u64 + new_blocks as u64 * 4 > h.offset_data as u64;
+                let refused = if new_size < self.size() {
+                    !all_zero(&self.disk[new_size as usize..])
+                } else {
+                    self.fixed && map_moves
+                };
+                let r = self.img.resize(want as u64, &mut NoMonitor);
+                if refused {
+                    let e = r.err().ok_or_else(|| TestCaseError::fail(format!("resize to {want} should fail")))?;
+                    prop_assert_eq!(e.kind(), "unsupported", "{}", e);
+                } else {
+                    r.map_err(|e| TestCaseError::fail(format!("resize {} -> {want}: {e}", self.size())))?;
+                    self.disk.resize(new_size as usize, 0);
+                    self.alloc.resize(new_blocks, self.fixed);
+                    prop_assert_eq!(self.img.virtual_size(), new_size);
+                }
+            }
         }
         self.invariants()
     }
@@ -301,6 +397,8 @@ impl Harness {
     /// What must hold after every step.
     fn invariants(&mut self) -> Result<(), TestCaseError> {
         let h = self.img.header().clone();
+        prop_assert_eq!(h.blocks_in_image as usize, self.alloc.len(), "blocks_in_image");
+        prop_assert_eq!(self.img.virtual_size(), self.size(), "virtual size");
         // Entries agree with the model's allocation, and blocks_allocated counts them.
         let mut allocated = 0u32;
         for b in 0..h.blocks_in_image {
@@ -313,10 +411,16 @@ impl Harness {
             allocated += is_data as u32;
         }
         prop_assert_eq!(h.blocks_allocated, allocated, "blocks_allocated vs allocated entries");
-        // The file ends right after the last slot.
+        // The file ends right after the last slot (with no slot, a resize that moved the map
+        // may leave it ending with the map, before offset_data).
         let file_len = self.img.storage().len().unwrap();
         let want = h.offset_data as u64 + h.blocks_allocated as u64 * self.bs;
-        prop_assert_eq!(file_len, want, "file length");
+        if h.blocks_allocated == 0 {
+            let map_end = h.offset_bmap as u64 + h.map_bytes();
+            prop_assert!(map_end <= file_len && file_len <= want, "file length {} with no blocks", file_len);
+        } else {
+            prop_assert_eq!(file_len, want, "file length");
+        }
         prop_assert_eq!(self.img.file_len(), file_len, "the image's idea of the file length");
         // The whole disk reads as the model.
         let mut all = vec![0xEE; self.disk.len()];
@@ -326,7 +430,7 @@ impl Harness {
         let r = check(self.img.storage(), &mut NoMonitor).map_err(|e| TestCaseError::fail(format!("check: {e}")))?;
         prop_assert!(r.is_clean(), "check: {:?}", r.findings);
         prop_assert_eq!(r.allocated_blocks, allocated as u64);
-        prop_assert_eq!(r.image_end_offset, file_len);
+        prop_assert_eq!(r.image_end_offset, want);
         Ok(())
     }
 }
@@ -346,7 +450,7 @@ fn cases() -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn image_matches_model(cfg in config(), ops in proptest::collection::vec(op(), 1..40)) {
