@@ -66,7 +66,9 @@ pub fn export_raw<S: ReadAt>(
     let size = img.virtual_size();
     let bs = img.block_size();
     let chunk_blocks = (CHUNK as u64 / bs).max(1);
-    let mut buf = vec![0u8; (chunk_blocks * bs).min(size.max(1)) as usize];
+    // At most CHUNK bytes whatever the header says (a block may be 128 MiB): a longer run is
+    // read in pieces.
+    let mut buf = vec![0u8; (CHUNK as u64).min(size.max(1)) as usize];
     let mut st = TransferStats { total_bytes: size, ..Default::default() };
     let nblocks = img.blocks_covering_disk() as u64;
     let mut b = 0u64;
@@ -94,9 +96,13 @@ pub fn export_raw<S: ReadAt>(
         }
         let len = (n * bs).min(size - start);
         if data || (img.is_diff() && entry == Entry::Free) {
-            let part = &mut buf[..len as usize];
-            img.read_at(start, part)?;
-            sink.data(start, part)?;
+            let mut done = 0u64;
+            while done < len {
+                let part = &mut buf[..(len - done).min(CHUNK as u64) as usize];
+                img.read_at(start + done, part)?;
+                sink.data(start + done, part)?;
+                done += part.len() as u64;
+            }
             st.data_bytes += len;
         } else {
             sink.zeros(start, len)?;

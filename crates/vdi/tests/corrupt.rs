@@ -1264,3 +1264,78 @@ fn write_failing_at_each_storage_call_is_torn_at_worst() {
         assert_eq!(r.image_end_offset, 0x400 + ba * 4096, "fail_at {fail_at}: a slot in use past blocks_allocated");
     }
 }
+
+/// Storage synthesising a huge image without holding it: the first bytes from `head`, the
+/// rest computed from the offset. Records the largest read.
+struct Synthetic {
+    head: Vec<u8>,
+    len: u64,
+    largest: Cell<u64>,
+}
+
+fn synthetic_byte(host: u64) -> u8 {
+    (host / 4096) as u8 ^ (host % 251) as u8
+}
+
+impl ReadAt for Synthetic {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.largest.set(self.largest.get().max(buf.len() as u64));
+        if offset + buf.len() as u64 > self.len {
+            return Err(StorageError::past_end(offset, buf.len() as u64, self.len));
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            let at = offset + i as u64;
+            *b = self.head.get(at as usize).copied().unwrap_or_else(|| synthetic_byte(at));
+        }
+        Ok(())
+    }
+    fn len(&self) -> Result<u64, StorageError> {
+        Ok(self.len)
+    }
+}
+
+/// 128 MiB blocks (the largest allowed): a raw export reads and hands out at most
+/// `transfer::CHUNK` bytes at a time, so its memory does not follow the header's block size.
+#[test]
+fn export_of_128_mib_blocks_reads_in_bounded_pieces() {
+    const BS: u64 = 128 << 20;
+    let mut head = build(Layout::Qemu, false, BS as u32, 3 * BS, &[]).bytes;
+    assert_eq!(head.len(), 0x400);
+    put32(&mut head, 0x200, 1); // block 0 -> slot 1
+    put32(&mut head, 0x208, 0); // block 2 -> slot 0
+    put32(&mut head, BLOCKS_ALLOCATED, 2);
+    let s = Synthetic { head, len: 0x400 + 2 * BS, largest: Cell::new(0) };
+    let mut img = VdiImage::open(&s).unwrap();
+    struct Verify {
+        largest: u64,
+        checked: u64,
+    }
+    impl RawSink for Verify {
+        fn data(&mut self, offset: u64, buf: &[u8]) -> vdi::Result<()> {
+            self.largest = self.largest.max(buf.len() as u64);
+            let (block, slot) = match offset / BS {
+                0 => (0, 1),
+                2 => (2, 0),
+                b => panic!("data for block {b}"),
+            };
+            for i in (0..buf.len()).step_by(4093) {
+                let v = offset + i as u64;
+                let host = 0x400 + slot * BS + (v - block * BS);
+                assert_eq!(buf[i], synthetic_byte(host), "virtual {v}");
+                self.checked += 1;
+            }
+            Ok(())
+        }
+        fn zeros(&mut self, offset: u64, len: u64) -> vdi::Result<()> {
+            assert_eq!((offset, len), (BS, BS));
+            Ok(())
+        }
+    }
+    let mut sink = Verify { largest: 0, checked: 0 };
+    let st = export_raw(&mut img, &mut sink, &mut NoMonitor).unwrap();
+    assert_eq!((st.data_bytes, st.zero_bytes), (2 * BS, BS));
+    assert!(sink.checked > 60_000);
+    let chunk = vdi::transfer::CHUNK as u64;
+    assert!(sink.largest <= chunk, "handed out {} bytes at once", sink.largest);
+    assert!(s.largest.get() <= chunk, "read {} bytes at once", s.largest.get());
+}
