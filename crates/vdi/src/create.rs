@@ -50,6 +50,8 @@ pub struct CreateOptions {
     pub uuid: Uuid,
     /// Modify UUID (the caller provides it; nil is allowed).
     pub modify_uuid: Uuid,
+    /// For a differencing image: the parent's image UUID and modify UUID.
+    pub parent: Option<(Uuid, Uuid)>,
 }
 
 impl CreateOptions {
@@ -63,7 +65,18 @@ impl CreateOptions {
             comment: String::new(),
             uuid,
             modify_uuid,
+            parent: None,
         }
+    }
+
+    /// A differencing image on top of `parent`: same disk size and block size, linked to
+    /// the parent's image UUID and its current modify UUID.
+    pub fn diff_of(parent: &VdiHeader, uuid: Uuid, modify_uuid: Uuid) -> Self {
+        let mut o = CreateOptions::new(parent.disk_size, uuid, modify_uuid);
+        o.block_size = parent.block_size;
+        o.layout = if parent.lchs.is_some() { Layout::Vbox } else { Layout::Qemu };
+        o.parent = Some((parent.uuid_create, parent.uuid_modify));
+        o
     }
 
     /// The header this would write (validated), without writing anything.
@@ -73,6 +86,12 @@ impl CreateOptions {
             return Err(VdiError::InvalidArgument(format!(
                 "block size {bs} is not a power of two between {MIN_BLOCK_SIZE} and {MAX_BLOCK_SIZE}"
             )));
+        }
+        if self.parent.is_some() && self.fixed {
+            return Err(VdiError::InvalidArgument("a differencing image cannot be fixed".into()));
+        }
+        if self.parent.is_some_and(|(p, _)| p.is_nil()) {
+            return Err(VdiError::InvalidArgument("the parent's image UUID is null".into()));
         }
         if self.uuid.is_nil() {
             return Err(VdiError::InvalidArgument("the image UUID must not be null".into()));
@@ -112,7 +131,11 @@ impl CreateOptions {
             text: t,
             version: VDI_VERSION_1_1,
             header_size,
-            image_type: if self.fixed { ImageType::Fixed.raw() } else { ImageType::Normal.raw() },
+            image_type: match (self.fixed, self.parent.is_some()) {
+                (_, true) => ImageType::Diff.raw(),
+                (true, false) => ImageType::Fixed.raw(),
+                (false, false) => ImageType::Normal.raw(),
+            },
             image_flags: 0,
             comment: [0u8; 256],
             offset_bmap: offset_bmap as u32,
@@ -126,8 +149,8 @@ impl CreateOptions {
             blocks_allocated: if self.fixed { blocks } else { 0 },
             uuid_create: self.uuid,
             uuid_modify: self.modify_uuid,
-            uuid_link: Uuid::nil(),
-            uuid_parent_modify: Uuid::nil(),
+            uuid_link: self.parent.map(|p| p.0).unwrap_or_default(),
+            uuid_parent_modify: self.parent.map(|p| p.1).unwrap_or_default(),
             lchs,
         };
         h.set_comment(&self.comment)?;

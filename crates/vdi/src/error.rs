@@ -82,6 +82,19 @@ pub enum VdiError {
         /// The parent's image UUID.
         parent: String,
     },
+    /// A differencing image's parent is not among the images given.
+    #[error("image {child} is a differencing image whose parent (image UUID {parent}) is missing{hint}")]
+    MissingParent {
+        /// The child's image UUID (or file name).
+        child: String,
+        /// The UUID of the parent that is needed.
+        parent: String,
+        /// Where it was looked for, or how to name it.
+        hint: String,
+    },
+    /// A set of images does not form one chain (cycle, fork, size mismatch...).
+    #[error("broken chain: {0}")]
+    BrokenChain(String),
     /// The caller cancelled a long operation.
     #[error("cancelled")]
     Cancelled,
@@ -116,6 +129,8 @@ impl VdiError {
             VdiError::Unsupported(_) => "unsupported",
             VdiError::InvalidArgument(_) => "invalid-argument",
             VdiError::NeedsParent { .. } => "needs-parent",
+            VdiError::MissingParent { .. } => "missing-parent",
+            VdiError::BrokenChain(_) => "broken-chain",
             VdiError::Cancelled => "cancelled",
             VdiError::ReadOnly => "read-only",
             VdiError::Io { .. } => "io",

@@ -285,13 +285,19 @@ pub fn all_zero(b: &[u8]) -> bool {
 
 impl<S: Storage> VdiImage<S> {
     pub(crate) fn check_writable(&self) -> Result<()> {
-        if self.header.version == VDI_VERSION_0_2 {
-            return Err(VdiError::Unsupported("writing to a legacy v0.2 image".into()));
-        }
+        self.check_writable_layer()?;
         if self.is_diff() {
             return Err(VdiError::Unsupported(
                 "writing to a differencing image without its parent attached".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// What any write needs, diff or not: a v1 header and a sound layout.
+    pub(crate) fn check_writable_layer(&self) -> Result<()> {
+        if self.header.version == VDI_VERSION_0_2 {
+            return Err(VdiError::Unsupported("writing to a legacy v0.2 image".into()));
         }
         if let Some(e) = &self.layout_error {
             return Err(VdiError::Unsupported(format!("writing to an image whose layout is broken: {e}")));
@@ -353,6 +359,12 @@ impl<S: Storage> VdiImage<S> {
     /// the slots it took and the entries it staged are forgotten.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.check_writable()?;
+        self.write_unchecked(offset, data)
+    }
+
+    /// [`VdiImage::write_at`] without refusing differencing images: the chain code fills
+    /// new blocks of a diff from its parent before it calls this.
+    pub(crate) fn write_unchecked(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         self.check_range("write", offset, data.len() as u64)?;
         let allocated_before = self.header.blocks_allocated;
         if let Err(e) = self.write_data(offset, data) {

@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod block_map;
+pub mod chain;
 pub mod check;
 pub mod create;
 pub mod error;
@@ -41,6 +42,7 @@ pub mod surgery;
 pub mod transfer;
 
 pub use block_map::{BlockMap, Entry, BLOCK_FREE, BLOCK_ZERO};
+pub use chain::{export_chain, Chain, ChainExtent, CommitStats, Source};
 pub use check::{check, check_image, CheckReport, Finding, FindingKind, Severity};
 pub use create::{create, CreateOptions, Layout};
 pub use error::{Result, StorageError, VdiError};

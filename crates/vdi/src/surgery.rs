@@ -134,7 +134,7 @@ impl<S: Storage> VdiImage<S> {
         self.reclaim_unchecked(monitor)
     }
 
-    fn reclaim_unchecked(&mut self, monitor: &mut dyn Monitor) -> Result<(u64, u64)> {
+    pub(crate) fn reclaim_unchecked(&mut self, monitor: &mut dyn Monitor) -> Result<(u64, u64)> {
         let before = self.file_len;
         let mut owners = self.slot_owners()?;
         let used = owners.iter().filter(|&&o| o != NONE).count() as u64;

@@ -1,0 +1,306 @@
+//! Differencing chains: base + two diffs with ZERO entries and partial blocks read back
+//! equal to a model; ordering by UUID from any order; every broken-chain error; commit,
+//! stream and compact of the top keep the chain's content; commit survives a stop after
+//! any write.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use vdi::{
+    create, export_chain, Chain, CreateOptions, Entry, MemStorage, NoMonitor, RawSink, ReadAt, Storage,
+    StorageError, Uuid, VdiImage,
+};
+
+const BS: u32 = 64 * 1024;
+const BLOCKS: u64 = 12;
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn base_image(id: u128) -> VdiImage<MemStorage> {
+    let mut o = CreateOptions::new(BLOCKS * BS as u64 - 1536, Uuid::from_u128(id), Uuid::from_u128(id + 1000));
+    o.block_size = BS;
+    create(MemStorage::new(), &o, &mut NoMonitor).unwrap()
+}
+
+fn diff_of(parent: &VdiImage<MemStorage>, id: u128) -> VdiImage<MemStorage> {
+    let mut o = CreateOptions::diff_of(parent.header(), Uuid::from_u128(id), Uuid::from_u128(id + 1000));
+    o.block_size = BS;
+    create(MemStorage::new(), &o, &mut NoMonitor).unwrap()
+}
+
+fn apply(chain: &mut Chain<MemStorage>, model: &mut [u8], writes: &[(u64, Vec<u8>)]) {
+    for (o, d) in writes {
+        chain.write_at(*o, d).unwrap();
+        model[*o as usize..*o as usize + d.len()].copy_from_slice(d);
+    }
+}
+
+fn read_all(chain: &mut Chain<MemStorage>) -> Vec<u8> {
+    let mut b = vec![0u8; chain.virtual_size() as usize];
+    chain.read_at(0, &mut b).unwrap();
+    b
+}
+
+fn bs() -> u64 {
+    BS as u64
+}
+
+/// base (blocks 0..6 data) <- d1 (partial writes, zeros over data) <- d2 (more of both).
+fn three_layers() -> (Vec<VdiImage<MemStorage>>, Vec<u8>) {
+    let base = base_image(1);
+    let size = base.virtual_size() as usize;
+    let mut model = vec![0u8; size];
+    let mut chain = Chain::resolve(base, vec![]).unwrap();
+    apply(&mut chain, &mut model, &[(0, pattern(1, 6 * BS as usize))]);
+    let base = chain.into_layers().pop().unwrap();
+    let d1 = diff_of(&base, 2);
+    let mut chain = Chain::resolve(d1, vec![base]).unwrap();
+    apply(
+        &mut chain,
+        &mut model,
+        &[
+            (bs() + 100, pattern(2, 300)),                  // partial block over parent data
+            (2 * bs(), vec![0u8; BS as usize]),             // whole zero block over data: ZERO
+            (8 * bs() + 7, pattern(3, 1000)),               // partial block over nothing
+            (4 * bs() - 50, vec![0u8; 100]),                // zeros spanning two data blocks
+        ],
+    );
+    let mut layers = chain.into_layers();
+    let d2 = diff_of(layers.last().unwrap(), 3);
+    layers.push(d2);
+    let top = layers.pop().unwrap();
+    let mut chain = Chain::resolve(top, layers).unwrap();
+    apply(
+        &mut chain,
+        &mut model,
+        &[
+            (2 * bs() + 10, pattern(4, 20)),                 // partial over a ZERO entry below
+            (bs(), pattern(5, BS as usize)),                 // whole block
+            (5 * bs(), vec![0u8; BS as usize]),              // zeros over base data
+            (size as u64 - 700, pattern(6, 700)),            // the very end
+        ],
+    );
+    assert_eq!(read_all(&mut chain), model);
+    (chain.into_layers(), model)
+}
+
+#[test]
+fn chain_reads_equal_the_model() {
+    let (layers, model) = three_layers();
+    // ZERO entries exist where zeros covered data below.
+    let mut d1 = VdiImage::open(layers[1].storage().clone()).unwrap();
+    assert_eq!(d1.entry(2).unwrap(), Entry::Zero);
+    assert_eq!(d1.entry(0).unwrap(), Entry::Free);
+    // Reading a FREE block of a lone diff names the parent.
+    let e = {
+        let mut b = [0u8; 1];
+        d1.read_at(0, &mut b).unwrap_err()
+    };
+    assert_eq!(e.kind(), "needs-parent");
+    assert!(e.to_string().contains(&Uuid::from_u128(1).to_string()), "{e}");
+    // Any order of the three files gives the same chain.
+    for order in [[2, 0, 1], [1, 2, 0], [0, 1, 2]] {
+        let imgs: Vec<_> = order.iter().map(|&i| VdiImage::open(layers[i].storage().clone()).unwrap()).collect();
+        let mut c = Chain::from_set(imgs).unwrap();
+        assert_eq!(c.layers().len(), 3);
+        assert_eq!(c.top().header().uuid_create, Uuid::from_u128(3));
+        assert_eq!(read_all(&mut c), model);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        // Block sources: block 1 from the top, block 2 from d2's data over d1's ZERO...
+        assert!(matches!(c.source(1).unwrap(), vdi::Source::Data { layer: 2, .. }));
+        assert!(matches!(c.source(0).unwrap(), vdi::Source::Data { layer: 0, .. }));
+        assert_eq!(c.source(10).unwrap(), vdi::Source::Free);
+        // Flattened export.
+        struct Collect(Vec<u8>);
+        impl RawSink for Collect {
+            fn data(&mut self, _o: u64, b: &[u8]) -> vdi::Result<()> {
+                self.0.extend_from_slice(b);
+                Ok(())
+            }
+            fn zeros(&mut self, _o: u64, n: u64) -> vdi::Result<()> {
+                self.0.resize(self.0.len() + n as usize, 0);
+                Ok(())
+            }
+        }
+        let mut out = Collect(Vec::new());
+        export_chain(&mut c, &mut out, &mut NoMonitor).unwrap();
+        assert_eq!(out.0, model);
+    }
+}
+
+fn open_all(layers: &[VdiImage<MemStorage>], which: &[usize]) -> Vec<VdiImage<MemStorage>> {
+    which.iter().map(|&i| VdiImage::open(layers[i].storage().clone()).unwrap()).collect()
+}
+
+#[test]
+fn broken_chains_are_named() {
+    let (layers, _) = three_layers();
+    // Missing parent: d2 and base without d1.
+    let e = Chain::from_set(open_all(&layers, &[2, 0])).unwrap_err();
+    assert_eq!(e.kind(), "missing-parent", "{e}");
+    assert!(e.to_string().contains(&Uuid::from_u128(2).to_string()), "{e}");
+    let e = Chain::resolve(open_all(&layers, &[2]).pop().unwrap(), vec![]).unwrap_err();
+    assert_eq!(e.kind(), "missing-parent");
+    // Two children of one parent.
+    let other = diff_of(&VdiImage::open(layers[1].storage().clone()).unwrap(), 77);
+    let mut set = open_all(&layers, &[0, 1, 2]);
+    set.push(other);
+    let e = Chain::from_set(set).unwrap_err().to_string();
+    assert!(e.contains("both claim"), "{e}");
+    // Two images with one UUID.
+    let e = Chain::from_set(open_all(&layers, &[0, 1, 1])).unwrap_err().to_string();
+    assert!(e.contains("same image UUID"), "{e}");
+    // Unrelated images.
+    let mut set = open_all(&layers, &[0, 1, 2]);
+    set.push(base_image(500));
+    let e = Chain::from_set(set).unwrap_err().to_string();
+    assert!(e.contains("separate chains"), "{e}");
+    // A cycle: d1 made to name d2 as its parent.
+    let mut s1 = layers[1].storage().clone();
+    s1.write_at(0x1A8, &Uuid::from_u128(3).to_bytes_le()).unwrap();
+    let imgs = vec![VdiImage::open(s1).unwrap(), VdiImage::open(layers[2].storage().clone()).unwrap()];
+    let e = Chain::from_set(imgs).unwrap_err().to_string();
+    assert!(e.contains("cycle"), "{e}");
+    // The parent was written after the snapshot: a warning, not an error.
+    let mut s0 = layers[0].storage().clone();
+    s0.write_at(0x198, &Uuid::from_u128(4242).to_bytes_le()).unwrap();
+    let mut imgs = open_all(&layers, &[1, 2]);
+    imgs.push(VdiImage::open(s0).unwrap());
+    let c = Chain::from_set(imgs).unwrap();
+    assert_eq!(c.warnings().len(), 1);
+    assert!(c.warnings()[0].contains("written after"), "{:?}", c.warnings());
+    // Block size mismatch.
+    let mut o = CreateOptions::diff_of(layers[0].header(), Uuid::from_u128(90), Uuid::from_u128(91));
+    o.block_size = BS * 2;
+    let odd = create(MemStorage::new(), &o, &mut NoMonitor).unwrap();
+    let e = Chain::resolve(odd, open_all(&layers, &[0])).unwrap_err().to_string();
+    assert!(e.contains("byte blocks"), "{e}");
+}
+
+#[test]
+fn commit_stream_and_compact_keep_the_content() {
+    let (layers, model) = three_layers();
+    // Commit the top into d1: [base, d1] now reads the model, the top is empty.
+    let mut c = Chain::from_set(open_all(&layers, &[0, 1, 2])).unwrap();
+    let st = c.commit(Uuid::from_u128(555), false, &mut NoMonitor).unwrap();
+    assert!(st.blocks_merged >= 2 && st.blocks_zeroed >= 1, "{st:?}");
+    assert_eq!(read_all(&mut c), model);
+    let l = c.into_layers();
+    let mut two = Chain::from_set(open_all(&l, &[0, 1])).unwrap();
+    assert_eq!(read_all(&mut two), model);
+    assert_eq!(l[2].header().blocks_allocated, 0);
+    let mut again = Chain::from_set(open_all(&l, &[0, 1, 2])).unwrap();
+    assert!(again.warnings().is_empty(), "{:?}", again.warnings());
+    assert_eq!(read_all(&mut again), model);
+    for i in 0..3 {
+        let r = vdi::check(l[i].storage().clone(), &mut NoMonitor).unwrap();
+        assert!(r.is_clean(), "layer {i}: {:?}", r.findings);
+    }
+    // Stream d1 into d2 (d2 links to base), then base into d2: d2 stands alone.
+    let mut c = Chain::from_set(open_all(&layers, &[0, 1, 2])).unwrap();
+    c.stream(&mut NoMonitor).unwrap();
+    assert_eq!(c.layers().len(), 2);
+    assert_eq!(read_all(&mut c), model);
+    c.stream(&mut NoMonitor).unwrap();
+    let top = c.into_layers().pop().unwrap();
+    let mut alone = VdiImage::open(top.into_storage()).unwrap();
+    assert!(!alone.is_diff());
+    let mut b = vec![0u8; model.len()];
+    alone.read_at(0, &mut b).unwrap();
+    assert_eq!(b, model);
+    // Compact: a block rewritten with the parent's own data becomes FREE.
+    let mut c = Chain::from_set(open_all(&layers, &[0, 1, 2])).unwrap();
+    let base_block = model[3 * BS as usize..4 * BS as usize - 50].to_vec();
+    c.write_at(3 * bs(), &base_block).unwrap();
+    let st = c.compact_top(&mut NoMonitor).unwrap();
+    assert!(st.blocks_zeroed >= 1, "{st:?}");
+    assert_eq!(read_all(&mut c), model);
+    let top = c.into_layers().pop().unwrap();
+    assert_eq!(VdiImage::open(top.storage().clone()).unwrap().entry(3).unwrap(), Entry::Free);
+}
+
+/// MemStorage whose writes fail once a budget shared by every layer is spent.
+struct Faulty {
+    inner: MemStorage,
+    left: Rc<Cell<usize>>,
+}
+
+impl ReadAt for Faulty {
+    fn read_at(&self, o: u64, b: &mut [u8]) -> Result<(), StorageError> {
+        self.inner.read_at(o, b)
+    }
+    fn len(&self) -> Result<u64, StorageError> {
+        self.inner.len()
+    }
+}
+
+impl Storage for Faulty {
+    fn write_at(&mut self, o: u64, b: &[u8]) -> Result<(), StorageError> {
+        if self.left.get() == 0 {
+            return Err(StorageError::new("injected fault"));
+        }
+        self.left.set(self.left.get() - 1);
+        self.inner.write_at(o, b)
+    }
+    fn set_len(&mut self, n: u64) -> Result<(), StorageError> {
+        if self.left.get() == 0 {
+            return Err(StorageError::new("injected fault"));
+        }
+        self.left.set(self.left.get() - 1);
+        self.inner.set_len(n)
+    }
+    fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn commit_and_stream_are_crash_safe() {
+    let (layers, model) = three_layers();
+    for op in ["commit", "stream"] {
+        let mut n = 0usize;
+        loop {
+            let left = Rc::new(Cell::new(n));
+            let imgs: Vec<_> = layers
+                .iter()
+                .map(|l| VdiImage::open(Faulty { inner: l.storage().clone(), left: left.clone() }).unwrap())
+                .collect();
+            let top = imgs.into_iter().rev().collect::<Vec<_>>();
+            let mut it = top.into_iter();
+            let t = it.next().unwrap();
+            let mut c = Chain::resolve(t, it.collect()).unwrap();
+            let done = match op {
+                "commit" => c.commit(Uuid::from_u128(555), false, &mut NoMonitor).is_ok(),
+                _ => c.stream(&mut NoMonitor).is_ok(),
+            };
+            let stores: Vec<MemStorage> = c.into_layers().into_iter().map(|l| l.into_storage().inner).collect();
+            // Reopen what is left; for stream the top may already stand without d1.
+            let imgs: Vec<_> = stores.iter().map(|s| VdiImage::open(s.clone()).unwrap()).collect();
+            let top = imgs.into_iter().rev().collect::<Vec<_>>();
+            let mut it = top.into_iter();
+            let t = it.next().unwrap();
+            let mut c = Chain::resolve(t, it.collect()).unwrap();
+            assert_eq!(read_all(&mut c), model, "{op} stopped after write {n}");
+            for (i, s) in stores.iter().enumerate() {
+                let r = vdi::check(s.clone(), &mut NoMonitor).unwrap();
+                assert_eq!(r.corruptions, 0, "{op} stopped after write {n}: layer {i}: {:?}", r.findings);
+            }
+            if done {
+                break;
+            }
+            n += 1;
+            assert!(n < 10_000);
+        }
+        assert!(n > 3, "{op} made only {n} writes");
+    }
+}
