@@ -1339,3 +1339,77 @@ fn export_of_128_mib_blocks_reads_in_bounded_pieces() {
     assert!(sink.largest <= chunk, "handed out {} bytes at once", sink.largest);
     assert!(s.largest.get() <= chunk, "read {} bytes at once", s.largest.get());
 }
+
+// ---------------------------------------------------------------------------------------
+// Random damage: whatever bytes of the header and map are changed, nothing panics and no
+// read is larger than the file.
+
+mod random_damage {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn base(i: u8) -> Vec<u8> {
+        match i % 5 {
+            0 => qemu().bytes,
+            1 => vbox().bytes,
+            2 => fixed().bytes,
+            3 => v02().bytes,
+            _ => with_block_extra().bytes,
+        }
+    }
+
+    /// Offsets worth damaging: the header fields and the start of each map.
+    fn offset() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            3 => 0x40usize..0x1D8,
+            1 => 0x1A4usize..0x1C0,
+            1 => 0x200usize..0x230,
+            1 => (1usize << 20)..(1 << 20) + 24,
+        ]
+    }
+
+    fn damage() -> impl Strategy<Value = (u8, Vec<(usize, u8)>, Option<usize>)> {
+        (
+            any::<u8>(),
+            proptest::collection::vec((offset(), any::<u8>()), 1..6),
+            proptest::option::weighted(0.2, 0usize..(3 << 20)),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_panic_and_bounded_reads((which, edits, cut) in damage()) {
+            let mut bytes = base(which);
+            for (at, v) in edits {
+                if at < bytes.len() {
+                    bytes[at] = v;
+                }
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c);
+            }
+            let s = Counting::new(bytes);
+            let len = s.file_len();
+            if let Ok(mut img) = VdiImage::open(&s) {
+                let size = img.virtual_size();
+                let mut buf = vec![0u8; size.min(64 << 10) as usize];
+                let _ = img.read_at(0, &mut buf);
+                let _ = img.read_at(size - buf.len() as u64, &mut buf);
+                let _ = img.extents(|_| Ok(()));
+            }
+            if let Ok(mut img) = VdiImage::open_with(&s, OpenOptions { lenient: true }) {
+                let size = img.virtual_size();
+                let mut buf = vec![0u8; size.min(4096) as usize];
+                let _ = img.read_at(size / 2 - size / 2 % 512, &mut buf[..size.min(512) as usize]);
+                let _ = img.read_at(size - buf.len() as u64, &mut buf);
+            }
+            prop_assert!(s.largest.get() <= len, "a read of {} bytes from a {}-byte file", s.largest.get(), len);
+            s.reset();
+            let _ = check(&s, &mut NoMonitor);
+            prop_assert!(s.largest.get() <= len, "check: a read of {} bytes from {}", s.largest.get(), len);
+            prop_assert!(s.bytes.get() <= len + 2048, "check read {} bytes from {}", s.bytes.get(), len);
+        }
+    }
+}
