@@ -1,0 +1,383 @@
+// The workbench end to end, in headless Chromium: open images made by qemu-img and
+// VirtualBox, compare what the page shows with `vdi` and `qemu-img`, export, create, check.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+
+import {
+  chunkedDigest, fixture, headerFields, MiB, openImage, openWorkbench, opfsDigest, qemuInfo, removeSavePicker, run,
+  scratch, screenshot, sha256File, stopServer, stubSavePicker, vdiCheckJson, vdiJson, waitOpened,
+} from './helpers.mjs';
+import {
+  corruptedImage, dynamicImage, oddSizeImage, staticImage, unalignedSizeImage, XSS, xssImage,
+} from './images.mjs';
+
+/** What the page shows in a header row's value cell for a `vdi info --json` value. */
+function shown(v) {
+  if (v === null) return 'none';
+  if (typeof v === 'object') return `cylinders ${v.cylinders}, heads ${v.heads}, sectors ${v.sectors}, sector size ${v['sector-size']}`;
+  if (typeof v === 'string') {
+    return v.replace(/[\\\u0000-\u001f\u007f]/g, (c) => ({ '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' })[c]
+      ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  }
+  return String(v);
+}
+
+async function mapSummary(page) {
+  return page.$$eval('#map-summary dd', (dds) => Object.fromEntries(dds.map((d) => [d.dataset.k, d.textContent])));
+}
+
+/** Hover block `block` of the map and return the tip's fields. */
+async function hoverBlock(page, block) {
+  const geo = await page.$eval('#map-canvas', (c) => ({ cols: +c.dataset.cols, cell: +c.dataset.cell, per: +c.dataset.per }));
+  const i = Math.floor(block / geo.per);
+  await page.locator('#map-canvas').hover({
+    position: { x: ((i % geo.cols) + 0.5) * geo.cell, y: (Math.floor(i / geo.cols) + 0.5) * geo.cell },
+  });
+  await page.waitForFunction((cell) => {
+    const t = document.querySelector('#map-tip');
+    return !t.hidden && t.dataset.cell === String(cell);
+  }, i);
+  return page.$$eval('#map-tip dd', (dds) => Object.fromEntries(dds.map((d) => [d.dataset.k, d.textContent])));
+}
+
+async function readDiag(page) {
+  return page.evaluate(() => ({
+    read: Number(document.querySelector('#cur-read').dataset.bytes),
+    memory: Number(document.querySelector('#cur-memory').dataset.bytes),
+  }));
+}
+
+async function waitResult(page, sel, timeout = 120000) {
+  await page.waitForFunction((s) => !document.querySelector(s).hidden || !document.querySelector('#error').hidden, sel, { timeout });
+  const err = await page.$eval('#error', (e) => (e.hidden ? null : e.textContent));
+  if (err) throw new Error(`the page shows an error: ${err}`);
+  return page.$eval(sel, (e) => e.textContent);
+}
+
+async function removeOpfs(page, name) {
+  await page.evaluate(async (n) => (await navigator.storage.getDirectory()).removeEntry(n).catch(() => {}), name);
+}
+
+describe('workbench', () => {
+  let wb;
+  let page;
+  let tmp;
+  const img = {};
+
+  before(async () => {
+    tmp = scratch();
+    img.dynamic = dynamicImage(tmp.dir);
+    img.static = staticImage(tmp.dir);
+    img.odd = oddSizeImage(tmp.dir);
+    img.unaligned = unalignedSizeImage(tmp.dir);
+    img.corrupt = corruptedImage(tmp.dir);
+    img.xss = xssImage(tmp.dir);
+    img.vbox = fixture('3hfs.vdi');
+    wb = await openWorkbench();
+    page = wb.page;
+  });
+
+  after(async () => {
+    await wb?.close();
+    tmp?.cleanup();
+    stopServer();
+  });
+
+  test('the sample image fills every panel', async () => {
+    await page.click('#sample');
+    await waitOpened(page);
+    const f = await headerFields(page);
+    assert.equal(f['disk-size'].raw, String(128 * MiB));
+    assert.match(f.comment.raw, /Sample image/);
+    const s = await mapSummary(page);
+    assert.deepEqual([s.blocks, s.data, s.zero, s.free], ['128', '23', '7', '98']);
+    await page.click('#check-run');
+    assert.match(await waitResult(page, '#check-verdict'), /No errors/);
+    for (const p of ['open', 'header-panel', 'map-panel', 'check-panel', 'export-panel', 'create-panel']) {
+      await screenshot(page, `sample-${p}`, `#${p}`);
+    }
+    await page.check('input[name=map-view][value=position]');
+    await screenshot(page, 'sample-map-by-position', '#map-panel');
+    await page.check('input[name=map-view][value=state]');
+    assert.equal(wb.consoleErrors.length, 0, wb.consoleErrors.join('\n'));
+  });
+
+  for (const name of ['dynamic', 'static', 'odd', 'unaligned', 'vbox']) {
+    test(`${name}: every header field equals vdi info --json and qemu-img info`, async () => {
+      await openImage(page, img[name]);
+      const fields = await headerFields(page);
+      const info = vdiJson('info', '--json', img[name]);
+      const data = info['format-specific'].data;
+      assert.ok(Object.keys(data).length >= 20);
+      for (const [k, v] of Object.entries(data)) {
+        assert.ok(fields[k], `the page shows ${k}`);
+        assert.equal(fields[k].raw, shown(v), `field ${k}`);
+      }
+      assert.equal(fields['virtual-size'].raw, String(info['virtual-size']));
+      assert.equal(fields['cluster-size'].raw, String(info['cluster-size']));
+      assert.equal(fields['file-length'].raw, String(fs.statSync(img[name]).size));
+      const notes = await page.$$eval('#notes li', (li) => li.map((l) => l.textContent));
+      for (const n of info.notes) assert.ok(notes.includes(n), `note ${n} in ${notes}`);
+      const q = qemuInfo(img[name]);
+      assert.equal(Number(fields['virtual-size'].raw), q['virtual-size']);
+      if (q['cluster-size']) assert.equal(Number(fields['cluster-size'].raw), q['cluster-size']);
+      if (name === 'unaligned') {
+        assert.ok(fields['disk-size'].note, 'an odd disk size is pointed out');
+        assert.match(fields['disk-size'].note, /not a multiple of 512/);
+      }
+      if (name === 'static') assert.equal(fields['image-type'].raw, 'fixed');
+      if (name === 'vbox') assert.equal(fields['header-size'].raw, '400');
+      await screenshot(page, `header-${name}`, '#header-panel');
+    });
+  }
+
+  test('block map: counts equal the engine, hovering a block shows its offsets', async () => {
+    for (const name of ['dynamic', 'static', 'vbox']) {
+      await openImage(page, img[name]);
+      const s = await mapSummary(page);
+      const c = vdiCheckJson(img[name]);
+      assert.equal(Number(s.blocks), c['total-clusters'], `${name} blocks`);
+      assert.equal(Number(s.data), c['allocated-clusters'], `${name} data`);
+      assert.equal(Number(s.zero), c['zero-clusters'], `${name} zero`);
+      assert.equal(Number(s.free), c['free-clusters'], `${name} free`);
+      assert.equal(Number(s.fragmented), c['fragmented-clusters'], `${name} fragmented`);
+      const bs = vdiJson('info', '--json', img[name])['cluster-size'];
+      const extents = vdiJson('map', '--json', img[name]);
+      const data = extents.filter((e) => e.data);
+      // A data block that is not the first of its extent (its own host offset is computed).
+      const e = data.find((x) => x.length > bs) ?? data[data.length - 1];
+      const block = e.start / bs + (e.length > bs ? 1 : 0);
+      const tip = await hoverBlock(page, block);
+      assert.equal(tip.block, String(block));
+      assert.equal(tip.state, 'data');
+      const host = e.offset + (block * bs - e.start);
+      assert.ok(tip.host.startsWith(`${host} (0x${host.toString(16)})`), `${name} block ${block}: ${tip.host} vs ${host}`);
+      assert.ok(tip.virtual.startsWith(`${block * bs} (`), tip.virtual);
+      const hole = extents.find((x) => !x.data);
+      if (hole) {
+        const t = await hoverBlock(page, hole.start / bs);
+        assert.equal(t.state, hole.state);
+        assert.match(t.host, /none/);
+      }
+      await screenshot(page, `map-${name}`, '#map-panel');
+    }
+  });
+
+  test('export raw (download fallback and save dialog) equals qemu-img convert', async () => {
+    for (const name of ['dynamic', 'odd', 'static']) {
+      const want = tmp.file(`${name}.qemu.raw`);
+      run('qemu-img', ['convert', '-f', 'vdi', '-O', 'raw', img[name], want]);
+      const wantHash = await sha256File(want);
+      await openImage(page, img[name]);
+
+      // No save dialog: staged in OPFS, then downloaded.
+      await removeSavePicker(page);
+      const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#export-raw')]);
+      const got = tmp.file(`${name}.page.raw`);
+      await dl.saveAs(got);
+      assert.equal(dl.suggestedFilename(), `${name}.raw`);
+      assert.equal(await sha256File(got), wantHash, `${name}: downloaded raw export`);
+      await waitResult(page, '#export-result');
+
+      // A save dialog: streamed into the writable file it returns.
+      const opfsName = `e2e-${name}.raw`;
+      await stubSavePicker(page, opfsName);
+      await page.click('#export-raw');
+      assert.match(await waitResult(page, '#export-result'), /Saved/);
+      assert.deepEqual(await opfsDigest(page, opfsName), await chunkedDigest(want), `${name}: raw export via the save dialog`);
+      await removeOpfs(page, opfsName);
+      fs.rmSync(got);
+      fs.rmSync(want);
+    }
+    await screenshot(page, 'export-panel', '#export-panel');
+  });
+
+  test('the image file itself can be saved back', async () => {
+    await openImage(page, img.dynamic);
+    await removeSavePicker(page);
+    const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#export-image')]);
+    const got = tmp.file('copy.vdi');
+    await dl.saveAs(got);
+    assert.equal(await sha256File(got), await sha256File(img.dynamic));
+    await stubSavePicker(page, 'e2e-copy.vdi');
+    await page.click('#export-image');
+    await waitResult(page, '#export-result');
+    assert.deepEqual(await opfsDigest(page, 'e2e-copy.vdi'), await chunkedDigest(img.dynamic));
+    await removeOpfs(page, 'e2e-copy.vdi');
+  });
+
+  test('create from the page: qemu-img check passes and qemu-img info agrees', async () => {
+    const cases = [
+      { size: '20M', bytes: 20 * MiB, kind: 'fixed', layout: 'qemu', comment: 'fixed from the page' },
+      { size: '3G', bytes: 3 * 1024 * MiB, kind: 'dynamic', layout: 'vbox', comment: XSS },
+    ];
+    for (const c of cases) {
+      await removeSavePicker(page);
+      await page.fill('#create-size', c.size);
+      await page.check(`input[name=kind][value=${c.kind}]`);
+      await page.selectOption('#create-layout', c.layout);
+      await page.fill('#create-comment', c.comment);
+      const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#create-run')]);
+      const file = tmp.file(`created-${c.kind}.vdi`);
+      await dl.saveAs(file);
+      await waitResult(page, '#create-result');
+      run('qemu-img', ['check', '-f', 'vdi', file]); // throws unless exit 0
+      const q = qemuInfo(file);
+      assert.equal(q['virtual-size'], c.bytes);
+      assert.equal(q.format, 'vdi');
+      const info = vdiJson('info', '--json', file);
+      const d = info['format-specific'].data;
+      assert.equal(d.comment, c.comment);
+      assert.equal(d['image-type'], c.kind);
+      assert.equal(d['header-size'], c.layout === 'qemu' ? 0x180 : 0x190);
+      // The page now shows the new image: the same header as the saved file.
+      const fields = await headerFields(page);
+      for (const [k, v] of Object.entries(d)) assert.equal(fields[k].raw, shown(v), `created ${c.kind}: ${k}`);
+      assert.equal(await page.$$eval('#header-table img, #header-table script', (e) => e.length), 0);
+      const chk = vdiCheckJson(file);
+      assert.equal(chk.corruptions + chk.leaks, 0);
+    }
+    // Through a save dialog: the writable file gets exactly the bytes the fallback would.
+    await stubSavePicker(page, 'e2e-created.vdi');
+    await page.fill('#create-size', '1G');
+    await page.check('input[name=kind][value=dynamic]');
+    await page.selectOption('#create-layout', 'vbox');
+    await page.fill('#create-comment', 'via the save dialog');
+    await page.click('#create-run');
+    assert.match(await waitResult(page, '#create-result'), /saved/);
+    const b64 = await page.evaluate(async () => {
+      const f = await (await (await navigator.storage.getDirectory()).getFileHandle('e2e-created.vdi')).getFile();
+      const b = new Uint8Array(await f.arrayBuffer());
+      let s = '';
+      for (let i = 0; i < b.length; i += 8192) s += String.fromCharCode(...b.subarray(i, i + 8192));
+      return btoa(s);
+    });
+    const file = tmp.file('created-dialog.vdi');
+    fs.writeFileSync(file, Buffer.from(b64, 'base64'));
+    run('qemu-img', ['check', '-f', 'vdi', file]);
+    assert.equal(qemuInfo(file)['virtual-size'], 1024 * MiB);
+    assert.equal(vdiJson('info', '--json', file)['format-specific'].data.comment, 'via the save dialog');
+    await removeOpfs(page, 'e2e-created.vdi');
+    await screenshot(page, 'create-panel', '#create-panel');
+  });
+
+  test('create refuses bad options with a clear message', async () => {
+    await page.fill('#create-size', '12 apples');
+    assert.match(await page.$eval('#create-summary', (e) => e.textContent), /not a size/);
+    await page.fill('#create-size', '1G');
+    await page.fill('#create-comment', 'é'.repeat(200));
+    assert.match(await page.$eval('#create-summary', (e) => e.textContent), /400 bytes/);
+    await page.fill('#create-comment', '');
+  });
+
+  test('check lists every finding of a corrupted image', async () => {
+    await openImage(page, img.corrupt);
+    await page.click('#check-run');
+    await waitResult(page, '#check-verdict');
+    const want = vdiCheckJson(img.corrupt);
+    assert.ok(want.findings.length >= 2);
+    const got = await page.$$eval('#check-findings li.finding', (li) => li.map((l) => ({
+      severity: l.dataset.severity, kind: l.dataset.kind,
+      location: l.querySelector('.loc').textContent, message: l.querySelector('.msg').textContent,
+    })));
+    assert.deepEqual(got, want.findings);
+    const verdict = await page.$eval('#check-verdict', (e) => ({ c: e.dataset.corruptions, l: e.dataset.leaks }));
+    assert.deepEqual(verdict, { c: String(want.corruptions), l: String(want.leaks) });
+    await screenshot(page, 'check-corrupted', '#check-panel');
+  });
+
+  test('HTML in a comment is shown as text: no element, no script', async () => {
+    await page.evaluate(() => {
+      window.__added = [];
+      new MutationObserver((ms) => {
+        for (const m of ms) for (const n of m.addedNodes) if (n.nodeType === 1 && /^(IMG|SCRIPT|IFRAME)$/.test(n.tagName)) window.__added.push(n.tagName);
+      }).observe(document, { childList: true, subtree: true });
+    });
+    await openImage(page, img.xss);
+    const f = await headerFields(page);
+    assert.equal(f.comment.raw, XSS);
+    const cell = await page.$eval('[data-field=comment] .raw', (td) => ({ children: td.children.length, text: td.textContent }));
+    assert.deepEqual(cell, { children: 0, text: XSS });
+    await page.waitForTimeout(300);
+    assert.deepEqual(await page.evaluate(() => window.__added), []);
+    assert.equal(await page.$$eval('img', (i) => i.length), 0);
+    assert.deepEqual(wb.dialogs, []);
+    await screenshot(page, 'header-xss', '#header-panel');
+  });
+
+  test('bad input gives a clear error and keeps the open image', async () => {
+    await openImage(page, img.dynamic);
+    const junk = tmp.file('junk.bin');
+    fs.writeFileSync(junk, Buffer.alloc(4096, 0x42));
+    await page.setInputFiles('#file-input', junk);
+    await page.waitForSelector('#error:not([hidden])');
+    const e = await page.$eval('#error', (x) => ({ kind: x.dataset.kind, text: x.querySelector('#error-message').textContent }));
+    assert.deepEqual(e, { kind: 'bad-signature', text: 'not a VDI image: signature at offset 0x40 is 0x42424242, expected 0xbeda107f' });
+    // The previous image is still open and still answers.
+    assert.equal(await page.$eval('#cur-name', (x) => x.textContent), 'dynamic.vdi');
+    assert.equal((await hoverBlock(page, 0)).state, 'data');
+    const short = tmp.file('short.vdi');
+    fs.writeFileSync(short, fs.readFileSync(img.dynamic).subarray(0, 0x100));
+    await page.setInputFiles('#file-input', short);
+    await page.waitForFunction(() => document.querySelector('#error').dataset.kind === 'truncated');
+    const empty = tmp.file('empty.vdi');
+    fs.writeFileSync(empty, '');
+    await page.setInputFiles('#file-input', empty);
+    await page.waitForFunction(() => /0 bytes|file has 0/.test(document.querySelector('#error-message').textContent));
+    await screenshot(page, 'error', '#open');
+  });
+
+  test('a real drop on the drop zone opens the image', async () => {
+    const bytes = fs.readFileSync(img.xss).toString('base64');
+    const dt = await page.evaluateHandle((b64) => {
+      const bin = atob(b64);
+      const u = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) u[i] = bin.charCodeAt(i);
+      const d = new DataTransfer();
+      d.items.add(new File([u], 'dropped.vdi'));
+      return d;
+    }, bytes);
+    await page.evaluate(() => { delete document.documentElement.dataset.mapMs; });
+    await page.dispatchEvent('#drop', 'dragover', { dataTransfer: dt });
+    await page.dispatchEvent('#drop', 'drop', { dataTransfer: dt });
+    await waitOpened(page);
+    assert.equal(await page.$eval('#cur-name', (x) => x.textContent), 'dropped.vdi');
+  });
+
+  test('controls are reachable from the keyboard; the map answers arrow keys', async () => {
+    await openImage(page, img.dynamic);
+    await page.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
+    const seen = [];
+    for (let i = 0; i < 40; i++) {
+      await page.keyboard.press('Tab');
+      seen.push(await page.evaluate(() => document.activeElement?.id || document.activeElement?.getAttribute('name') || document.activeElement?.tagName));
+    }
+    for (const id of ['file-input', 'sample', 'map-canvas', 'check-run', 'export-raw', 'export-image', 'create-size', 'create-comment', 'create-run']) {
+      assert.ok(seen.includes(id), `${id} is reachable with Tab (seen: ${seen.join(' ')})`);
+    }
+    await page.focus('#map-canvas');
+    await page.keyboard.press('Home');
+    await page.keyboard.press('ArrowRight');
+    await page.waitForFunction(() => document.querySelector('#map-tip').dataset.cell === '1' && !document.querySelector('#map-tip').hidden);
+    const block = await page.$eval('#map-tip [data-k=block]', (e) => e.textContent);
+    assert.equal(block, '1');
+    await page.keyboard.press('Escape');
+  });
+
+  test('readable on a phone-width window', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await openImage(page, img.vbox);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 0, `no sideways scrolling (overflow ${overflow}px)`);
+    for (const p of ['open', 'header-panel', 'map-panel']) await screenshot(page, `phone-${p}`, `#${p}`);
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  test('no request left the page\'s origin', () => {
+    assert.ok(wb.requests.length > 3);
+    assert.deepEqual(wb.foreignRequests(), []);
+    assert.ok(wb.requests.some((u) => u.endsWith('.wasm')), 'the wasm was fetched from the origin');
+  });
+});

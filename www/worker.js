@@ -1,0 +1,418 @@
+// The workbench's worker: the wasm engine and every storage backend live here.
+// The page never loads wasm and never holds image bytes; it talks to this worker with
+//   {id, op, args}  ->  {id, ok: true, result} | {id, ok: false, error: {kind, message}}
+// and receives progress as separate {id, progress: {done, total}} messages.
+
+import init, { Workbench, PieceKind } from './pkg/vdi_wasm.js';
+
+let wasm = null;
+let wb = null;
+/** Ids of jobs the page asked to cancel. */
+const cancelled = new Set();
+/** Long jobs run one at a time, in order; queries run at once. */
+let queue = Promise.resolve();
+/** Prefix of OPFS files this worker stages (exports, created images); removed at start-up. */
+const STAGING = 'vdi-workbench-';
+
+const QUERIES = new Set(['blockInfo', 'rangeInfo', 'stats', 'cancel', 'storage']);
+
+function fail(kind, message) {
+  const e = new Error(message);
+  e.kind = kind;
+  return e;
+}
+
+/** Turn anything thrown (engine {kind, message}, DOMException, Error) into {kind, message}. */
+function toError(e) {
+  if (e && typeof e === 'object' && typeof e.kind === 'string') {
+    return { kind: e.kind, message: String(e.message) };
+  }
+  if (e && e.name === 'QuotaExceededError') {
+    return { kind: 'no-space', message: `the browser's storage is full: ${e.message}` };
+  }
+  if (e && typeof e.name === 'string' && typeof e.message === 'string') {
+    return { kind: 'browser', message: `${e.name}: ${e.message}` };
+  }
+  return { kind: 'browser', message: String(e) };
+}
+
+/** Parse engine JSON; integers beyond 2^53 become BigInt so no digit is lost. */
+function parseJson(text) {
+  return JSON.parse(text, (key, value, ctx) => {
+    if (typeof value === 'number' && !Number.isSafeInteger(value) && ctx && /^-?\d+$/.test(ctx.source)) {
+      return BigInt(ctx.source);
+    }
+    return value;
+  });
+}
+
+/** Let queued messages (cancel, hover queries) run. */
+function breathe() {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+function post(msg, transfer = []) {
+  self.postMessage(msg, transfer);
+}
+
+function progress(id, done, total, extra = {}) {
+  post({ id, progress: { done, total, ...extra } });
+}
+
+/** A view of the transfer buffer in wasm memory (re-made after every wasm call). */
+function bufferView(len) {
+  return new Uint8Array(wasm.memory.buffer, wb.buffer_ptr(), len);
+}
+
+async function opfsRoot() {
+  if (!self.navigator.storage || !self.navigator.storage.getDirectory) {
+    throw fail('unsupported', 'this browser has no origin private file system (OPFS)');
+  }
+  return self.navigator.storage.getDirectory();
+}
+
+async function storageEstimate() {
+  try {
+    const e = await self.navigator.storage.estimate();
+    return { usage: e.usage ?? null, quota: e.quota ?? null };
+  } catch {
+    return { usage: null, quota: null };
+  }
+}
+
+/** Files this worker staged in OPFS: [{name, size}]. */
+async function stagedFiles() {
+  const out = [];
+  try {
+    const dir = await opfsRoot();
+    for await (const [name, h] of dir.entries()) {
+      if (h.kind === 'file' && name.startsWith(STAGING)) {
+        let size = 0;
+        try { size = (await h.getFile()).size; } catch { /* locked or gone */ }
+        out.push({ name, size });
+      }
+    }
+  } catch { /* no OPFS */ }
+  return out;
+}
+
+/** Remove staged files older than `ageMs` (their names start with a timestamp). Files in
+ * use (an open access handle) refuse removal and stay. */
+async function removeStaged(ageMs = 0) {
+  try {
+    const dir = await opfsRoot();
+    const now = Date.now();
+    for (const f of await stagedFiles()) {
+      const t = Number(f.name.slice(STAGING.length).split('-')[0]);
+      if (!(now - t < ageMs)) {
+        try { await dir.removeEntry(f.name); } catch { /* in use */ }
+      }
+    }
+  } catch { /* no OPFS */ }
+}
+
+function safeName(name) {
+  return String(name).replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 80) || 'image';
+}
+
+/** Where exported bytes go: a writable file stream (save picker) or a staged OPFS file. */
+async function openSink(target, size, name) {
+  if (target && target.kind === 'handle') {
+    const w = await target.handle.createWritable({ keepExistingData: false });
+    try {
+      await w.truncate(size);
+    } catch (e) {
+      try { await w.abort(); } catch { /* already failed */ }
+      throw e;
+    }
+    return {
+      async write(view, position) {
+        await w.write({ type: 'write', position, data: view });
+      },
+      async finish() {
+        await w.close();
+        return { kind: 'saved', name: target.handle.name, size };
+      },
+      async abort() {
+        try { await w.abort(); } catch { /* closed */ }
+      },
+    };
+  }
+  // Stage in OPFS, then hand the page a File for a download.
+  const dir = await opfsRoot();
+  const fileName = `${STAGING}${Date.now()}-${safeName(name)}`;
+  const fh = await dir.getFileHandle(fileName, { create: true });
+  const ah = await fh.createSyncAccessHandle();
+  const cleanup = async () => {
+    try { ah.close(); } catch { /* closed */ }
+    try { await dir.removeEntry(fileName); } catch { /* gone */ }
+  };
+  try {
+    ah.truncate(size);
+  } catch (e) {
+    await cleanup();
+    if (e && e.name === 'QuotaExceededError') {
+      const est = await storageEstimate();
+      const free = est.quota != null ? Math.max(0, est.quota - est.usage) : null;
+      throw fail('no-space', `not enough browser storage to stage ${size} bytes for the download` +
+        (free != null ? ` (about ${free} bytes are available)` : '') +
+        '; use a browser with a save dialog (showSaveFilePicker), or free space with "Free browser storage"');
+    }
+    throw e;
+  }
+  return {
+    async write(view, position) {
+      let done = 0;
+      while (done < view.length) {
+        const n = ah.write(done ? view.subarray(done) : view, { at: position + done });
+        if (n <= 0) throw fail('no-space', `writing at ${position + done} of the staged file wrote nothing (out of space?)`);
+        done += n;
+      }
+    },
+    async finish() {
+      ah.flush();
+      ah.close();
+      const file = await fh.getFile();
+      return { kind: 'download', file, name, size };
+    },
+    abort: cleanup,
+  };
+}
+
+/** Raw export of the virtual disk, one piece at a time, never more than one chunk held. */
+async function exportRaw(id, { target, name }) {
+  const size = wb.export_begin();
+  const sink = await openSink(target, size, name);
+  const t0 = performance.now();
+  let lastBreath = t0;
+  let dataBytes = 0;
+  try {
+    for (;;) {
+      if (cancelled.has(id)) throw fail('cancelled', 'the export was cancelled');
+      const kind = wb.export_next();
+      if (kind === PieceKind.End) break;
+      const offset = wb.piece_offset();
+      const len = wb.piece_len();
+      if (kind === PieceKind.Data) {
+        await sink.write(bufferView(len), offset);
+        dataBytes += len;
+      }
+      progress(id, offset + len, size, { dataBytes });
+      const now = performance.now();
+      if (now - lastBreath > 40) {
+        await breathe();
+        lastBreath = performance.now();
+      }
+    }
+    const result = await sink.finish();
+    return { ...result, dataBytes, ms: performance.now() - t0 };
+  } catch (e) {
+    await sink.abort();
+    throw e;
+  } finally {
+    wb.export_cancel();
+  }
+}
+
+/** Save the image file itself. */
+async function exportImage(id, { target, name }) {
+  const info = parseJson(wb.info());
+  const size = info.file.length;
+  if (info.file.backend === 'file' && !(target && target.kind === 'handle')) {
+    // The page's File is already a download source: nothing to copy.
+    return { kind: 'download', file: currentFile, name, size, dataBytes: size, ms: 0 };
+  }
+  const sink = await openSink(target, size, name);
+  const t0 = performance.now();
+  let lastBreath = t0;
+  try {
+    if (info.file.backend === 'memory') {
+      // Only the stored bytes; the rest of the file is zeros (already there after truncate).
+      const len = wb.created_meta_len();
+      await sink.write(new Uint8Array(wasm.memory.buffer, wb.created_meta_ptr(), len), 0);
+      progress(id, size, size);
+    } else {
+      const CH = 8 << 20;
+      for (let off = 0; off < size; off += CH) {
+        if (cancelled.has(id)) throw fail('cancelled', 'the export was cancelled');
+        const len = Math.min(CH, size - off);
+        if (info.file.backend === 'file' && currentFile) {
+          await sink.write(currentFile.slice(off, off + len), off);
+        } else {
+          wb.read_image(off, len);
+          await sink.write(bufferView(len), off);
+        }
+        progress(id, off + len, size);
+        if (performance.now() - lastBreath > 40) {
+          await breathe();
+          lastBreath = performance.now();
+        }
+      }
+    }
+    const result = await sink.finish();
+    return { ...result, dataBytes: size, ms: performance.now() - t0 };
+  } catch (e) {
+    await sink.abort();
+    throw e;
+  }
+}
+
+/** The File the open image came from (for saving it back without a copy). */
+let currentFile = null;
+
+function opened(infoText, t0) {
+  const r = parseJson(infoText);
+  r.ms = performance.now() - t0;
+  return r;
+}
+
+async function open({ source }) {
+  const t0 = performance.now();
+  currentFile = null;
+  if (source.kind === 'file') {
+    const r = opened(wb.open_file(source.file), t0);
+    currentFile = source.file;
+    return r;
+  }
+  if (source.kind === 'sample') {
+    return opened(wb.open_sample(), t0);
+  }
+  throw fail('invalid-argument', `unknown source kind ${source.kind}`);
+}
+
+/** Create an image; save it through the picked handle or stage it in OPFS for a download. */
+async function create(id, { options, target }) {
+  const opts = JSON.stringify(options);
+  if (target && target.kind === 'handle') {
+    const info = parseJson(wb.create_image(opts, undefined));
+    const size = info.file.length;
+    const sink = await openSink(target, size, info.file.name);
+    try {
+      const len = wb.created_meta_len();
+      await sink.write(new Uint8Array(wasm.memory.buffer, wb.created_meta_ptr(), len), 0);
+      progress(id, size, size);
+      const saved = await sink.finish();
+      return { info, saved };
+    } catch (e) {
+      await sink.abort();
+      throw e;
+    }
+  }
+  // Fallback: build in OPFS with the engine writing through a sync access handle.
+  const dir = await opfsRoot();
+  const fileName = `${STAGING}${Date.now()}-new.vdi`;
+  const fh = await dir.getFileHandle(fileName, { create: true });
+  const ah = await fh.createSyncAccessHandle();
+  let info;
+  try {
+    info = parseJson(wb.create_image(opts, ah));
+  } catch (e) {
+    try { ah.close(); } catch { /* closed by the engine */ }
+    try { await dir.removeEntry(fileName); } catch { /* gone */ }
+    throw e;
+  }
+  // Release the handle's lock, then reopen the new image read-only from its File.
+  wb.close();
+  const file = await fh.getFile();
+  const name = info.file.name;
+  const t0 = performance.now();
+  const reopened = opened(wb.open_file(new File([file], name)), t0);
+  currentFile = file;
+  progress(id, file.size, file.size);
+  return { info: reopened, saved: { kind: 'download', file, name, size: file.size } };
+}
+
+function mapCells({ per }) {
+  const t0 = performance.now();
+  const m = wb.map_cells(per);
+  try {
+    const data = m.data();
+    const zero = m.zero();
+    const slot = m.slot();
+    const result = {
+      per: m.per, cells: m.cells, blocks: m.blocks, readable: m.readable,
+      data, zero, slot, summary: parseJson(m.summary()), ms: performance.now() - t0,
+    };
+    return { result, transfer: [data.buffer, zero.buffer, slot.buffer] };
+  } finally {
+    m.free();
+  }
+}
+
+async function stats() {
+  let read = null;
+  try { read = parseJson(wb.read_stats()); } catch { /* no image */ }
+  return { memory: wasm.memory.buffer.byteLength, read };
+}
+
+async function run(id, op, args) {
+  switch (op) {
+    case 'open': return open(args);
+    case 'close': currentFile = null; wb.close(); return null;
+    case 'info': return parseJson(wb.info());
+    case 'mapCells': return mapCells(args);
+    case 'blockInfo': return parseJson(wb.block_info(args.block));
+    case 'rangeInfo': return parseJson(wb.range_info(args.first, args.end));
+    case 'check': {
+      const t0 = performance.now();
+      let last = 0;
+      const r = parseJson(wb.check((done, total) => {
+        const now = performance.now();
+        if (now - last > 50 || done === total) {
+          last = now;
+          progress(id, done, total);
+        }
+      }));
+      r.ms = performance.now() - t0;
+      return r;
+    }
+    case 'exportRaw': return exportRaw(id, args);
+    case 'exportImage': return exportImage(id, args);
+    case 'create': return create(id, args);
+    case 'stats': return stats();
+    case 'storage': return { ...(await storageEstimate()), staged: await stagedFiles() };
+    case 'freeStorage': await removeStaged(); return { ...(await storageEstimate()), staged: await stagedFiles() };
+    case 'cancel': cancelled.add(args.target); return null;
+    default: throw fail('invalid-argument', `unknown operation ${op}`);
+  }
+}
+
+async function dispatch(msg) {
+  const { id, op, args } = msg;
+  try {
+    const out = await run(id, op, args || {});
+    if (out && out.transfer) {
+      post({ id, ok: true, result: out.result }, out.transfer);
+    } else {
+      post({ id, ok: true, result: out });
+    }
+  } catch (e) {
+    post({ id, ok: false, error: toError(e) });
+  } finally {
+    cancelled.delete(id);
+  }
+}
+
+const ready = (async () => {
+  wasm = await init();
+  wb = new Workbench();
+  // Files staged by earlier visits: their downloads are long over. Recent ones may still be
+  // downloading from another tab, so they stay (the page's "Free browser storage" removes all).
+  await removeStaged(30 * 60 * 1000);
+})();
+
+self.onmessage = (ev) => {
+  const msg = ev.data;
+  if (!msg || typeof msg.id !== 'number') return;
+  const go = () => ready.then(() => dispatch(msg), (e) => post({ id: msg.id, ok: false, error: toError(e) }));
+  if (QUERIES.has(msg.op)) {
+    go();
+  } else {
+    queue = queue.then(go);
+  }
+};
+
+ready.then(
+  () => post({ ready: true }),
+  (e) => post({ fatal: toError(e) }),
+);
