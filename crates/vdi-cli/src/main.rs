@@ -17,6 +17,8 @@ use vdi::report::{check_json, extent_json, info_json};
 use vdi::{BlockState, CreateOptions, Layout, Monitor, RawSink, SparseSink, VdiImage};
 use vdi_cli::{parse_size, FileStorage};
 
+mod chains;
+mod layers;
 mod surgery;
 
 #[derive(Parser)]
@@ -48,12 +50,22 @@ impl Output {
     }
 }
 
+#[derive(clap::Args, Default)]
+struct ChainArg {
+    /// The layers of a differencing chain, named explicitly (comma-separated or repeated),
+    /// instead of searching the image's folder and the folder above for its parents.
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    chain: Vec<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Show every header field of an image.
     Info {
         #[command(flatten)]
         out: Output,
+        #[command(flatten)]
+        chain: ChainArg,
         /// The image.
         image: PathBuf,
     },
@@ -61,6 +73,8 @@ enum Cmd {
     Check {
         #[command(flatten)]
         out: Output,
+        #[command(flatten)]
+        chain: ChainArg,
         /// The image.
         image: PathBuf,
     },
@@ -81,16 +95,40 @@ enum Cmd {
         /// Image UUID (default: a random one).
         #[arg(long)]
         uuid: Option<String>,
+        /// Make a differencing image (snapshot) on top of this parent: same size and block
+        /// size, linked to the parent's UUIDs.
+        #[arg(long, value_name = "PARENT")]
+        parent: Option<PathBuf>,
         /// The image to write (replaced if it exists).
         image: PathBuf,
-        /// Virtual size: bytes or 64M, 8G, 1T (rounded up to 512 bytes).
+        /// Virtual size: bytes or 64M, 8G, 1T (rounded up to 512 bytes); not with --parent.
         #[arg(value_parser = parse_size)]
-        size: u64,
+        size: Option<u64>,
+    },
+    /// Merge a differencing image into its parent (then empty it, unless --keep).
+    Commit {
+        /// Leave the differencing image's blocks in place after merging.
+        #[arg(long, short = 'd')]
+        keep: bool,
+        #[command(flatten)]
+        chain: ChainArg,
+        /// The differencing image.
+        image: PathBuf,
+    },
+    /// Pull a differencing image's parent into it, so it no longer needs that parent (it
+    /// becomes standalone when the parent is the base), like `qemu-img rebase -b ""`.
+    Stream {
+        #[command(flatten)]
+        chain: ChainArg,
+        /// The differencing image (modified in place; its parent is not).
+        image: PathBuf,
     },
     /// Show how the virtual disk maps onto the file.
     Map {
         #[command(flatten)]
         out: Output,
+        #[command(flatten)]
+        chain: ChainArg,
         /// The image.
         image: PathBuf,
     },
@@ -102,6 +140,8 @@ enum Cmd {
         free: bool,
         #[command(flatten)]
         out: Output,
+        #[command(flatten)]
+        chain: ChainArg,
         /// The image (modified in place).
         image: PathBuf,
     },
@@ -164,6 +204,8 @@ enum Cmd {
         /// Where in the virtual disk (bytes or 1M, ...).
         #[arg(long, value_parser = parse_size, default_value = "0")]
         offset: u64,
+        #[command(flatten)]
+        chain: ChainArg,
         /// The image (modified in place).
         image: PathBuf,
         /// The file whose bytes are written.
@@ -183,6 +225,8 @@ enum Cmd {
         /// Make a VDI output fixed.
         #[arg(long)]
         fixed: bool,
+        #[command(flatten)]
+        chain: ChainArg,
         /// Input file (VDI or raw).
         input: PathBuf,
         /// Output file; "-" or a pipe/device gets every byte as a stream.
@@ -219,17 +263,22 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<u8> {
     match cli.cmd {
-        Cmd::Info { out, image } => info(&image, out.json()),
-        Cmd::Check { out, image } => check(&image, out.json()),
-        Cmd::Create { fixed, block_size, layout, comment, uuid, image, size } => {
-            let opts = create_options(size, fixed, block_size, &layout, comment, uuid.as_deref())?;
-            create(&image, &opts)
+        Cmd::Info { out, chain, image } => info(&image, out.json(), &chain.chain),
+        Cmd::Check { out, chain, image } => check(&image, out.json(), &chain.chain),
+        Cmd::Create { fixed, block_size, layout, comment, uuid, parent, image, size } => match (parent, size) {
+            (Some(parent), None) => chains::create_diff(&parent, &image, &comment, uuid.as_deref()),
+            (Some(_), Some(_)) => bail!("a differencing image has its parent's size: give --parent or SIZE, not both"),
+            (None, None) => bail!("missing SIZE (e.g. 8G), or --parent PARENT for a differencing image"),
+            (None, Some(size)) => {
+                let opts = create_options(size, fixed, block_size, &layout, comment, uuid.as_deref())?;
+                create(&image, &opts)
+            }
+        },
+        Cmd::Map { out, chain, image } => map(&image, out.json(), &chain.chain),
+        Cmd::Convert { format, block_size, layout, fixed, chain, input, output } => {
+            convert(&input, &output, &format, block_size, &layout, fixed, &chain.chain)
         }
-        Cmd::Map { out, image } => map(&image, out.json()),
-        Cmd::Convert { format, block_size, layout, fixed, input, output } => {
-            convert(&input, &output, &format, block_size, &layout, fixed)
-        }
-        Cmd::Compact { free, out, image } => surgery::compact(&image, free, out.json()),
+        Cmd::Compact { free, out, chain, image } => surgery::compact(&image, free, out.json(), &chain.chain),
         Cmd::Resize { image, size } => surgery::resize(&image, &size),
         Cmd::Discard { offset, length, image } => surgery::discard(&image, offset, length),
         Cmd::Repair { dry_run, out, image } => surgery::repair(&image, dry_run, out.json()),
@@ -237,7 +286,9 @@ fn run(cli: Cli) -> Result<u8> {
             let comment = if clear_comment { Some(String::new()) } else { comment };
             surgery::set(&image, surgery::SetArgs { uuid, modify_uuid, parent_uuid, parent_modify_uuid, comment, lchs })
         }
-        Cmd::Write { offset, image, data } => surgery::write(&image, &data, offset),
+        Cmd::Write { offset, chain, image, data } => surgery::write(&image, &data, offset, &chain.chain),
+        Cmd::Commit { keep, chain, image } => chains::commit(&image, keep, &chain.chain),
+        Cmd::Stream { chain, image } => chains::stream(&image, &chain.chain),
     }
 }
 
@@ -249,7 +300,7 @@ pub(crate) fn open_file(path: &Path) -> Result<FileStorage> {
     FileStorage::open(path).with_context(|| format!("could not open {}", path.display()))
 }
 
-fn open_image(path: &Path) -> Result<VdiImage<FileStorage>> {
+pub(crate) fn open_image(path: &Path) -> Result<VdiImage<FileStorage>> {
     let f = open_file(path)?;
     VdiImage::open(f).with_context(|| format!("could not open {}", path.display()))
 }
@@ -279,13 +330,20 @@ pub(crate) fn human(n: u64) -> String {
     }
 }
 
-fn info(path: &Path, json: bool) -> Result<u8> {
+fn info(path: &Path, json: bool, chain: &[PathBuf]) -> Result<u8> {
     let img = open_image(path)?;
     let actual = std::fs::metadata(path).map(|m| m.blocks() * 512).ok();
     let h = img.header();
     let name = path.display().to_string();
+    let links = img.is_diff().then(|| layers::open(path, chain, layers::Rw::None));
     if json {
-        return print_json(&info_json(h, &name, actual));
+        let mut v = info_json(h, &name, actual);
+        match &links {
+            Some(Ok(l)) => chains::describe_json(l, &mut v),
+            Some(Err(e)) => v["chain-error"] = serde_json::json!(one_line(e)),
+            None => {}
+        }
+        return print_json(&v);
     }
     let mut o = io::stdout().lock();
     writeln!(o, "image: {name}")?;
@@ -323,6 +381,11 @@ fn info(path: &Path, json: bool) -> Result<u8> {
     for n in h.notes() {
         writeln!(o, "note: {n}")?;
     }
+    match &links {
+        Some(Ok(l)) => chains::describe(l, &mut o)?,
+        Some(Err(e)) => writeln!(o, "chain: {}", one_line(e))?,
+        None => {}
+    }
     Ok(0)
 }
 
@@ -357,18 +420,40 @@ impl Drop for Bar {
     }
 }
 
-fn check(path: &Path, json: bool) -> Result<u8> {
+fn check(path: &Path, json: bool, chain: &[PathBuf]) -> Result<u8> {
     let f = open_file(path)?;
     let r = {
         let mut bar = Bar::new("checking");
         vdi::check(f, &mut bar).with_context(|| format!("could not open {}", path.display()))?
     };
-    let code = r.exit_code() as u8;
+    let mut code = r.exit_code() as u8;
+    // A differencing image: check its parents and the links too.
+    let diff = vdi::read_header(&open_file(path)?).map(|h| h.kind() == Some(vdi::ImageType::Diff)).unwrap_or(false);
+    let parents = diff.then(|| chains::check_parents(path, chain));
+    if let Some(Ok(p)) = &parents {
+        code = chains::worst(code, p.code);
+    } else if let Some(Err(_)) = &parents {
+        code = code.max(1);
+    }
     if json {
-        print_json(&check_json(&r, &path.display().to_string()))?;
+        let mut v = check_json(&r, &path.display().to_string());
+        match &parents {
+            Some(Ok(p)) => {
+                v["layers"] = serde_json::json!(p.reports);
+                v["chain-warnings"] = serde_json::json!(p.warnings);
+            }
+            Some(Err(e)) => v["chain-error"] = serde_json::json!(one_line(e)),
+            None => {}
+        }
+        print_json(&v)?;
         return Ok(code);
     }
     let mut o = io::stdout().lock();
+    match &parents {
+        Some(Ok(p)) => chains::print_parents(p, &mut o)?,
+        Some(Err(e)) => writeln!(o, "chain: {}", one_line(e))?,
+        None => {}
+    }
     for f in &r.findings {
         let tag = match f.severity {
             vdi::Severity::Corruption => "ERROR",
@@ -448,8 +533,13 @@ fn create(path: &Path, opts: &CreateOptions) -> Result<u8> {
     Ok(0)
 }
 
-fn map(path: &Path, json: bool) -> Result<u8> {
+fn map(path: &Path, json: bool, chain: &[PathBuf]) -> Result<u8> {
     let mut img = open_image(path)?;
+    if img.is_diff() {
+        drop(img);
+        let mut l = layers::open(path, chain, layers::Rw::None)?;
+        return chains::map(&mut l, json);
+    }
     let mut o = io::BufWriter::new(io::stdout().lock());
     let name = path.display().to_string();
     if json {
@@ -522,7 +612,38 @@ fn is_seekable_file(path: &Path) -> bool {
     }
 }
 
-fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layout: &str, fixed: bool) -> Result<u8> {
+/// What `convert` reads from: one image, or a differencing chain flattened.
+enum Input {
+    Single(VdiImage<FileStorage>),
+    Chain(Box<layers::Layers>),
+}
+
+impl Input {
+    fn open(path: &Path, chain: &[PathBuf]) -> Result<Self> {
+        let img = open_image(path)?;
+        if img.is_diff() {
+            drop(img);
+            return Ok(Input::Chain(Box::new(layers::open(path, chain, layers::Rw::None)?)));
+        }
+        Ok(Input::Single(img))
+    }
+    fn size(&self) -> u64 {
+        match self {
+            Input::Single(i) => i.virtual_size(),
+            Input::Chain(l) => l.chain.virtual_size(),
+        }
+    }
+    fn export(&mut self, sink: &mut dyn RawSink, bar: &mut Bar) -> Result<()> {
+        match self {
+            Input::Single(i) => vdi::export_raw(i, sink, bar)?,
+            Input::Chain(l) => vdi::export_chain(&mut l.chain, sink, bar)?,
+        };
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layout: &str, fixed: bool, chain: &[PathBuf]) -> Result<u8> {
     if format != "raw" && format != "vdi" {
         bail!("unknown output format {format:?}: expected raw or vdi");
     }
@@ -536,8 +657,9 @@ fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layout: &
     let mut bar = Bar::new("converting");
     match (is_vdi, format) {
         (true, "raw") => {
-            let mut img = VdiImage::open(src).with_context(|| format!("could not open {}", input.display()))?;
-            let size = img.virtual_size();
+            drop(src);
+            let mut img = Input::open(input, chain)?;
+            let size = img.size();
             let stream = output.as_os_str() == "-" || !is_seekable_file(output);
             if stream {
                 let out: Box<dyn Write> = if output.as_os_str() == "-" {
@@ -550,18 +672,19 @@ fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layout: &
                     Box::new(File::options().write(true).open(output).with_context(|| format!("could not open {}", output.display()))?)
                 };
                 let mut sink = StreamSink { out, zeros: vec![0u8; vdi::transfer::CHUNK] };
-                vdi::export_raw(&mut img, &mut sink, &mut bar)?;
+                img.export(&mut sink, &mut bar)?;
                 sink.out.flush()?;
             } else {
                 let f = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
                 let mut sink = SparseSink::new(f, size)?;
-                vdi::export_raw(&mut img, &mut sink, &mut bar)?;
+                img.export(&mut sink, &mut bar)?;
             }
         }
         (false, "raw") => bail!("{} is not a VDI image (no VDI signature at offset 0x40); raw to raw is a plain copy", input.display()),
         (_, "vdi") => {
-            let size = if is_vdi {
-                VdiImage::open(&src).with_context(|| format!("could not open {}", input.display()))?.virtual_size()
+            let mut from = if is_vdi { Some(Input::open(input, chain)?) } else { None };
+            let size = if let Some(f) = &from {
+                f.size()
             } else {
                 vdi::ReadAt::len(&src).map_err(|e| anyhow!("{e}"))?
             };
@@ -571,9 +694,8 @@ fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layout: &
             }
             let f = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
             let mut dst = vdi::create(f, &opts, &mut vdi::NoMonitor)?;
-            if is_vdi {
-                let mut img = VdiImage::open(src)?;
-                vdi::export_raw(&mut img, &mut ImageSink(&mut dst), &mut bar)?;
+            if let Some(f) = from.as_mut() {
+                f.export(&mut ImageSink(&mut dst), &mut bar)?;
             } else {
                 vdi::import_raw(&src, &mut dst, &mut bar)?;
             }

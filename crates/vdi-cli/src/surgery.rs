@@ -2,7 +2,7 @@
 //! Each opens the image read-write only because the user named the operation.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
@@ -10,6 +10,7 @@ use uuid::Uuid;
 use vdi::{Geometry, VdiImage};
 use vdi_cli::{parse_size, FileStorage};
 
+use crate::layers::{self, Rw};
 use crate::{human, print_json, Bar};
 
 fn open_rw(path: &Path) -> Result<VdiImage<FileStorage>> {
@@ -18,13 +19,26 @@ fn open_rw(path: &Path) -> Result<VdiImage<FileStorage>> {
     VdiImage::open(f).with_context(|| format!("could not open {}", path.display()))
 }
 
-pub fn compact(path: &Path, free: bool, json: bool) -> Result<u8> {
-    let mut img = open_rw(path)?;
-    let st = {
-        let mut bar = Bar::new("compacting");
-        img.compact(free, &mut bar)?
+fn is_diff(path: &Path) -> Result<bool> {
+    let h = vdi::read_header(&crate::open_file(path)?).with_context(|| format!("could not open {}", path.display()))?;
+    Ok(h.kind() == Some(vdi::ImageType::Diff))
+}
+
+pub fn compact(path: &Path, free: bool, json: bool, chain: &[PathBuf]) -> Result<u8> {
+    let st = if is_diff(path)? {
+        // A snapshot: blocks equal to what its parents read become FREE.
+        let mut l = layers::open(path, chain, Rw::Top)?;
+        let st = l.chain.compact_top(&mut Bar::new("compacting"))?;
+        st
+    } else {
+        let mut img = open_rw(path)?;
+        let st = {
+            let mut bar = Bar::new("compacting");
+            img.compact(free, &mut bar)?
+        };
+        img.flush()?;
+        st
     };
-    img.flush()?;
     if json {
         return print_json(&json!({
             "filename": path.display().to_string(),
@@ -206,10 +220,35 @@ pub fn set(path: &Path, a: SetArgs) -> Result<u8> {
     Ok(0)
 }
 
-pub fn write(path: &Path, data: &Path, offset: u64) -> Result<u8> {
+/// Where `vdi write` writes: an image, or the top of a differencing chain.
+enum Target {
+    Image(VdiImage<FileStorage>),
+    Chain(Box<layers::Layers>),
+}
+
+impl Target {
+    fn virtual_size(&self) -> u64 {
+        match self {
+            Target::Image(i) => i.virtual_size(),
+            Target::Chain(l) => l.chain.virtual_size(),
+        }
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> vdi::Result<()> {
+        match self {
+            Target::Image(i) => i.write_at(offset, buf),
+            Target::Chain(l) => l.chain.write_at(offset, buf),
+        }
+    }
+}
+
+pub fn write(path: &Path, data: &Path, offset: u64, chain: &[PathBuf]) -> Result<u8> {
     let mut src = std::fs::File::open(data).with_context(|| format!("could not open {}", data.display()))?;
     let len = src.metadata()?.len();
-    let mut img = open_rw(path)?;
+    let mut img = if is_diff(path)? {
+        Target::Chain(Box::new(layers::open(path, chain, Rw::Top)?))
+    } else {
+        Target::Image(open_rw(path)?)
+    };
     let size = img.virtual_size();
     if offset.checked_add(len).is_none_or(|e| e > size) {
         bail!(
@@ -227,7 +266,9 @@ pub fn write(path: &Path, data: &Path, offset: u64) -> Result<u8> {
         pos += n as u64;
         vdi::Monitor::progress(&mut bar, pos, len);
     }
-    img.flush()?;
+    if let Target::Image(i) = &mut img {
+        i.flush()?;
+    }
     println!("{}: wrote {len} bytes at offset {offset}", path.display());
     Ok(0)
 }
