@@ -109,14 +109,33 @@ impl BlockMap {
         if !self.pages.contains_key(&page) {
             self.load_page(storage, page)?;
         }
-        Ok(self.pages[&page][index as usize % PAGE_ENTRIES])
+        // A page the file cuts short holds only the entries the file has.
+        match self.pages[&page].get(index as usize % PAGE_ENTRIES) {
+            Some(v) => Ok(*v),
+            None => Err(self.truncated(storage)),
+        }
+    }
+
+    fn truncated<S: ReadAt + ?Sized>(&self, storage: &S) -> VdiError {
+        VdiError::Truncated {
+            what: "the block map",
+            needed: self.offset + self.entries as u64 * 4,
+            len: storage_len(storage).unwrap_or(0),
+        }
     }
 
     fn load_page<S: ReadAt + ?Sized>(&mut self, storage: &S, page: u32) -> Result<()> {
         let first = page as u64 * PAGE_ENTRIES as u64;
-        let n = (self.entries as u64 - first).min(PAGE_ENTRIES as u64) as usize;
-        let mut raw = vec![0u8; n * 4];
         let at = self.offset + first * 4;
+        // Where the file ends inside this page (an image opened leniently), keep the entries
+        // it holds, so they read as they are; the rest fail as truncated. Never ask for bytes
+        // past the end.
+        let in_file = storage_len(storage)?.saturating_sub(at) / 4;
+        let n = (self.entries as u64 - first).min(PAGE_ENTRIES as u64).min(in_file) as usize;
+        if n == 0 {
+            return Err(self.truncated(storage));
+        }
+        let mut raw = vec![0u8; n * 4];
         self.read_raw(storage, at, &mut raw)?;
         let mut vals = vec![0u32; n].into_boxed_slice();
         LE::read_u32_into(&raw, &mut vals);
@@ -132,11 +151,7 @@ impl BlockMap {
 
     fn read_raw<S: ReadAt + ?Sized>(&self, storage: &S, at: u64, raw: &mut [u8]) -> Result<()> {
         read_exact(storage, at, raw).map_err(|e| match e {
-            VdiError::Io { ref source, .. } if source.past_end => VdiError::Truncated {
-                what: "the block map",
-                needed: self.offset + self.entries as u64 * 4,
-                len: storage_len(storage).unwrap_or(0),
-            },
+            VdiError::Io { ref source, .. } if source.past_end => self.truncated(storage),
             e => e,
         })
     }
@@ -145,14 +160,13 @@ impl BlockMap {
     pub fn set<S: ReadAt + ?Sized>(&mut self, storage: &S, index: u32, value: u32) -> Result<()> {
         self.check_index(index)?;
         let page = index / PAGE_ENTRIES as u32;
-        if let Some(p) = self.pages.get_mut(&page) {
-            p[index as usize % PAGE_ENTRIES] = value;
-        } else {
+        if !self.pages.contains_key(&page) {
             // Load so later lookups are served from the cache; the dirty set stays the truth.
             self.load_page(storage, page)?;
-            if let Some(p) = self.pages.get_mut(&page) {
-                p[index as usize % PAGE_ENTRIES] = value;
-            }
+        }
+        match self.pages.get_mut(&page).and_then(|p| p.get_mut(index as usize % PAGE_ENTRIES)) {
+            Some(v) => *v = value,
+            None => return Err(self.truncated(storage)),
         }
         self.dirty.insert(index, value);
         Ok(())

@@ -241,6 +241,11 @@ impl VdiHeader {
         if major != 1 {
             return Err(VdiError::UnsupportedVersion { major, minor: version as u16 });
         }
+        if buf.len() < 0x4C {
+            // Not even header_size fits (a 72..75-byte file): the smallest v1 header is needed.
+            let need = (PRE_HEADER_SIZE + HEADER_SIZE_V1) as u64;
+            return Err(VdiError::Truncated { what: "the VDI header", needed: need, len: buf.len() as u64 });
+        }
         let header_size = LE::read_u32(&buf[0x48..]);
         if header_size < HEADER_SIZE_V1 {
             return Err(VdiError::field(

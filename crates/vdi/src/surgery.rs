@@ -592,9 +592,11 @@ pub fn repair<S: Storage>(mut storage: S, dry_run: bool, monitor: &mut dyn Monit
     let mut clear: Vec<(u32, String)> = Vec::new();
     let mut max_end = 0u64;
     let mut used = 0u64;
+    let mut free = 0u64;
     img.map.scan(&img.storage, 0, h.blocks_in_image, |first, entries| {
         for (k, &raw) in entries.iter().enumerate() {
             let b = first + k as u32;
+            free += (raw == BLOCK_FREE) as u64;
             if let Entry::Data(s) = Entry::from_raw(raw) {
                 let off = h.virtual_size().min(b as u64 * h.block_size as u64);
                 if s >= h.blocks_in_image {
@@ -623,6 +625,19 @@ pub fn repair<S: Storage>(mut storage: S, dry_run: bool, monitor: &mut dyn Monit
             data_lost: true,
         });
     }
+    // A fixed image has every block allocated; one that has lost blocks (entries cleared
+    // here, or FREE already: a truncated fixed image) can only be a dynamic one. Growing the
+    // file back to the size its header claims could take any amount of space.
+    let unallocated = free + clear.len() as u64;
+    let to_dynamic = h.kind() == Some(ImageType::Fixed) && unallocated > 0;
+    if to_dynamic {
+        rep.actions.push(RepairAction {
+            message: format!(
+                "image_type set from 2 (fixed) to 1 (dynamic): {unallocated} block(s) are no longer allocated and read as zeros"
+            ),
+            data_lost: false,
+        });
+    }
     let leaked = max_end - used;
     let trailing = file_len.saturating_sub(img.slot_base(used));
     if h.blocks_allocated as u64 != used {
@@ -647,8 +662,14 @@ pub fn repair<S: Storage>(mut storage: S, dry_run: bool, monitor: &mut dyn Monit
         return Ok((rep, img.storage));
     }
     // 1. The header count covers every slot still in use (never below: crash-safe).
-    if (img.header.blocks_allocated as u64) < max_end || img.header.blocks_allocated as u64 > slots_in_file {
+    let recount = (img.header.blocks_allocated as u64) < max_end || img.header.blocks_allocated as u64 > slots_in_file;
+    if recount {
         img.header.blocks_allocated = max_end as u32;
+    }
+    if to_dynamic {
+        img.header.image_type = ImageType::Normal.raw();
+    }
+    if recount || to_dynamic {
         img.write_header()?;
     }
     // 2. Clear the bad entries.
