@@ -5,7 +5,10 @@
 //!   fixtures, wasm in headless Chromium, browser end-to-end).
 //! - `bench`: side-by-side benchmarks against qemu-img (not a test).
 //! - `build-wasm`: build the wasm bindings into `www/pkg/`.
+//! - `fuzz [SECONDS] [TARGET...]`: run the cargo-fuzz targets in `fuzz/` (nightly).
+//! - `corpus DIR`: write the damaged-image corpus and its manifest into DIR.
 
+mod fuzz;
 mod setup;
 mod web;
 
@@ -30,8 +33,10 @@ fn run() -> Result<()> {
         "test" => test(rest),
         "build-wasm" => web::build_wasm(true),
         "bench" => bench(rest),
+        "fuzz" => fuzz::fuzz(rest),
+        "corpus" => fuzz::corpus(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <serve [--port N] | test | bench | build-wasm>");
+            println!("usage: cargo xtask <serve [--port N] | test | bench | build-wasm | fuzz [SECONDS] [TARGET...] | corpus DIR>");
             Ok(())
         }
         other => bail!("unknown task {other:?}; try `cargo xtask help`"),
