@@ -47,6 +47,25 @@ impl ReadAt for FileStorage {
     fn len(&self) -> Result<u64, StorageError> {
         self.file.metadata().map(|m| m.len()).map_err(err)
     }
+    /// From the file's holes (`SEEK_DATA`, then `SEEK_HOLE`). Moves the file cursor, which
+    /// nothing here uses (all I/O is positioned). A file system that cannot tell answers
+    /// "all data".
+    fn next_data(&self, offset: u64) -> Result<Option<(u64, u64)>, StorageError> {
+        use rustix::fs::{seek, SeekFrom};
+        let len = self.len()?;
+        if offset >= len {
+            return Ok(None);
+        }
+        let start = match seek(&self.file, SeekFrom::Data(offset)) {
+            Ok(s) => s,
+            Err(rustix::io::Errno::NXIO) => return Ok(None), // only a hole from here on
+            Err(_) => return Ok(Some((offset, len))),
+        };
+        match seek(&self.file, SeekFrom::Hole(start)) {
+            Ok(end) if start < end => Ok(Some((start, end.min(len)))),
+            _ => Ok(Some((offset, len))),
+        }
+    }
 }
 
 impl Storage for FileStorage {
@@ -58,5 +77,28 @@ impl Storage for FileStorage {
     }
     fn flush(&mut self) -> Result<(), StorageError> {
         self.file.sync_data().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_data_skips_holes_where_the_file_system_knows_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse.raw");
+        let mut f = FileStorage::create(&path).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_at(3 << 20, &[1u8; 4096]).unwrap();
+        let (start, end) = f.next_data(0).unwrap().expect("the written bytes are data");
+        assert!(start <= 3 << 20 && end >= (3 << 20) + 4096 && end <= 8 << 20, "{start}..{end}");
+        let (s2, _) = f.next_data((3 << 20) + 100).unwrap().unwrap();
+        assert!(s2 <= (3 << 20) + 100);
+        // Past the last data: nothing (or, where holes are unknown, the rest of the file).
+        if let Some((a, b)) = f.next_data((6 << 20) + 1).unwrap() {
+            assert!(a > (6 << 20) && b <= 8 << 20, "{a}..{b}");
+        }
+        assert_eq!(f.next_data(8 << 20).unwrap(), None);
     }
 }

@@ -16,6 +16,15 @@ pub trait ReadAt {
     fn is_empty(&self) -> Result<bool, StorageError> {
         Ok(self.len()? == 0)
     }
+    /// The next range at or after `offset` that may hold non-zero bytes, as `(start, end)`
+    /// with `offset <= start < end <= len`, or `None` when everything from `offset` on reads
+    /// as zeros. A sparse file answers from its holes (`SEEK_DATA`/`SEEK_HOLE`), so an import
+    /// need not read gigabytes of zeros; the default claims everything may be data. Only a
+    /// hint: bytes outside the answer must read as zeros, bytes inside may be zeros too.
+    fn next_data(&self, offset: u64) -> Result<Option<(u64, u64)>, StorageError> {
+        let len = self.len()?;
+        Ok((offset < len).then_some((offset, len)))
+    }
 }
 
 /// Read-write positioned storage.
@@ -35,6 +44,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn len(&self) -> Result<u64, StorageError> {
         (**self).len()
     }
+    fn next_data(&self, offset: u64) -> Result<Option<(u64, u64)>, StorageError> {
+        (**self).next_data(offset)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &mut T {
@@ -43,6 +55,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &mut T {
     }
     fn len(&self) -> Result<u64, StorageError> {
         (**self).len()
+    }
+    fn next_data(&self, offset: u64) -> Result<Option<(u64, u64)>, StorageError> {
+        (**self).next_data(offset)
     }
 }
 
@@ -64,6 +79,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     }
     fn len(&self) -> Result<u64, StorageError> {
         (**self).len()
+    }
+    fn next_data(&self, offset: u64) -> Result<Option<(u64, u64)>, StorageError> {
+        (**self).next_data(offset)
     }
 }
 
@@ -163,6 +181,17 @@ pub(crate) fn storage_len<S: ReadAt + ?Sized>(s: &S) -> Result<u64> {
 /// Set the storage's length, wrapping a failure.
 pub(crate) fn set_len<S: Storage + ?Sized>(s: &mut S, len: u64) -> Result<()> {
     s.set_len(len).map_err(|source| VdiError::Io { op: "set_len", offset: len, len: 0, source })
+}
+
+/// The next data range of the storage at or after `offset` (see [`ReadAt::next_data`]),
+/// wrapping a failure; an answer that breaks the contract is replaced by "all data".
+pub(crate) fn next_data<S: ReadAt + ?Sized>(s: &S, offset: u64, len: u64) -> Result<Option<(u64, u64)>> {
+    let r = s.next_data(offset).map_err(|source| VdiError::Io { op: "find data", offset, len: 0, source })?;
+    Ok(match r {
+        None => None,
+        Some((a, b)) if offset <= a && a < b && b <= len => Some((a, b)),
+        Some(_) => (offset < len).then_some((offset, len)),
+    })
 }
 
 /// Flush, wrapping a failure.
