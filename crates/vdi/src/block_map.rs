@@ -211,7 +211,8 @@ impl BlockMap {
 
     /// Visit the entries `start..end` in chunks of up to [`SCAN_ENTRIES`], without caching
     /// them: `f(first_index, entries)`. Pending changes are applied to what `f` sees.
-    /// Stops with [`VdiError::Truncated`] where the file ends inside the map.
+    /// Where the file ends inside the map, visits the entries it holds, then stops with
+    /// [`VdiError::Truncated`] (never asking storage for bytes past the end).
     pub fn scan<S: ReadAt + ?Sized>(
         &self,
         storage: &S,
@@ -219,7 +220,9 @@ impl BlockMap {
         end: u32,
         mut f: impl FnMut(u32, &[u32]) -> Result<()>,
     ) -> Result<()> {
-        let end = end.min(self.entries);
+        let wanted = end.min(self.entries);
+        let in_file = storage_len(storage)?.saturating_sub(self.offset) / 4;
+        let end = wanted.min(u32::try_from(in_file).unwrap_or(u32::MAX));
         let mut raw = vec![0u8; SCAN_ENTRIES.min(end.saturating_sub(start) as usize) * 4];
         let mut vals = vec![0u32; raw.len() / 4];
         let mut i = start;
@@ -232,6 +235,9 @@ impl BlockMap {
             }
             f(i, &vals[..n])?;
             i += n as u32;
+        }
+        if end < wanted {
+            return Err(self.truncated(storage));
         }
         Ok(())
     }

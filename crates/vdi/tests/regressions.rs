@@ -144,3 +144,37 @@ fn repair_of_a_truncated_fixed_image_makes_it_dynamic() {
     assert!(buf.iter().all(|&b| b == 0));
     assert!(img.storage().len().unwrap() <= 529);
 }
+
+/// Found with the same counting storage (resource bounds, not a fuzzer crash): `extents` on
+/// a leniently opened image whose map the file cuts short asked for a 256 KiB chunk of map
+/// past the end of a 1 KiB file. It now visits the entries the file holds, then fails as
+/// truncated, never asking for bytes past the end.
+#[test]
+fn map_scan_never_reads_past_the_end_of_the_file() {
+    let mut b = bytes(
+        0x400,
+        &[
+            (0x40, &[0x7f, 0x10, 0xda, 0xbe]),              // signature
+            (0x44, &[0x01, 0x00, 0x01, 0x00]),              // version 1.1
+            (0x48, &[0x80, 0x01, 0x00, 0x00]),              // header_size 0x180
+            (0x4C, &[0x01, 0x00, 0x00, 0x00]),              // image_type 1
+            (0x154, &[0x00, 0x02, 0x00, 0x00]),             // offset_bmap 0x200
+            (0x158, &[0x00, 0x00, 0x00, 0x80]),             // offset_data 0x80000000 (after the whole map)
+            (0x168, &[0x00, 0x02, 0x00, 0x00]),             // sector_size 512
+            (0x170, &[0, 0, 0, 0xF8, 0xFF, 0xFF, 0x01, 0]), // disk_size 0x1fffff80 MiB
+            (0x178, &[0x00, 0x00, 0x10, 0x00]),             // block_size 1 MiB
+            (0x180, &[0x80, 0xFF, 0xFF, 0x1F]),             // blocks_in_image 0x1fffff80 (the largest)
+            (0x188, &[0x11; 16]),                           // uuid_create
+        ],
+    );
+    b[0x200..].fill(0xFF); // the 128 entries the file holds: FREE
+    let s = Counting { data: MemStorage::from_vec(b), largest: Cell::new(0) };
+    let mut img = VdiImage::open_with(&s, OpenOptions { lenient: true }).unwrap();
+    let mut runs = Vec::new();
+    let e = img.extents(|e| Ok(runs.push((e.start, e.length)))).unwrap_err();
+    assert_eq!(e.kind(), "truncated", "{e}");
+    assert!(s.largest.get() <= 0x400, "a read of {} bytes from a 1 KiB file", s.largest.get());
+    let r = check(&s, &mut NoMonitor).unwrap();
+    assert_eq!(r.findings.iter().map(|f| f.kind).collect::<Vec<_>>(), [FindingKind::MapTruncated]);
+    assert_eq!((r.free_blocks, r.unreadable_entries), (128, 0x1FFF_FF80 - 128));
+}
