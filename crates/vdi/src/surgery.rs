@@ -574,6 +574,10 @@ pub fn repair<S: Storage>(mut storage: S, dry_run: bool, monitor: &mut dyn Monit
         }
         e => Err(e),
     })?;
+    if header.version == crate::header::VDI_VERSION_0_2 {
+        // Refused in a dry run too: it would list changes that cannot be written.
+        return Err(VdiError::Unsupported("repairing a legacy v0.2 image (v0.2 images are read-only)".into()));
+    }
     let file_len = crate::storage::storage_len(&storage)?;
     guess_fields(&mut header, file_len, &mut rep.guessed)?;
     header.validate_fields()?;

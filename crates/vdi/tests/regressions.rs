@@ -178,3 +178,32 @@ fn map_scan_never_reads_past_the_end_of_the_file() {
     assert_eq!(r.findings.iter().map(|f| f.kind).collect::<Vec<_>>(), [FindingKind::MapTruncated]);
     assert_eq!((r.free_blocks, r.unreadable_entries), (128, 0x1FFF_FF80 - 128));
 }
+
+/// fuzz target `repair`: a v0.2 image whose image_type is invalid (0x180). A dry run of repair
+/// listed a rebuilt header; the real run then failed writing it (v0.2 headers are never
+/// written). Repair now refuses v0.2 images in both, before planning anything.
+#[test]
+fn repair_refuses_a_v02_image_in_a_dry_run_too() {
+    let mut b = bytes(
+        0x1A4 + 8 + 2 * 4096,
+        &[
+            (0x00, b"<<< QEMU VM Virtual Disk Image >>>\n"), // text
+            (0x40, &[0x7f, 0x10, 0xda, 0xbe]),               // signature
+            (0x44, &[0x02, 0x00, 0x00, 0x00]),               // version 0.2
+            (0x48, &[0x80, 0x01, 0x00, 0x00]),               // image_type 0x180 (invalid)
+            (0x15C, &[0x00, 0x02, 0x00, 0x00]),              // legacy sector_size 512
+            (0x160, &[0x00, 0x20, 0, 0, 0, 0, 0, 0]),        // disk_size 8192
+            (0x168, &[0x00, 0x10, 0x00, 0x00]),              // block_size 4096
+            (0x16C, &[0x02, 0x00, 0x00, 0x00]),              // blocks_in_image 2
+            (0x170, &[0x02, 0x00, 0x00, 0x00]),              // blocks_allocated 2
+            (0x174, &[0x6a; 16]),                            // uuid_create
+            (0x1A4, &[0, 0, 0, 0, 1, 0, 0, 0]),              // map [0, 1]
+        ],
+    );
+    b[0x1AC..].fill(0x52);
+    for dry_run in [true, false] {
+        let e = repair(MemStorage::from_vec(b.clone()), dry_run, &mut NoMonitor).unwrap_err();
+        assert_eq!(e.kind(), "unsupported", "{e}");
+        assert!(e.to_string().contains("v0.2"), "{e}");
+    }
+}
