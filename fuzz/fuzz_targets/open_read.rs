@@ -74,14 +74,19 @@ fn exercise(data: &[u8], s: &Counting, mut img: VdiImage<&Counting>, strict: boo
         }
         Err(e) => assert_eq!(e.kind(), "truncated", "{e}"),
     }
-    // A raw export of a small disk equals the reference, or fails like the first bad block.
+    // A raw export of a small disk equals the reference, or fails like one of the bad blocks
+    // (it looks ahead to merge runs, so a later block's truncated map entry may come first).
     if size <= 4 << 20 {
         let mut sink = Collect(Vec::new());
         let got = export_raw(&mut img, &mut sink, &mut NoMonitor);
         let want = ref_read(data, &h, 0, size as usize);
         match (got, want) {
             (Ok(_), Ok(want)) => assert!(sink.0 == want, "export differs"),
-            (Err(e), Err(why)) => assert_eq!(e.kind(), why.kind(), "{e}"),
+            (Err(e), Err(_)) => {
+                let bad: Vec<&str> =
+                    (0..size.div_ceil(bs)).filter_map(|b| ref_block(data, &h, b).err()).map(|w| w.kind()).collect();
+                assert!(bad.contains(&e.kind()), "export: {e}; unreadable blocks: {bad:?}");
+            }
             (got, want) => panic!("export {:?} vs reference {:?}", got.map(|_| ()), want.map(|_| ())),
         }
     }
