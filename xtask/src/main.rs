@@ -80,7 +80,9 @@ pub fn cargo(args: &[&str]) -> Result<()> {
 
 /// Run a command, failing when it fails.
 pub fn run_cmd(cmd: &mut Command) -> Result<()> {
-    cmd.current_dir(root());
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
     eprintln!("xtask: running {cmd:?}");
     let status = cmd.status().with_context(|| format!("could not start {cmd:?}"))?;
     if !status.success() {
