@@ -11,7 +11,7 @@ use vdi::{check, create, repair, Chain, CreateOptions, Layout, MemStorage, NoMon
 
 #[derive(Arbitrary, Debug)]
 struct Setup {
-    /// Disk size in 512-byte sectors, 1..=2048.
+    /// Disk size in 512-byte sectors, 1..=512.
     sectors: u16,
     /// Block size: 512 << (n % 8) (512 bytes .. 64 KiB).
     block_shift: u8,
@@ -80,7 +80,7 @@ impl World {
             panic!("{what}: disk differs from the model at byte {i}");
         }
         for l in &self.layers {
-            let r = check(MemStorage::from_vec(l.storage().as_slice().to_vec()), &mut NoMonitor).unwrap();
+            let r = check(l.storage(), &mut NoMonitor).unwrap();
             assert!(r.is_clean(), "{what}: {:?}", r.findings);
         }
     }
@@ -90,12 +90,12 @@ fn pattern(seed: u8, n: usize) -> Vec<u8> {
     (0..n).map(|i| seed.wrapping_add((i * 31 % 253) as u8) | 1).collect()
 }
 
-const MAX_SIZE: u64 = 2048 * 512;
+const MAX_SIZE: u64 = 1024 * 512;
 
 fn run(input: Input) {
     let s = &input.setup;
     let bs = 512u32 << (s.block_shift % 8);
-    let size = (s.sectors as u64 % 2048 + 1) * 512;
+    let size = (s.sectors as u64 % 512 + 1) * 512;
     let mut o = CreateOptions::new(size, Uuid::from_u128(1), Uuid::from_u128(2));
     o.block_size = bs;
     o.layout = if s.qemu_layout { Layout::Qemu } else { Layout::Vbox };
@@ -106,7 +106,7 @@ fn run(input: Input) {
         return;
     }
     let mut w = World { layers: vec![img], model: vec![0u8; size as usize], next_id: 10 };
-    for op in input.ops.iter().take(24) {
+    for op in input.ops.iter().take(16) {
         let size = w.model.len() as u64;
         match *op {
             Op::Write { at, len, seed } => {
@@ -143,7 +143,7 @@ fn run(input: Input) {
                 let _ = w.top().compact(free, &mut NoMonitor);
             }
             Op::Resize { sectors } => {
-                let new = (sectors as u64 % 2048 + 1) * 512;
+                let new = (sectors as u64 % 1024 + 1) * 512;
                 if w.layers.len() == 1 && w.top().resize(new, &mut NoMonitor).is_ok() {
                     w.model.resize(new as usize, 0);
                 }
