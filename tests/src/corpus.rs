@@ -376,6 +376,7 @@ fn v02() -> Good {
 struct Cases(Vec<Case>);
 
 impl Cases {
+    #[allow(clippy::too_many_arguments)]
     fn fails(
         &mut self,
         g: &Good,

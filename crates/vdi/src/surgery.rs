@@ -199,7 +199,8 @@ impl<S: Storage> VdiImage<S> {
         let mut st = CompactStats { file_len_before: self.file_len, ..Default::default() };
         let mark = if zero_as_free { BLOCK_FREE } else { BLOCK_ZERO };
         let bs = self.header.block_size as usize;
-        let mut buf = vec![0u8; bs];
+        // Sized at the first stored block: a header may claim 128 MiB blocks in a tiny file.
+        let mut buf = Vec::new();
         let nb = self.header.blocks_in_image;
         const BATCH: u32 = 1024;
         let mut b = 0u32;
@@ -212,6 +213,7 @@ impl<S: Storage> VdiImage<S> {
                 }
                 if let Entry::Data(slot) = self.entry(i)? {
                     let at = self.data_offset(i, slot)?;
+                    buf.resize(bs, 0);
                     read_exact(&self.storage, at, &mut buf)?;
                     if all_zero(&buf) {
                         self.map.set(&self.storage, i, mark)?;
@@ -486,10 +488,11 @@ impl<S: Storage> VdiImage<S> {
                 }
             }
         }
-        let mut buf = vec![0u8; bs as usize];
+        let mut buf = Vec::new(); // sized at the first stored block, as in compact
         for b in new_blocks..old_blocks {
             if let Entry::Data(slot) = self.entry(b)? {
                 let at = self.data_offset(b, slot)?;
+                buf.resize(bs as usize, 0);
                 read_exact(&self.storage, at, &mut buf)?;
                 if !all_zero(&buf) {
                     return Err(VdiError::Unsupported(format!(
