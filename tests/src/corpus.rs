@@ -702,6 +702,38 @@ pub fn build(work: &Path) -> Corpus {
         ev.with(|b| put32(b, HEADER_SIZE, 0x200)),
         ev.disk.clone(),
     );
+    // The comment is untrusted text: markup, no terminating NUL, bytes that are not UTF-8.
+    let markup: Vec<u8> =
+        b"<img src=x onerror=alert(1)><script>alert(2)</script>".iter().copied().cycle().take(256).collect();
+    c.reads(
+        &q,
+        "q-comment-markup",
+        "comment: 256 bytes of HTML markup, no terminating NUL",
+        q.with(|b| b[0x54..0x154].copy_from_slice(&markup)),
+        q.disk.clone(),
+    );
+    c.reads(
+        &q,
+        "q-comment-not-utf8",
+        "comment: bytes that are not UTF-8 (0xff 0xfe, a lone continuation byte)",
+        q.with(|b| b[0x54..0x5C].copy_from_slice(&[0xFF, 0xFE, b'a', 0x80, b'b', 0xC3, 0x28, 0])),
+        q.disk.clone(),
+    );
+    c.reads(
+        &ev,
+        "e-header-size-0x188",
+        "header_size 0x188: between v1.1 and v1.1+ (no LCHS geometry read)",
+        ev.with(|b| put32(b, HEADER_SIZE, 0x188)),
+        ev.disk.clone(),
+    );
+    let extra = with_block_extra();
+    c.reads(
+        &extra,
+        "good-block-extra-512",
+        "none (block_extra 512: a prefix before each block)",
+        extra.bytes.clone(),
+        extra.disk.clone(),
+    );
     // disk_size 3147164 reads as 3147264 (rounded up to a sector, as QEMU does).
     c.reads(
         &q,
@@ -1047,6 +1079,28 @@ pub fn build(work: &Path) -> Corpus {
         },
     });
     Corpus { cases, chains: chains() }
+}
+
+/// By hand from an engine image: block_extra 512 (the engine never creates one), QEMU
+/// layout, 4 blocks of 4 KiB, block 3 in slot 0 and block 0 in slot 1; each slot is a 512-byte
+/// prefix, then the block's data.
+fn with_block_extra() -> Good {
+    let bs = 4096usize;
+    let mut g = engine("engine-block-extra-512", Layout::Qemu, false, bs as u32, 4 * bs as u64, 0x5555, &[]);
+    let b = &mut g.bytes;
+    put32(b, BLOCK_EXTRA, 512);
+    put32(b, BLOCKS_ALLOCATED, 2);
+    put32(b, 0x200 + 3 * 4, 0); // block 3 -> slot 0
+    put32(b, 0x200, 1); // block 0 -> slot 1
+    let (d3, d0) = (pattern(0xA0, bs), pattern(0xB0, bs));
+    for d in [&d3, &d0] {
+        b.extend_from_slice(&[0xEE; 512]); // the prefix: never part of the disk
+        b.extend_from_slice(d);
+    }
+    g.disk[..bs].copy_from_slice(&d0);
+    g.disk[3 * bs..].copy_from_slice(&d3);
+    g.made_by = "by hand";
+    g
 }
 
 /// A 3 MiB file whose header claims a 512 TiB disk with a 1 GiB block map (2 MiB blocks,
