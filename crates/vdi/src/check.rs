@@ -4,7 +4,7 @@
 //! per data slot that fits in the file (so it is bounded by the file's real size, not by
 //! header claims) plus the first [`MAX_LISTED`] findings.
 
-use crate::block_map::Entry;
+use crate::block_map::{run_len, Entry, BLOCK_FREE, BLOCK_ZERO};
 use crate::error::{Result, VdiError};
 use crate::header::ImageType;
 use crate::image::{OpenOptions, VdiImage};
@@ -216,8 +216,23 @@ pub fn check_image<S: ReadAt>(img: &mut VdiImage<S>, monitor: &mut dyn Monitor) 
         if monitor.cancelled() {
             return Err(VdiError::Cancelled);
         }
-        for (k, &raw) in entries.iter().enumerate() {
+        let mut k = 0;
+        while k < entries.len() {
+            let raw = entries[k];
             let block = first as u64 + k as u64;
+            k += 1;
+            // Runs of FREE (not in a fixed image, where each is a finding) and ZERO entries
+            // are counted at once: a maximum-size map is 512 Mi entries, nearly all FREE.
+            if raw == BLOCK_ZERO || (raw == BLOCK_FREE && !fixed) {
+                let run = 1 + run_len(&entries[k..], raw);
+                k += run - 1;
+                if raw == BLOCK_ZERO {
+                    r.zero_blocks += run as u64;
+                } else {
+                    r.free_blocks += run as u64;
+                }
+                continue;
+            }
             match Entry::from_raw(raw) {
                 Entry::Free => {
                     r.free_blocks += 1;

@@ -1,6 +1,6 @@
 //! An open VDI image: validated header, lazy block map, reads and writes at any offset.
 
-use crate::block_map::{BlockMap, Entry};
+use crate::block_map::{run_len, BlockMap, Entry, BLOCK_FREE, BLOCK_ZERO};
 use crate::error::{Result, VdiError};
 use crate::header::{ImageType, VdiHeader, HEADER_BYTES_MAX, VDI_VERSION_0_2};
 use crate::storage::{flush, read_exact, storage_len, write_all, ReadAt, Storage};
@@ -237,10 +237,15 @@ impl<S: ReadAt> VdiImage<S> {
         let header = &self.header;
         let mut cur: Option<Extent> = None;
         self.map.scan(&self.storage, 0, nblocks, |first, entries| {
-            for (k, &raw) in entries.iter().enumerate() {
+            let mut k = 0;
+            while k < entries.len() {
+                let raw = entries[k];
                 let block = first as u64 + k as u64;
                 let start = block * bs;
-                let length = bs.min(size - start);
+                // A run of FREE or ZERO entries is one piece (the bulk of a sparse map).
+                let run = if matches!(raw, BLOCK_FREE | BLOCK_ZERO) { run_len(&entries[k..], raw) } else { 1 };
+                k += run;
+                let length = (run as u64 * bs).min(size - start);
                 let (state, host) = match Entry::from_raw(raw) {
                     Entry::Free => (BlockState::Free, None),
                     Entry::Zero => (BlockState::Zero, None),
