@@ -434,6 +434,16 @@ async function loadMap() {
   renderMapSummary();
 }
 
+/** Mix colours by weight; a part present at all gets at least `floor` of the cell so a
+ * single data block among thousands of free ones still shows. */
+function mix(parts, n, floor) {
+  const w = parts.map(([, c]) => (c > 0 ? Math.max(c / n, floor) : 0));
+  const sum = w.reduce((a, b) => a + b, 0) || 1;
+  const out = [0, 0, 0];
+  parts.forEach(([col], k) => { if (w[k]) for (let j = 0; j < 3; j++) out[j] += (col[j] * w[k]) / sum; });
+  return out;
+}
+
 function cellColor(i) {
   const per = map.per;
   const first = i * per;
@@ -442,18 +452,13 @@ function cellColor(i) {
   const d = map.data[i];
   const z = map.zero[i];
   const free = n - d - z - unread;
+  const floor = per > 1 ? 0.6 : 0;
   if (mapView === 'position') {
-    const mix = [0, 0, 0];
     const maxSlot = map.summary['max-slot'] ?? 0;
-    const c = d ? ramp(maxSlot ? map.slot[i] / maxSlot : 0) : null;
-    const parts = [[c, d], [[204, 239, 233], z], [[236, 239, 243], free], [COLORS.unreadable, unread]];
-    for (const [col, w] of parts) if (col && w) for (let k = 0; k < 3; k++) mix[k] += col[k] * w;
-    return mix.map((v) => v / n);
+    const c = d ? ramp(maxSlot ? map.slot[i] / maxSlot : 0) : [0, 0, 0];
+    return mix([[c, d], [[204, 239, 233], z], [[236, 239, 243], free], [COLORS.unreadable, unread]], n, floor);
   }
-  const mix = [0, 0, 0];
-  const parts = [[COLORS.data, d], [COLORS.zero, z], [COLORS.free, free], [COLORS.unreadable, unread]];
-  for (const [col, w] of parts) if (w) for (let k = 0; k < 3; k++) mix[k] += col[k] * w;
-  return mix.map((v) => v / n);
+  return mix([[COLORS.data, d], [COLORS.zero, z], [COLORS.free, free], [COLORS.unreadable, unread]], n, floor);
 }
 
 function drawMap() {
@@ -513,7 +518,7 @@ function renderLegend() {
     lg.replaceChildren(el('span', { class: 'key' }, el('span', { class: 'sw sw-ramp', 'aria-hidden': 'true' }),
       'data block position in the file: start → end. A smooth left-to-right gradient means sequential; jumps mean fragmentation.'));
   }
-  if (map.per > 1) lg.append(el('span', { class: 'key per', text: `each cell is ${map.per} blocks (colours are mixed in proportion)` }));
+  if (map.per > 1) lg.append(el('span', { class: 'key per', text: `each cell is ${map.per} blocks (a cell with any data or zero blocks shows their colour)` }));
 }
 
 /** One figure of a summary: <div class=stat><dt>label</dt><dd data-k>value</dd></div>. */
@@ -653,9 +658,9 @@ function progressUi(prefix) {
         bar.value = total ? done / total : 1;
         const ms = performance.now() - t0;
         if (unit === 'bytes') {
-          const speed = ms > 200 ? ` · ${rate(last.dataBytes ?? done, ms)}` : '';
+          const speed = ms > 200 ? ` · ${rate(done, ms)}` : '';
           const eta = done > 0 && ms > 500 ? ` · ${duration((ms / done) * (total - done))} left` : '';
-          text.textContent = `${human(done)} of ${human(total)}${speed}${eta}`;
+          text.textContent = `${human(done)} of ${human(total)}${last.ofData ? ' of data' : ''}${speed}${eta}`;
         } else {
           text.textContent = `${done} of ${total} ${unit}`;
         }
@@ -732,7 +737,11 @@ function renderCheck(r) {
 
 /* ---------- saving: a save dialog where the browser has one, else OPFS then download ---------- */
 
+/** Benchmark only (?sink=null): exports are read and thrown away, to time reading alone. */
+const NULL_SINK = new URLSearchParams(location.search).get('sink') === 'null';
+
 async function pickTarget(suggestedName, description, ext) {
+  if (NULL_SINK) return { kind: 'null' };
   if (typeof window.showSaveFilePicker !== 'function') return { kind: 'opfs' };
   try {
     const handle = await window.showSaveFilePicker({
@@ -779,13 +788,17 @@ async function runExport(kind) {
     exportJob = job;
     const r = await job.promise;
     const speed = r.ms > 0 ? `, ${rate(r.size, r.ms)}` : '';
+    const data = raw && r.dataBytes != null && r.dataBytes !== r.size ? ` (${human(r.dataBytes)} of data)` : '';
     if (r.kind === 'download') {
       download(r.file, r.name);
-      result.textContent = `${r.name}: ${human(r.size)} ready in ${duration(r.ms)}${speed}; your browser is saving it to your downloads.`;
+      result.textContent = `${r.name}: ${human(r.size)}${data} ready in ${duration(r.ms)}${speed}; your browser is saving it to your downloads.`;
+    } else if (r.kind === 'saved') {
+      result.textContent = `Saved ${r.name}: ${human(r.size)}${data} in ${duration(r.ms)}${speed}.`;
     } else {
-      result.textContent = `Saved ${r.name}: ${human(r.size)} in ${duration(r.ms)}${speed}.`;
+      result.textContent = `Read ${human(r.size)}${data} in ${duration(r.ms)}${speed} (output discarded).`;
     }
     result.dataset.ms = String(r.ms);
+    result.dataset.finishMs = String(r.finishMs ?? 0);
     result.dataset.size = String(r.size);
     result.hidden = false;
     status(result.textContent);
@@ -917,6 +930,15 @@ function init() {
   canvas.addEventListener('mousemove', onMapMove);
   canvas.addEventListener('mouseleave', () => { if (selected < 0) { tipToken++; $('#map-tip').hidden = true; } });
   canvas.addEventListener('keydown', onMapKey);
+  // A click pins the cell: the arrow keys then move from it.
+  canvas.addEventListener('click', (ev) => {
+    if (!map || !mapLayout) return;
+    const at = cellAt(ev);
+    if (at.i < 0) return;
+    selected = at.i;
+    drawMap();
+    showTip(at.i, at);
+  });
   canvas.addEventListener('blur', () => { tipToken++; $('#map-tip').hidden = true; });
   for (const r of document.querySelectorAll('input[name=map-view]')) {
     r.addEventListener('change', () => { mapView = r.value; if (map) drawMap(); });

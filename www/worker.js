@@ -111,12 +111,28 @@ async function removeStaged(ageMs = 0) {
   } catch { /* no OPFS */ }
 }
 
+function human(n) {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = Number(n);
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u += 1; }
+  return u ? `${v.toFixed(v >= 100 ? 0 : 1).replace(/\.0$/, '')} ${units[u]}` : `${v} bytes`;
+}
+
 function safeName(name) {
   return String(name).replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 80) || 'image';
 }
 
-/** Where exported bytes go: a writable file stream (save picker) or a staged OPFS file. */
+/** Where exported bytes go: a writable file stream (save picker) or a staged OPFS file.
+ * (`{kind: 'null'}` discards them: the benchmark uses it to time reading alone.) */
 async function openSink(target, size, name) {
+  if (target && target.kind === 'null') {
+    return {
+      async write() {},
+      async finish() { return { kind: 'discarded', name, size }; },
+      async abort() {},
+    };
+  }
   if (target && target.kind === 'handle') {
     const w = await target.handle.createWritable({ keepExistingData: false });
     try {
@@ -154,8 +170,8 @@ async function openSink(target, size, name) {
     if (e && e.name === 'QuotaExceededError') {
       const est = await storageEstimate();
       const free = est.quota != null ? Math.max(0, est.quota - est.usage) : null;
-      throw fail('no-space', `not enough browser storage to stage ${size} bytes for the download` +
-        (free != null ? ` (about ${free} bytes are available)` : '') +
+      throw fail('no-space', `not enough browser storage to stage the ${human(size)} export for the download` +
+        (free != null ? ` (the browser reports about ${human(free)} free)` : '') +
         '; use a browser with a save dialog (showSaveFilePicker), or free space with "Free browser storage"');
     }
     throw e;
@@ -170,7 +186,8 @@ async function openSink(target, size, name) {
       }
     },
     async finish() {
-      ah.flush();
+      // No flush(): the staged file is a temporary the download copies; an fsync of
+      // gigabytes would only make the user wait for the disk.
       ah.close();
       const file = await fh.getFile();
       return { kind: 'download', file, name, size };
@@ -179,39 +196,123 @@ async function openSink(target, size, name) {
   };
 }
 
-/** Raw export of the virtual disk, one piece at a time, never more than one chunk held. */
+/** Reads of the image file kept in flight by the File export (each at most 8 MiB). */
+const READS_IN_FLIGHT = 3;
+/** Bytes of writes queued on the target before waiting for the oldest. */
+const WRITE_QUEUE_BYTES = 32 << 20;
+
+/** Raw export of the virtual disk. The target is sized to the disk first (zeros), then
+ * data is written at its offsets, so FREE and ZERO blocks cost nothing. */
 async function exportRaw(id, { target, name }) {
   const size = wb.export_begin();
+  const total = wb.export_total();
   const sink = await openSink(target, size, name);
   const t0 = performance.now();
-  let lastBreath = t0;
-  let dataBytes = 0;
+  const fileSource = currentFile && wb.export_host_order();
   try {
-    for (;;) {
-      if (cancelled.has(id)) throw fail('cancelled', 'the export was cancelled');
-      const kind = wb.export_next();
-      if (kind === PieceKind.End) break;
-      const offset = wb.piece_offset();
-      const len = wb.piece_len();
-      if (kind === PieceKind.Data) {
-        await sink.write(bufferView(len), offset);
-        dataBytes += len;
-      }
-      progress(id, offset + len, size, { dataBytes });
-      const now = performance.now();
-      if (now - lastBreath > 40) {
-        await breathe();
-        lastBreath = performance.now();
-      }
-    }
+    const dataBytes = fileSource
+      ? await exportFromFile(id, currentFile, sink, total)
+      : await exportThroughWasm(id, sink, total);
+    progress(id, total, total, { dataBytes, ofData: wb.export_host_order() });
+    const t1 = performance.now();
     const result = await sink.finish();
-    return { ...result, dataBytes, ms: performance.now() - t0 };
+    const now = performance.now();
+    return { ...result, dataBytes, ms: now - t0, finishMs: now - t1 };
   } catch (e) {
     await sink.abort();
     throw e;
   } finally {
     wb.export_cancel();
   }
+}
+
+/** The engine plans each run of the file (front to back, at most 8 MiB, see export.rs);
+ * the run is read from the File asynchronously (a few in flight) and its pieces written
+ * straight from that buffer to the target, writes queued while the next reads proceed.
+ * Memory: the runs in flight and the queued writes, a few tens of MiB at most. */
+async function exportFromFile(id, file, sink, total) {
+  const reads = [];
+  const writes = [];
+  let queued = 0;
+  let dataBytes = 0;
+  let lastProgress = 0;
+  let failure = null;
+  const planNext = () => {
+    const p = wb.export_plan_next();
+    if (!p.length) return null;
+    const [host, len] = p;
+    const data = file.slice(host, host + len).arrayBuffer().then((ab) => {
+      if (ab.byteLength !== len) throw fail('io', `reading ${len} bytes at ${host} of the image returned ${ab.byteLength} (was the file changed?)`);
+      return ab;
+    }, (e) => { throw fail('io', `reading ${len} bytes at ${host} of the image failed (was the file changed or removed?): ${toError(e).message}`); });
+    data.catch(() => {}); // awaited below; never an unhandled rejection
+    return { plan: p, data };
+  };
+  const fill = () => {
+    while (reads.length < READS_IN_FLIGHT) {
+      const r = planNext();
+      if (!r) break;
+      reads.push(r);
+    }
+  };
+  fill();
+  while (reads.length) {
+    if (cancelled.has(id)) throw fail('cancelled', 'the export was cancelled');
+    const { plan, data } = reads.shift();
+    const ab = await data;
+    fill();
+    for (let k = 2; k < plan.length; k += 3) {
+      const len = plan[k + 1];
+      const w = sink.write(new Uint8Array(ab, plan[k + 2], len), plan[k]);
+      const entry = { w: w.catch((e) => { failure ??= e; }), len };
+      writes.push(entry);
+      queued += len;
+      dataBytes += len;
+      while (queued > WRITE_QUEUE_BYTES) {
+        const oldest = writes.shift();
+        await oldest.w;
+        queued -= oldest.len;
+      }
+      if (failure) throw failure;
+    }
+    const now = performance.now();
+    if (now - lastProgress > 50) {
+      lastProgress = now;
+      progress(id, wb.export_done(), total, { dataBytes, ofData: true });
+    }
+  }
+  await Promise.all(writes.map((x) => x.w));
+  if (failure) throw failure;
+  return dataBytes;
+}
+
+/** Pieces read by the engine into the transfer buffer (images in memory or in OPFS, and
+ * disk order), one write awaited at a time since the buffer is reused. */
+async function exportThroughWasm(id, sink, total) {
+  let lastBreath = performance.now();
+  let lastProgress = 0;
+  let dataBytes = 0;
+  for (;;) {
+    if (cancelled.has(id)) throw fail('cancelled', 'the export was cancelled');
+    const kind = wb.export_next();
+    if (kind === PieceKind.End) break;
+    const len = wb.piece_len();
+    if (kind === PieceKind.Data) {
+      const view = new Uint8Array(wasm.memory.buffer, wb.buffer_ptr() + wb.piece_buffer_offset(), len);
+      await sink.write(view, wb.piece_offset());
+      dataBytes += len;
+    }
+    const now = performance.now();
+    if (now - lastProgress > 50) {
+      lastProgress = now;
+      progress(id, wb.export_done(), total, { dataBytes, ofData: wb.export_host_order() });
+    }
+    if (now - lastBreath > 40) {
+      await breathe();
+      lastBreath = performance.now();
+    }
+  }
+  return dataBytes;
 }
 
 /** Save the image file itself. */

@@ -28,18 +28,33 @@ async function mapSummary(page) {
   return page.$$eval('#map-summary dd', (dds) => Object.fromEntries(dds.map((d) => [d.dataset.k, d.textContent])));
 }
 
-/** Hover block `block` of the map and return the tip's fields. */
+/** Hover block `block` of the map and return the tip's fields. Cells of one pixel cannot be
+ * hit exactly (sub-pixel rounding): then click (which pins the cell) and step with arrows. */
 async function hoverBlock(page, block) {
   const geo = await page.$eval('#map-canvas', (c) => ({ cols: +c.dataset.cols, cell: +c.dataset.cell, per: +c.dataset.per }));
   const i = Math.floor(block / geo.per);
-  await page.locator('#map-canvas').hover({
-    position: { x: ((i % geo.cols) + 0.5) * geo.cell, y: (Math.floor(i / geo.cols) + 0.5) * geo.cell },
-  });
+  const position = { x: ((i % geo.cols) + 0.5) * geo.cell, y: (Math.floor(i / geo.cols) + 0.5) * geo.cell };
+  await page.locator('#map-canvas').hover({ position });
+  await page.waitForFunction(() => !document.querySelector('#map-tip').hidden);
+  let at = Number(await page.$eval('#map-tip', (t) => t.dataset.cell));
+  if (at !== i) {
+    assert.ok(geo.cell < 4, `hovering a ${geo.cell}px cell hits it (got ${at}, wanted ${i})`);
+    await page.locator('#map-canvas').click({ position });
+    await page.waitForFunction(() => document.querySelector('#map-tip').dataset.cell !== undefined);
+    at = Number(await page.$eval('#map-tip', (t) => t.dataset.cell));
+  }
+  assert.ok(Math.abs(at - i) <= geo.cols + 1, `clicked cell ${at}, wanted ${i}`);
+  while (at !== i) {
+    await page.keyboard.press(Math.abs(at - i) >= geo.cols ? (at < i ? 'ArrowDown' : 'ArrowUp') : (at < i ? 'ArrowRight' : 'ArrowLeft'));
+    at += Math.abs(at - i) >= geo.cols ? (at < i ? geo.cols : -geo.cols) : (at < i ? 1 : -1);
+  }
   await page.waitForFunction((cell) => {
     const t = document.querySelector('#map-tip');
     return !t.hidden && t.dataset.cell === String(cell);
   }, i);
-  return page.$$eval('#map-tip dd', (dds) => Object.fromEntries(dds.map((d) => [d.dataset.k, d.textContent])));
+  const tip = await page.$$eval('#map-tip dd', (dds) => Object.fromEntries(dds.map((d) => [d.dataset.k, d.textContent])));
+  await page.keyboard.press('Escape');
+  return { geo, tip };
 }
 
 async function readDiag(page) {
@@ -149,7 +164,7 @@ describe('workbench', () => {
       // A data block that is not the first of its extent (its own host offset is computed).
       const e = data.find((x) => x.length > bs) ?? data[data.length - 1];
       const block = e.start / bs + (e.length > bs ? 1 : 0);
-      const tip = await hoverBlock(page, block);
+      const tip = (await hoverBlock(page, block)).tip;
       assert.equal(tip.block, String(block));
       assert.equal(tip.state, 'data');
       const host = e.offset + (block * bs - e.start);
@@ -157,7 +172,7 @@ describe('workbench', () => {
       assert.ok(tip.virtual.startsWith(`${block * bs} (`), tip.virtual);
       const hole = extents.find((x) => !x.data);
       if (hole) {
-        const t = await hoverBlock(page, hole.start / bs);
+        const t = (await hoverBlock(page, hole.start / bs)).tip;
         assert.equal(t.state, hole.state);
         assert.match(t.host, /none/);
       }
@@ -192,6 +207,24 @@ describe('workbench', () => {
       fs.rmSync(want);
     }
     await screenshot(page, 'export-panel', '#export-panel');
+  });
+
+  test('the sample (in memory) exports the same disk as qemu-img reads from its saved image', async () => {
+    await page.click('#sample');
+    await waitOpened(page);
+    await removeSavePicker(page);
+    const [dlImage] = await Promise.all([page.waitForEvent('download'), page.click('#export-image')]);
+    const image = tmp.file('sample.vdi');
+    await dlImage.saveAs(image);
+    await waitResult(page, '#export-result');
+    run('qemu-img', ['check', '-f', 'vdi', image]);
+    const [dlRaw] = await Promise.all([page.waitForEvent('download'), page.click('#export-raw')]);
+    const raw = tmp.file('sample.raw');
+    await dlRaw.saveAs(raw);
+    const want = tmp.file('sample.qemu.raw');
+    run('qemu-img', ['convert', '-f', 'vdi', '-O', 'raw', image, want]);
+    assert.equal(await sha256File(raw), await sha256File(want));
+    for (const f of [image, raw, want]) fs.rmSync(f);
   });
 
   test('the image file itself can be saved back', async () => {
@@ -317,7 +350,7 @@ describe('workbench', () => {
     assert.deepEqual(e, { kind: 'bad-signature', text: 'not a VDI image: signature at offset 0x40 is 0x42424242, expected 0xbeda107f' });
     // The previous image is still open and still answers.
     assert.equal(await page.$eval('#cur-name', (x) => x.textContent), 'dynamic.vdi');
-    assert.equal((await hoverBlock(page, 0)).state, 'data');
+    assert.equal((await hoverBlock(page, 0)).tip.state, 'data');
     const short = tmp.file('short.vdi');
     fs.writeFileSync(short, fs.readFileSync(img.dynamic).subarray(0, 0x100));
     await page.setInputFiles('#file-input', short);

@@ -13,6 +13,7 @@
 //! Nothing here loads an image whole: opening reads the header, the block map is scanned in
 //! chunks, exports move at most [`CHUNK`] bytes at a time.
 
+pub mod export;
 pub mod map;
 pub mod storage;
 
@@ -25,11 +26,10 @@ use vdi::{
 use wasm_bindgen::prelude::*;
 use web_sys::{File, FileSystemSyncAccessHandle};
 
+pub use export::{Piece, PieceKind, CHUNK};
 pub use map::MapCells;
+use export::Export;
 use storage::{Backend, FileStorage, OpfsStorage, SparseMem};
-
-/// Bytes moved per export step (the engine's own chunk size).
-pub const CHUNK: usize = vdi::transfer::CHUNK;
 
 /// Most bytes of metadata a new image may have when built in memory before being streamed
 /// to a save target (a 64 MiB block map describes a 16 TiB disk of 1 MiB blocks).
@@ -54,35 +54,6 @@ fn no_image() -> JsValue {
     js_error("no-image", "no image is open")
 }
 
-/// What [`Workbench::export_next`] produced.
-#[wasm_bindgen]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PieceKind {
-    /// Nothing left.
-    End = 0,
-    /// `len` bytes of the disk at `offset` are in the transfer buffer.
-    Data = 1,
-    /// `len` zero bytes of the disk at `offset` (nothing in the buffer).
-    Zeros = 2,
-}
-
-/// One step of a raw export (JS reads it through `piece_offset` / `piece_len`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Piece {
-    /// What this piece is.
-    pub kind: PieceKind,
-    /// Virtual byte offset.
-    pub offset: u64,
-    /// Length in bytes.
-    pub len: u64,
-}
-
-/// An export in progress: the next virtual offset.
-#[derive(Debug)]
-struct ExportCursor {
-    pos: u64,
-}
-
 /// The open image and the transfer buffer.
 #[wasm_bindgen]
 #[derive(Debug, Default)]
@@ -90,7 +61,7 @@ pub struct Workbench {
     img: Option<VdiImage<Backend>>,
     name: String,
     buf: Vec<u8>,
-    export: Option<ExportCursor>,
+    export: Option<Export>,
     piece: Option<Piece>,
 }
 
@@ -103,6 +74,7 @@ impl Workbench {
     }
 
     /// Open a dropped or picked `File` (read-only). Returns the info report (JSON text).
+    /// On failure the previously open image (if any) stays open.
     pub fn open_file(&mut self, file: &File) -> Result<String, JsValue> {
         let s = FileStorage::new(file).map_err(|e| js_error("io", e.message))?;
         self.open_backend(Backend::File(s), &file.name())
@@ -141,9 +113,10 @@ impl Workbench {
         self.info()
     }
 
+    /// Open `backend`; the image open before stays open if this fails.
     fn open_backend(&mut self, backend: Backend, name: &str) -> Result<String, JsValue> {
-        self.close();
         let img = VdiImage::open_with(backend, OpenOptions { lenient: true }).map_err(vdi_err)?;
+        self.close();
         self.img = Some(img);
         self.name = name.to_string();
         self.info()
@@ -270,17 +243,20 @@ impl Workbench {
         self.buf.as_ptr() as usize
     }
 
-    /// Start a raw export from offset 0. Returns the virtual disk size.
+    /// Start a raw export. Returns the virtual disk size (the size to give the target
+    /// before writing pieces at their offsets).
     pub fn export_begin(&mut self) -> Result<f64, JsValue> {
-        let size = self.img()?.virtual_size();
-        self.export = Some(ExportCursor { pos: 0 });
+        let img = self.img()?;
+        let size = img.virtual_size();
+        let e = Export::begin(img).map_err(vdi_err)?;
+        self.export = Some(e);
+        self.piece = None;
         Ok(size as f64)
     }
 
-    /// The next piece of the raw export: a run of zeros (any length, nothing to copy) or up
-    /// to [`CHUNK`] bytes of data placed in the transfer buffer. FREE and ZERO blocks are
-    /// zeros; in a differencing image a FREE block is read, so the engine's "needs parent"
-    /// error surfaces as it does in `export_raw`.
+    /// The next piece of the raw export (see [`export`]): its kind; its place through
+    /// `piece_offset`, `piece_len` and `piece_buffer_offset`. Data pieces are in the
+    /// transfer buffer until the next call.
     pub fn export_next(&mut self) -> Result<PieceKind, JsValue> {
         let p = self.next_piece()?;
         self.piece = Some(p);
@@ -295,6 +271,36 @@ impl Workbench {
     /// Length of the last piece.
     pub fn piece_len(&self) -> f64 {
         self.piece.map_or(0.0, |p| p.len as f64)
+    }
+
+    /// Where the last data piece starts in the transfer buffer (add to `buffer_ptr`).
+    pub fn piece_buffer_offset(&self) -> usize {
+        self.piece.map_or(0, |p| p.buf_off)
+    }
+
+    /// Bytes of work of the export (data bytes in host order, disk bytes in disk order).
+    pub fn export_total(&self) -> f64 {
+        self.export.as_ref().map_or(0.0, |e| e.total as f64)
+    }
+
+    /// Bytes of work done so far.
+    pub fn export_done(&self) -> f64 {
+        self.export.as_ref().map_or(0.0, |e| e.done as f64)
+    }
+
+    /// True when the export reads the file front to back (pieces out of disk order).
+    pub fn export_host_order(&self) -> bool {
+        self.export.as_ref().is_some_and(|e| e.host_order())
+    }
+
+    /// Host order only: the next run to copy, without reading it (see
+    /// [`export::Export::plan_next`]): `[host offset, length, (disk offset, length, offset
+    /// in the run) × pieces]`, empty at the end. The caller reads the host range from the
+    /// image file itself and writes each piece at its disk offset.
+    pub fn export_plan_next(&mut self) -> Result<Vec<f64>, JsValue> {
+        let img = self.img.as_mut().ok_or_else(no_image)?;
+        let e = self.export.as_mut().ok_or_else(|| js_error("invalid-argument", "no export in progress"))?;
+        e.plan_next(img).map_err(vdi_err)
     }
 
     /// Abandon an export in progress.
@@ -313,7 +319,6 @@ impl Workbench {
     pub fn create_image(&mut self, opts: &str, handle: Option<FileSystemSyncAccessHandle>) -> Result<String, JsValue> {
         let o = parse_create_options(opts)?;
         let name = format!("new-{}.vdi", &o.uuid.to_string()[..8]);
-        self.close();
         let backend = match &handle {
             Some(h) => Backend::Opfs(OpfsStorage::new(h.clone())),
             None => {
@@ -336,6 +341,7 @@ impl Workbench {
             }
             vdi_err(e)
         })?;
+        self.close();
         self.img = Some(img);
         self.name = name;
         self.info()
@@ -379,44 +385,12 @@ impl Workbench {
     }
 
     /// The next piece of the raw export (see [`Workbench::export_next`]); data pieces are
-    /// in [`Workbench::transfer_buffer`].
+    /// in [`Workbench::transfer_buffer`] at `buf_off`.
     pub fn next_piece(&mut self) -> Result<Piece, JsValue> {
         self.ensure_buf(CHUNK);
         let img = self.img.as_mut().ok_or_else(no_image)?;
-        let cur = self.export.as_mut().ok_or_else(|| js_error("invalid-argument", "no export in progress"))?;
-        let size = img.virtual_size();
-        let pos = cur.pos;
-        if pos >= size {
-            self.export = None;
-            return Ok(Piece { kind: PieceKind::End, offset: size, len: 0 });
-        }
-        let bs = img.block_size();
-        let diff = img.is_diff();
-        let is_hole = |e: Entry| match e {
-            Entry::Data(_) => false,
-            Entry::Zero => true,
-            Entry::Free => !diff,
-        };
-        let mut block = pos / bs;
-        let first = img.entry(block as u32).map_err(vdi_err)?;
-        let hole = is_hole(first);
-        let mut end = ((block + 1) * bs).min(size);
-        // Extend the run over following blocks of the same kind.
-        while end < size && (hole || end - pos < CHUNK as u64) {
-            block += 1;
-            if is_hole(img.entry(block as u32).map_err(vdi_err)?) != hole {
-                break;
-            }
-            end = ((block + 1) * bs).min(size);
-        }
-        if hole {
-            cur.pos = end;
-            return Ok(Piece { kind: PieceKind::Zeros, offset: pos, len: end - pos });
-        }
-        let len = (end - pos).min(CHUNK as u64) as usize;
-        img.read_at(pos, &mut self.buf[..len]).map_err(vdi_err)?;
-        cur.pos = pos + len as u64;
-        Ok(Piece { kind: PieceKind::Data, offset: pos, len: len as u64 })
+        let e = self.export.as_mut().ok_or_else(|| js_error("invalid-argument", "no export in progress"))?;
+        e.next(img, &mut self.buf).map_err(vdi_err)
     }
 }
 

@@ -70,23 +70,86 @@ fn error_of(e: JsValue) -> (String, String) {
     (get("kind"), get("message"))
 }
 
-/// Run a whole raw export through the piece API into a Vec.
+/// Run a whole raw export through the piece API into a Vec, checking that the pieces
+/// cover every data byte exactly once and that the progress counters end at the total.
 fn export_all(wb: &mut Workbench) -> Vec<u8> {
     let size = wb.export_begin().unwrap() as usize;
-    let mut out = Vec::with_capacity(size);
+    let host_order = wb.export_host_order();
+    let mut out = vec![0u8; size];
+    let mut written = vec![false; size];
+    let mut covered = 0u64;
+    let mut last_end = 0u64;
     loop {
         let p = wb.next_piece().unwrap();
+        assert!(p.len as usize <= CHUNK);
+        let (a, b) = (p.offset as usize, (p.offset + p.len) as usize);
         match p.kind {
             PieceKind::End => break,
-            PieceKind::Zeros => out.resize(out.len() + p.len as usize, 0),
+            PieceKind::Zeros => assert!(!host_order, "host order never reports zeros"),
             PieceKind::Data => {
-                assert!(p.len as usize <= CHUNK);
-                out.extend_from_slice(&wb.transfer_buffer()[..p.len as usize]);
+                out[a..b].copy_from_slice(&wb.transfer_buffer()[p.buf_off..p.buf_off + p.len as usize]);
+                assert!(written[a..b].iter().all(|w| !w), "bytes {a}..{b} written twice");
+                written[a..b].fill(true);
             }
         }
-        assert_eq!(out.len() as u64, p.offset + p.len, "pieces are contiguous");
+        if !host_order {
+            assert_eq!(p.offset, last_end, "disk order is contiguous");
+            last_end = p.offset + p.len;
+        }
+        covered += p.len;
     }
+    assert_eq!(wb.export_done(), wb.export_total());
+    assert_eq!(covered as f64, wb.export_total());
+    assert_eq!(wb.next_piece().unwrap().kind, PieceKind::End, "the end stays the end");
     out
+}
+
+/// The same export the way the worker runs it for a `File`: the bindings plan each run of
+/// the file, the caller reads it (here straight from `file`) and places the pieces.
+fn export_planned(wb: &mut Workbench, file: &[u8]) -> Vec<u8> {
+    let size = wb.export_begin().unwrap() as usize;
+    assert!(wb.export_host_order());
+    let mut out = vec![0u8; size];
+    let mut last_host = 0u64;
+    loop {
+        let plan = wb.export_plan_next().unwrap();
+        if plan.is_empty() {
+            break;
+        }
+        let (host, len) = (plan[0] as u64, plan[1] as u64);
+        assert!(len as usize <= CHUNK && host >= last_host, "runs go front to back");
+        last_host = host + len;
+        let run = &file[host as usize..(host + len) as usize];
+        let mut covered = 0;
+        for p in plan[2..].chunks(3) {
+            let (off, n, at) = (p[0] as usize, p[1] as usize, p[2] as usize);
+            out[off..off + n].copy_from_slice(&run[at..at + n]);
+            covered += n;
+        }
+        assert_eq!(covered as u64, len, "the pieces cover the run");
+    }
+    assert_eq!(wb.export_done(), wb.export_total());
+    out
+}
+
+/// The engine's own raw export (`vdi::export_raw`) of an image in memory.
+fn engine_raw(bytes: &[u8]) -> Vec<u8> {
+    struct Collect(Vec<u8>);
+    impl vdi::RawSink for Collect {
+        fn data(&mut self, offset: u64, buf: &[u8]) -> vdi::Result<()> {
+            assert_eq!(offset, self.0.len() as u64);
+            self.0.extend_from_slice(buf);
+            Ok(())
+        }
+        fn zeros(&mut self, _offset: u64, len: u64) -> vdi::Result<()> {
+            self.0.resize(self.0.len() + len as usize, 0);
+            Ok(())
+        }
+    }
+    let mut img = VdiImage::open(MemStorage::from_vec(bytes.to_vec())).unwrap();
+    let mut c = Collect(Vec::new());
+    vdi::export_raw(&mut img, &mut c, &mut NoMonitor).unwrap();
+    c.0
 }
 
 async fn opfs_dir() -> FileSystemDirectoryHandle {
@@ -160,7 +223,11 @@ fn file_backend_reads_in_place_and_matches_the_engine() {
         assert_eq!(info["file"]["writable"], false);
         assert_eq!(info["file"]["length"], bytes.len() as u64);
 
-        assert!(export_all(&mut wb) == raw, "raw export through FileReaderSync");
+        assert!(wb.export_begin().is_ok() && wb.export_host_order());
+        let got = export_all(&mut wb);
+        assert!(got == raw, "raw export through FileReaderSync");
+        assert!(got == engine_raw(&bytes), "same bytes as the engine's export_raw");
+        assert!(export_planned(&mut wb, &bytes) == raw, "planned export (the worker's File path)");
         let want_check = vdi::check(MemStorage::from_vec(bytes.clone()), &mut NoMonitor).unwrap();
         let got = json(&wb.check(&js_sys::Function::new_no_args("")).unwrap());
         assert_eq!(got, check_json(&want_check, "small.vdi"));
@@ -272,8 +339,10 @@ async fn opfs_backend_holds_a_fixed_image_over_4_gib() {
     let r = json(&wb.check(&js_sys::Function::new_no_args("")).unwrap());
     assert_eq!((r["corruptions"].as_u64(), r["leaks"].as_u64()), (Some(0), Some(0)), "{r}");
     assert_eq!(r["allocated-clusters"], 5120);
-    // The export's data pieces cover the whole disk (a fixed image has no holes).
+    // The export's data pieces cover the whole disk (a fixed image has no holes), read from
+    // the file front to back in chunks.
     let size = wb.export_begin().unwrap() as u64;
+    assert!(wb.export_host_order());
     let (mut data_bytes, mut last) = (0u64, Vec::new());
     loop {
         let p = wb.next_piece().unwrap();
@@ -281,9 +350,10 @@ async fn opfs_backend_holds_a_fixed_image_over_4_gib() {
             break;
         }
         assert_eq!(p.kind, PieceKind::Data);
+        assert_eq!(p.len, CHUNK as u64, "contiguous blocks make whole chunks");
         data_bytes += p.len;
         if p.offset + p.len == size {
-            last = wb.transfer_buffer()[(p.len - MIB) as usize..p.len as usize].to_vec();
+            last = wb.transfer_buffer()[p.buf_off + (p.len - MIB) as usize..p.buf_off + p.len as usize].to_vec();
         }
     }
     assert_eq!(data_bytes, 5 * GIB);
@@ -316,6 +386,9 @@ fn errors_reach_js_as_kind_and_message() {
     assert_eq!(error_of(wb.block_info(10).unwrap_err()).0, "invalid-argument");
     assert_eq!(error_of(wb.read_disk((10 * MIB) as f64, 1).unwrap_err()).0, "out-of-range");
     assert_eq!(error_of(wb.export_next().unwrap_err()).0, "invalid-argument");
+    // A failed open leaves the open image alone.
+    assert_eq!(error_of(wb.open_bytes(vec![0; 60], "bad").unwrap_err()).0, "truncated");
+    assert_eq!(json(&wb.info().unwrap())["file"]["name"], "ok");
     let (kind, msg) = error_of(wb.create_image(r#"{"size": 1048576, "block_size": 3000}"#, None).unwrap_err());
     assert_eq!(kind, "invalid-argument");
     assert!(msg.contains("block size 3000"), "{msg}");
@@ -419,6 +492,69 @@ fn map_cells_aggregate_many_blocks() {
     assert_eq!(r["host-min"], 2 * MIB + 3 * MIB); // block 100 got slot 3
     assert_eq!(wb.map_cells(1).unwrap().cells(), 4096);
     assert_eq!(error_of(wb.map_cells(0).unwrap_err()).0, "invalid-argument");
+}
+
+/// Blocks with a per-block prefix (block_extra), allocated in reverse order, and a disk whose
+/// last block is partial: the host-order export still matches the engine's export_raw.
+#[wasm_bindgen_test]
+fn export_handles_block_extra_partial_blocks_and_random_slots() {
+    let bs = MIB as usize;
+    let extra = 512usize;
+    let mut o = CreateOptions::new(6 * MIB + 1024, Uuid::from_u128(3), Uuid::from_u128(4));
+    o.layout = Layout::Qemu;
+    let img = create(MemStorage::new(), &o, &mut NoMonitor).unwrap();
+    let mut bytes = img.into_storage().into_vec();
+    let data_off = u32::from_le_bytes(bytes[0x158..0x15C].try_into().unwrap()) as usize;
+    bytes[0x17C..0x180].copy_from_slice(&(extra as u32).to_le_bytes()); // block_extra
+    // Blocks 6 (partial), 4, 1, 0 get slots 0..4: reverse and scattered.
+    let blocks = [6u32, 4, 1, 0];
+    for (slot, &b) in blocks.iter().enumerate() {
+        bytes[0x200 + b as usize * 4..][..4].copy_from_slice(&(slot as u32).to_le_bytes());
+        let at = data_off + slot * (bs + extra);
+        bytes.resize(at + bs + extra, 0);
+        bytes[at..at + extra].fill(0xEE); // the prefix, never part of the disk
+        let d = pattern(b as u64 + 10, bs);
+        bytes[at + extra..at + extra + bs].copy_from_slice(&d);
+    }
+    bytes[0x184..0x188].copy_from_slice(&(blocks.len() as u32).to_le_bytes());
+    let want = engine_raw(&bytes);
+    assert_eq!(want.len() as u64, 6 * MIB + 1024);
+    let mut wb = Workbench::new();
+    json(&wb.open_bytes(bytes.clone(), "extra.vdi").unwrap());
+    assert!(export_all(&mut wb) == want);
+    // Through a File too.
+    json(&wb.open_file(&file_of(&[&bytes_js(&bytes)], "extra.vdi")).unwrap());
+    assert!(export_all(&mut wb) == want);
+    assert!(export_planned(&mut wb, &bytes) == want);
+    // A block whose slot lies past the end of the file: the engine's own error.
+    let mut cut = bytes.clone();
+    cut.truncate(cut.len() - 1);
+    json(&wb.open_bytes(cut, "cut.vdi").unwrap());
+    wb.export_begin().unwrap();
+    let e = loop {
+        match wb.export_next() {
+            Ok(PieceKind::End) => panic!("a block past the end must fail the export"),
+            Ok(_) => {}
+            Err(e) => break error_of(e),
+        }
+    };
+    assert_eq!(e.0, "block-past-end", "{}", e.1);
+    wb.export_begin().unwrap();
+    let e = loop {
+        match wb.export_plan_next() {
+            Ok(p) if p.is_empty() => panic!("planning a block past the end must fail"),
+            Ok(_) => {}
+            Err(e) => break error_of(e),
+        }
+    };
+    assert_eq!(e.0, "block-past-end", "{}", e.1);
+    // A differencing image exports in disk order: planning is refused.
+    let (mut diff, _) = small_image(Layout::Qemu);
+    diff[0x4C..0x50].copy_from_slice(&4u32.to_le_bytes());
+    json(&wb.open_bytes(diff, "diff.vdi").unwrap());
+    wb.export_begin().unwrap();
+    assert!(!wb.export_host_order());
+    assert_eq!(error_of(wb.export_plan_next().unwrap_err()).0, "invalid-argument");
 }
 
 #[wasm_bindgen_test]
