@@ -150,8 +150,11 @@ async function restartWorker() {
   const err = { kind: 'cancelled', message: 'cancelled' };
   for (const [id, p] of pending) { pending.delete(id); p.reject(err); }
   startWorker();
-  if (current) {
+  if (current && current.source.kind !== 'none') {
     await call('open', { source: current.source });
+  } else if (current) {
+    current = null;
+    document.body.classList.remove('has-image');
   }
 }
 
@@ -877,10 +880,13 @@ async function runCreate(ev) {
   try {
     const r = await call('create', { options: o.options, target }, { onProgress: (p) => ui.update(p) });
     const saved = r.saved;
-    const source = saved.kind === 'download' ? { kind: 'file', file: new File([saved.file], saved.name) } : null;
+    // Where the image can be reopened from (after a cancelled check restarts the worker).
+    let source = { kind: 'none' };
+    if (saved.kind === 'download') source = { kind: 'file', file: new File([saved.file], saved.name) };
+    else if (target.kind === 'handle') source = await target.handle.getFile().then((file) => ({ kind: 'file', file }), () => source);
     if (saved.kind === 'download') download(saved.file, saved.name);
     // The new image is now the open one in the worker.
-    current = { source: source ?? { kind: 'created' }, info: r.info.info, file: r.info.file };
+    current = { source, info: r.info.info, file: r.info.file };
     document.body.classList.add('has-image');
     clearResults();
     renderCurrent(r.info);

@@ -91,3 +91,29 @@ export function xssImage(dir) {
   patchBytes(f, 0x54, comment);
   return f;
 }
+
+/** A legacy v0.2 image (read-only support; qemu-img does not open these), built by hand:
+ * 4 blocks of 1 MiB, blocks 1 and 3 allocated. */
+export function v0Image(dir) {
+  const f = `${dir}/v0.vdi`;
+  const blocks = 4;
+  const bmap = 0x1a4;
+  const data = bmap + 4 * blocks;
+  const b = Buffer.alloc(data + 2 * MiB);
+  b.write('<<< innotek VirtualBox Disk Image >>>\n', 0, 'latin1');
+  b.writeUInt32LE(0xbeda107f, 0x40);
+  b.writeUInt32LE(0x00000002, 0x44); // version 0.2
+  b.writeUInt32LE(1, 0x48); // image_type normal
+  b.write('a v0.2 image', 0x50);
+  b.writeUInt32LE(512, 0x15c); // legacy geometry sector size
+  b.writeBigUInt64LE(BigInt(blocks * MiB), 0x160); // disk_size
+  b.writeUInt32LE(MiB, 0x168); // block_size
+  b.writeUInt32LE(blocks, 0x16c); // blocks_in_image
+  b.writeUInt32LE(2, 0x170); // blocks_allocated
+  Buffer.from('0123456789abcdef0123456789abcdef', 'hex').copy(b, 0x174); // uuid_create
+  for (let i = 0; i < blocks; i++) b.writeUInt32LE(i === 1 ? 0 : i === 3 ? 1 : 0xffffffff, bmap + 4 * i);
+  b.fill(0x5a, data, data + MiB);
+  b.fill(0xa5, data + MiB, data + 2 * MiB);
+  fs.writeFileSync(f, b);
+  return f;
+}
