@@ -191,7 +191,8 @@ pub fn check_image<S: ReadAt>(img: &mut VdiImage<S>, monitor: &mut dyn Monitor) 
     };
     let mut used = Bits::new(slots_in_file);
     let map_end = h.offset_bmap as u64 + h.map_bytes();
-    let readable = if map_end > file_len {
+    // (An empty map needs no bytes, wherever offset_bmap points.)
+    let readable = if h.blocks_in_image > 0 && map_end > file_len {
         let n = (file_len.saturating_sub(h.offset_bmap as u64) / 4).min(h.blocks_in_image as u64);
         r.unreadable_entries = h.blocks_in_image as u64 - n;
         r.add(

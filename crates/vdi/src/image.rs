@@ -99,7 +99,7 @@ impl<S: ReadAt> VdiImage<S> {
             layout_error = Some(e.to_string());
         }
         let map_end = header.offset_bmap as u64 + header.map_bytes();
-        if map_end > file_len && !opts.lenient {
+        if header.blocks_in_image > 0 && map_end > file_len && !opts.lenient {
             return Err(VdiError::Truncated { what: "the block map", needed: map_end, len: file_len });
         }
         let map = BlockMap::new(header.offset_bmap as u64, header.blocks_in_image);

@@ -207,3 +207,41 @@ fn repair_refuses_a_v02_image_in_a_dry_run_too() {
         assert!(e.to_string().contains("v0.2"), "{e}");
     }
 }
+
+/// fuzz target `repair`: a 485-byte fixed image with no blocks (blocks_in_image 0; repair set
+/// its disk_size 6144 to 0) and offset_bmap 0x200, past the end. An empty block map needs no
+/// bytes, yet check reported it truncated (so repair could never make the image clean) and a
+/// strict open refused it.
+#[test]
+fn an_empty_block_map_past_the_end_is_not_truncated() {
+    let crash = bytes(
+        485,
+        &[
+            (0x00, b"<<< QEMU VM Virtual Disk Image >>>\n"),            // text
+            (0x40, &[0x7f, 0x10, 0xda, 0xbe]),                          // signature
+            (0x44, &[0x01, 0x00, 0x01, 0x00]),                          // version 1.1
+            (0x48, &[0x80, 0x01, 0x00, 0x00]),                          // header_size 0x180
+            (0x4C, &[0x02, 0x00, 0x00, 0x00]),                          // image_type 2 (fixed)
+            (0x55, &[0x25]),                                            // comment "%"
+            (0x89, &[0x01, 0x00, 0x00, 0x08]),                          // comment bytes past its NUL
+            (0x132, &[0x34, 0x01]),                                     // more comment bytes
+            (0x154, &[0x00, 0x02, 0x00, 0x00]),                         // offset_bmap 0x200 (the file has 485 bytes)
+            (0x158, &[0x00, 0x04, 0x00, 0x00]),                         // offset_data 0x400
+            (0x168, &[0x00, 0x02, 0x00, 0x00]),                         // sector_size 512
+            (0x170, &[0x00, 0x18, 0, 0, 0, 0, 0, 0]),                   // disk_size 6144 (over 0 * 1024)
+            (0x178, &[0x00, 0x04, 0x00, 0x00]),                         // block_size 1024
+            (0x17C, &[0x00, 0x04, 0x00, 0x00]),                         // block_extra 1024
+            (0x180, &[0x00, 0x00, 0x00, 0x00]),                         // blocks_in_image 0
+            (0x184, &[0x06, 0x00, 0x00, 0x00]),                         // blocks_allocated 6 (over 0)
+            (0x188, &[0x06, 0x00, 0x00, 0x00, 0x02, 0x96, 0x79, 0xa6]), // uuid_create (start)
+        ],
+    );
+    assert_eq!(VdiImage::open(MemStorage::from_vec(crash.clone())).unwrap_err().kind(), "invalid-field");
+    let (rep, out) = repair(MemStorage::from_vec(crash), false, &mut NoMonitor).unwrap();
+    assert!(rep.guessed.iter().any(|g| g.contains("disk_size 6144")), "{:?}", rep.guessed);
+    assert!(rep.after.as_ref().unwrap().is_clean(), "{:?}", rep.after);
+    let img = VdiImage::open(out).unwrap();
+    assert_eq!((img.virtual_size(), img.header().blocks_in_image), (0, 0));
+    let r = check(img.into_storage(), &mut NoMonitor).unwrap();
+    assert!(r.is_clean(), "{:?}", r.findings);
+}
