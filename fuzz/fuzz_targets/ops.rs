@@ -8,6 +8,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use vdi::{check, create, repair, Chain, CreateOptions, Layout, MemStorage, NoMonitor, Uuid, VdiImage};
+use vdi_fuzz::Capped;
 
 #[derive(Arbitrary, Debug)]
 struct Setup {
@@ -216,7 +217,8 @@ fn chaos(img: VdiImage<MemStorage>, input: &Input) {
             *b = v;
         }
     }
-    let Ok(mut img) = VdiImage::open(MemStorage::from_vec(bytes)) else { return };
+    let storage = Capped { inner: MemStorage::from_vec(bytes), cap: 64 << 20 };
+    let Ok(mut img) = VdiImage::open(storage) else { return };
     for op in input.ops.iter().take(24) {
         let size = img.virtual_size();
         match *op {

@@ -193,3 +193,41 @@ pub fn ranges(rng: &mut Rng, size: u64, bs: u64, count: usize, max: u64) -> Vec<
     }
     v
 }
+
+/// In-memory storage that refuses to grow past `cap` bytes, like a quota: a damaged header
+/// may place data anywhere (offset_data near 4 GiB in a 1 KiB file), and honouring it in
+/// memory would only measure the fuzzer's RAM. The engine must fail such writes cleanly.
+#[derive(Debug, Clone)]
+pub struct Capped {
+    /// The bytes.
+    pub inner: MemStorage,
+    /// The largest length allowed.
+    pub cap: u64,
+}
+
+impl ReadAt for Capped {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.inner.read_at(offset, buf)
+    }
+    fn len(&self) -> Result<u64, StorageError> {
+        self.inner.len()
+    }
+}
+
+impl vdi::Storage for Capped {
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), StorageError> {
+        if offset.saturating_add(buf.len() as u64) > self.cap {
+            return Err(StorageError::new(format!("quota of {} bytes exceeded", self.cap)));
+        }
+        self.inner.write_at(offset, buf)
+    }
+    fn set_len(&mut self, len: u64) -> Result<(), StorageError> {
+        if len > self.cap {
+            return Err(StorageError::new(format!("quota of {} bytes exceeded", self.cap)));
+        }
+        self.inner.set_len(len)
+    }
+    fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
