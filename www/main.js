@@ -923,6 +923,7 @@ function init() {
   drop.addEventListener('drop', (ev) => {
     ev.preventDefault();
     drop.classList.remove('over');
+    if (busy > 0) { status('Busy: wait for the current task to finish (or cancel it), then drop the file again.'); return; }
     const f = ev.dataTransfer && ev.dataTransfer.files[0];
     if (f) openSource({ kind: 'file', file: f }, f.name);
     else showError({ kind: 'invalid-argument', message: 'drop a file (folders and text are not images)' });

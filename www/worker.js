@@ -208,10 +208,10 @@ async function exportRaw(id, { target, name }) {
   const total = wb.export_total();
   const sink = await openSink(target, size, name);
   const t0 = performance.now();
-  const fileSource = currentFile && wb.export_host_order();
+  const file = wb.export_host_order() ? sourceFile() : null;
   try {
-    const dataBytes = fileSource
-      ? await exportFromFile(id, currentFile, sink, total)
+    const dataBytes = file
+      ? await exportFromFile(id, file, sink, total)
       : await exportThroughWasm(id, sink, total);
     progress(id, total, total, { dataBytes, ofData: wb.export_host_order() });
     const t1 = performance.now();
@@ -319,9 +319,10 @@ async function exportThroughWasm(id, sink, total) {
 async function exportImage(id, { target, name }) {
   const info = parseJson(wb.info());
   const size = info.file.length;
-  if (info.file.backend === 'file' && !(target && target.kind === 'handle')) {
+  const file = sourceFile();
+  if (file && !(target && target.kind === 'handle')) {
     // The page's File is already a download source: nothing to copy.
-    return { kind: 'download', file: currentFile, name, size, dataBytes: size, ms: 0 };
+    return { kind: 'download', file, name, size, dataBytes: size, ms: 0 };
   }
   const sink = await openSink(target, size, name);
   const t0 = performance.now();
@@ -337,8 +338,8 @@ async function exportImage(id, { target, name }) {
       for (let off = 0; off < size; off += CH) {
         if (cancelled.has(id)) throw fail('cancelled', 'the export was cancelled');
         const len = Math.min(CH, size - off);
-        if (info.file.backend === 'file' && currentFile) {
-          await sink.write(currentFile.slice(off, off + len), off);
+        if (file) {
+          await sink.write(file.slice(off, off + len), off);
         } else {
           wb.read_image(off, len);
           await sink.write(bufferView(len), off);
@@ -369,16 +370,24 @@ function opened(infoText, t0) {
 
 async function open({ source }) {
   const t0 = performance.now();
-  currentFile = null;
   if (source.kind === 'file') {
     const r = opened(wb.open_file(source.file), t0);
-    currentFile = source.file;
+    currentFile = source.file; // only once open: a failed open keeps the previous image
     return r;
   }
   if (source.kind === 'sample') {
-    return opened(wb.open_sample(), t0);
+    const r = opened(wb.open_sample(), t0);
+    currentFile = null;
+    return r;
   }
   throw fail('invalid-argument', `unknown source kind ${source.kind}`);
+}
+
+/** The File the open image is read from, or null (an image in memory). */
+function sourceFile() {
+  if (!currentFile) return null;
+  const info = parseJson(wb.info());
+  return info.file.backend === 'file' && info.file.length === currentFile.size ? currentFile : null;
 }
 
 /** Create an image; save it through the picked handle or stage it in OPFS for a download. */
@@ -386,6 +395,7 @@ async function create(id, { options, target }) {
   const opts = JSON.stringify(options);
   if (target && target.kind === 'handle') {
     const info = parseJson(wb.create_image(opts, undefined));
+    currentFile = null; // the new image is in memory
     const size = info.file.length;
     const sink = await openSink(target, size, info.file.name);
     try {

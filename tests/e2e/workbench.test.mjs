@@ -115,6 +115,8 @@ describe('workbench', () => {
     assert.match(f.comment.raw, /Sample image/);
     const s = await mapSummary(page);
     assert.deepEqual([s.blocks, s.data, s.zero, s.free], ['128', '23', '7', '98']);
+    const d = await readDiag(page);
+    assert.ok(d.memory <= 64 * MiB, `the 25 MiB sample keeps wasm memory at ${d.memory} bytes`);
     await page.click('#check-run');
     assert.match(await waitResult(page, '#check-verdict'), /No errors/);
     for (const p of ['open', 'header-panel', 'map-panel', 'check-panel', 'export-panel', 'create-panel']) {
@@ -286,10 +288,10 @@ describe('workbench', () => {
       const chk = vdiCheckJson(file);
       assert.equal(chk.corruptions + chk.leaks, 0);
     }
-    // Through a save dialog: the writable file gets exactly the bytes the fallback would.
+    // Through a save dialog: the image is built in memory and written to the chosen file.
     await stubSavePicker(page, 'e2e-created.vdi');
-    await page.fill('#create-size', '1G');
-    await page.check('input[name=kind][value=dynamic]');
+    await page.fill('#create-size', '64M');
+    await page.check('input[name=kind][value=fixed]');
     await page.selectOption('#create-layout', 'vbox');
     await page.fill('#create-comment', 'via the save dialog');
     await page.click('#create-run');
@@ -304,9 +306,22 @@ describe('workbench', () => {
     const file = tmp.file('created-dialog.vdi');
     fs.writeFileSync(file, Buffer.from(b64, 'base64'));
     run('qemu-img', ['check', '-f', 'vdi', file]);
-    assert.equal(qemuInfo(file)['virtual-size'], 1024 * MiB);
+    assert.equal(qemuInfo(file)['virtual-size'], 64 * MiB);
     assert.equal(vdiJson('info', '--json', file)['format-specific'].data.comment, 'via the save dialog');
     await removeOpfs(page, 'e2e-created.vdi');
+    // The new image (in memory) is the open one: its raw export is its own disk.
+    await removeSavePicker(page);
+    const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#export-raw')]);
+    const raw = tmp.file('created-dialog.raw');
+    await dl.saveAs(raw);
+    const want = tmp.file('created-dialog.qemu.raw');
+    run('qemu-img', ['convert', '-f', 'vdi', '-O', 'raw', file, want]);
+    assert.equal(await sha256File(raw), await sha256File(want));
+    const [dl2] = await Promise.all([page.waitForEvent('download'), page.click('#export-image')]);
+    const copy = tmp.file('created-dialog-copy.vdi');
+    await dl2.saveAs(copy);
+    assert.equal(await sha256File(copy), await sha256File(file), 'saving the image again gives the same file');
+    for (const f of [raw, want, copy]) fs.rmSync(f);
     await screenshot(page, 'create-panel', '#create-panel');
   });
 

@@ -78,3 +78,12 @@ pub fn locked_version(name: &str) -> Result<String> {
     }
     bail!("{name} is not in Cargo.lock")
 }
+
+/// Node.js and npm for the browser end-to-end tests (Debian's packages when missing).
+pub fn node() -> Result<()> {
+    let ok = |cmd: &str| Command::new(cmd).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok("node") || !ok("npm") {
+        apt_install(&["nodejs", "npm"])?;
+    }
+    Ok(())
+}

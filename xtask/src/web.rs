@@ -263,6 +263,7 @@ pub fn test() -> Result<()> {
     // No -q: wasm-bindgen-test-runner rejects --quiet.
     cargo(&["test", "-p", "vdi-wasm", "--target", "wasm32-unknown-unknown", "--tests"])?;
     let e2e = root().join("tests/e2e");
+    setup::node()?;
     setup::npm_ci(&e2e)?;
     let url = start_server(root().join("www"))?;
     eprintln!("xtask: serving the workbench for the browser tests at {url}");

@@ -429,7 +429,10 @@ fn build_sample() -> vdi::Result<VdiImage<Backend>> {
     const MIB: u64 = 1 << 20;
     let mut o = CreateOptions::new(128 * MIB, Uuid::new_v4(), Uuid::new_v4());
     o.comment = "Sample image built in your browser by the VDI workbench".into();
-    let mut img = create(Backend::Mem(SparseMem::new(MEM_OPEN_LIMIT)), &o, &mut vdi::NoMonitor)?;
+    // 2 MiB of metadata and 23 data blocks: reserved at once, so building it never holds
+    // two copies while the vector grows.
+    let storage = SparseMem::with_capacity(MEM_OPEN_LIMIT, (2 + 23) * MIB as usize);
+    let mut img = create(Backend::Mem(storage), &o, &mut vdi::NoMonitor)?;
     // Block 0: an MBR with one Linux partition from sector 2048, and a greeting.
     let mut mbr = vec![0u8; 512];
     mbr[..40].copy_from_slice(b"VDI workbench sample disk - hello there!");
@@ -444,6 +447,7 @@ fn build_sample() -> vdi::Result<VdiImage<Backend>> {
     // view shows fragmentation.
     let blocks: [u64; 22] = [1, 2, 3, 40, 41, 42, 43, 8, 9, 100, 101, 102, 60, 61, 20, 21, 22, 23, 90, 127, 70, 71];
     let mut buf = vec![0u8; MIB as usize];
+    debug_assert_eq!(blocks.len() + 1, 23);
     for &b in &blocks {
         for (i, x) in buf.iter_mut().enumerate() {
             *x = (b as u8).wrapping_mul(31).wrapping_add((i / 4096) as u8) | 1;

@@ -251,6 +251,11 @@ impl SparseMem {
     pub fn new(limit: usize) -> Self {
         SparseMem { data: Vec::new(), len: 0, limit, stats: ReadStats::default() }
     }
+    /// Empty storage that stores at most `limit` bytes, with room for `capacity` reserved
+    /// up front (no reallocation, so no transient double allocation, while it fills).
+    pub fn with_capacity(limit: usize, capacity: usize) -> Self {
+        SparseMem { data: Vec::with_capacity(capacity.min(limit)), len: 0, limit, stats: ReadStats::default() }
+    }
     /// Storage holding `data` (its limit is its length, or `limit` if larger).
     pub fn from_vec(data: Vec<u8>, limit: usize) -> Self {
         let len = data.len() as u64;

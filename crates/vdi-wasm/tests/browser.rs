@@ -205,6 +205,8 @@ fn memory_backend_sample_fills_every_panel() {
     assert!(raw == want, "the export equals the engine's reads");
     let r = json(&wb.check(&js_sys::Function::new_no_args("")).unwrap());
     assert_eq!((r["corruptions"].as_u64(), r["leaks"].as_u64()), (Some(0), Some(0)), "{r}");
+    let Backend::Mem(m) = wb.image().unwrap().storage() else { panic!("the sample lives in memory") };
+    assert_eq!(m.stored().len() as u64, 25 * MIB, "2 MiB of metadata and 23 blocks");
 }
 
 #[wasm_bindgen_test]
