@@ -29,7 +29,10 @@ export async function serverUrl() {
   if (!fs.existsSync(path.join(ROOT, 'www/pkg/vdi_wasm_bg.wasm'))) {
     throw new Error('www/pkg has no wasm build: run `cargo xtask build-wasm` first (or `cargo xtask test`)');
   }
-  serverProc = spawn('cargo', ['xtask', 'serve', '--no-build', '--port', '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  // Its own process group, so stopping it stops cargo's child (the server) too.
+  serverProc = spawn('cargo', ['xtask', 'serve', '--no-build', '--port', '0'], {
+    cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], detached: true,
+  });
   const url = await new Promise((resolve, reject) => {
     let out = '';
     serverProc.stdout.on('data', (d) => {
@@ -44,7 +47,10 @@ export async function serverUrl() {
 }
 
 export function stopServer() {
-  if (serverProc) serverProc.kill();
+  if (serverProc) {
+    try { process.kill(-serverProc.pid, 'SIGTERM'); } catch { /* already gone */ }
+    delete process.env.VDI_WORKBENCH_URL;
+  }
   serverProc = null;
 }
 
