@@ -434,6 +434,11 @@ describe('workbench', () => {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
     assert.ok(overflow <= 0, `no sideways scrolling (overflow ${overflow}px)`);
     for (const p of ['open', 'header-panel', 'map-panel']) await screenshot(page, `phone-${p}`, `#${p}`);
+    // After the whole session (samples, exports, creations, a dozen images) the engine's
+    // memory is still bounded.
+    const d = await readDiag(page);
+    assert.ok(d.memory <= 64 * MiB, `wasm memory after the session: ${d.memory} bytes`);
+    console.log(`# wasm memory after the whole session: ${(d.memory / MiB).toFixed(1)} MiB`);
     await page.setViewportSize({ width: 1280, height: 900 });
   });
 

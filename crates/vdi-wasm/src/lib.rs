@@ -63,6 +63,8 @@ pub struct Workbench {
     buf: Vec<u8>,
     export: Option<Export>,
     piece: Option<Piece>,
+    /// The memory of the last in-memory image closed, reused by the next one.
+    spare: Vec<u8>,
 }
 
 #[wasm_bindgen]
@@ -106,8 +108,10 @@ impl Workbench {
     /// table, text, patterned blocks written out of order (so the physical view shows
     /// fragmentation) and a few ZERO blocks.
     pub fn open_sample(&mut self) -> Result<String, JsValue> {
-        let img = build_sample().map_err(vdi_err)?;
+        // The open image goes first: two samples (or a sample beside a large in-memory
+        // image) would double the memory held.
         self.close();
+        let img = build_sample(std::mem::take(&mut self.spare)).map_err(vdi_err)?;
         self.img = Some(img);
         self.name = "sample.vdi".into();
         self.info()
@@ -126,8 +130,10 @@ impl Workbench {
     pub fn close(&mut self) {
         self.export = None;
         if let Some(img) = self.img.take() {
-            if let Backend::Opfs(o) = img.into_storage() {
-                o.close();
+            match img.into_storage() {
+                Backend::Opfs(o) => o.close(),
+                Backend::Mem(m) => self.spare = m.into_vec(),
+                Backend::File(_) => {}
             }
         }
     }
@@ -332,7 +338,7 @@ impl Workbench {
                         ),
                     ));
                 }
-                Backend::Mem(SparseMem::new(MEM_CREATE_LIMIT))
+                Backend::Mem(SparseMem::in_spare(std::mem::take(&mut self.spare), MEM_CREATE_LIMIT, h.offset_data as usize))
             }
         };
         let img = create(backend, &o, &mut vdi::NoMonitor).map_err(|e| {
@@ -424,14 +430,14 @@ fn parse_create_options(opts: &str) -> Result<CreateOptions, JsValue> {
     Ok(o)
 }
 
-/// The demo image: 128 MiB dynamic, 1 MiB blocks, written out of order.
-fn build_sample() -> vdi::Result<VdiImage<Backend>> {
+/// The demo image: 128 MiB dynamic, 1 MiB blocks, written out of order, built in `spare`.
+fn build_sample(spare: Vec<u8>) -> vdi::Result<VdiImage<Backend>> {
     const MIB: u64 = 1 << 20;
     let mut o = CreateOptions::new(128 * MIB, Uuid::new_v4(), Uuid::new_v4());
     o.comment = "Sample image built in your browser by the VDI workbench".into();
     // 2 MiB of metadata and 23 data blocks: reserved at once, so building it never holds
     // two copies while the vector grows.
-    let storage = SparseMem::with_capacity(MEM_OPEN_LIMIT, (2 + 23) * MIB as usize);
+    let storage = SparseMem::in_spare(spare, MEM_OPEN_LIMIT, (2 + 23) * MIB as usize);
     let mut img = create(Backend::Mem(storage), &o, &mut vdi::NoMonitor)?;
     // Block 0: an MBR with one Linux partition from sector 2048, and a greeting.
     let mut mbr = vec![0u8; 512];

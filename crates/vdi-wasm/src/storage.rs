@@ -251,10 +251,18 @@ impl SparseMem {
     pub fn new(limit: usize) -> Self {
         SparseMem { data: Vec::new(), len: 0, limit, stats: ReadStats::default() }
     }
-    /// Empty storage that stores at most `limit` bytes, with room for `capacity` reserved
-    /// up front (no reallocation, so no transient double allocation, while it fills).
-    pub fn with_capacity(limit: usize, capacity: usize) -> Self {
-        SparseMem { data: Vec::with_capacity(capacity.min(limit)), len: 0, limit, stats: ReadStats::default() }
+    /// Empty storage built in `spare` (its contents dropped, its capacity kept), so memory
+    /// given back by an earlier image is reused instead of fragmenting the heap.
+    pub fn in_spare(mut spare: Vec<u8>, limit: usize, capacity: usize) -> Self {
+        spare.clear();
+        if spare.capacity() < capacity {
+            spare = Vec::with_capacity(capacity.min(limit));
+        }
+        SparseMem { data: spare, len: 0, limit, stats: ReadStats::default() }
+    }
+    /// Give the stored bytes back (for reuse).
+    pub fn into_vec(self) -> Vec<u8> {
+        self.data
     }
     /// Storage holding `data` (its limit is its length, or `limit` if larger).
     pub fn from_vec(data: Vec<u8>, limit: usize) -> Self {
