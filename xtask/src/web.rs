@@ -85,7 +85,7 @@ fn wasm_opt(file: &Path) {
 
 /// `cargo xtask serve [--port N] [--no-build]`.
 pub fn serve(args: &[String]) -> Result<()> {
-    let mut port: u16 = 8000;
+    let mut port: u16 = 8080;
     let mut build = true;
     let mut it = args.iter();
     while let Some(a) = it.next() {
