@@ -337,16 +337,33 @@ impl<S: Storage> VdiImage<S> {
             }
             return Ok(st);
         }
-        // Growing: zero what the old last block holds beyond the old end, so it reads as
-        // zeros once it is inside the disk.
-        if old_size % bs != 0 && old_blocks > 0 {
-            let last = old_blocks - 1;
+        // Growing. The map may already hold more blocks than the old size needs (disk_size
+        // below blocks_in_image * block_size): keep them all, and make what lies past the old
+        // end read as zeros once it is inside the disk, first the rest of the old last block,
+        // then any block wholly past the old end (a dynamic image forgets it: a leak at
+        // worst; a fixed one gets zeros written). Until the header changes, none of it is
+        // inside the disk, so an interruption changes nothing the image reads.
+        let new_blocks = new_blocks.max(old_blocks);
+        let old_needed = old_size.div_ceil(bs) as u32;
+        if old_size % bs != 0 && old_needed > 0 {
+            let last = old_needed - 1;
             if let Entry::Data(slot) = self.entry(last)? {
                 let from = old_size % bs;
                 let host = self.data_offset(last, slot)? + from;
                 write_all(&mut self.storage, host, &vec![0u8; (bs - from) as usize])?;
             }
         }
+        for b in old_needed..old_blocks {
+            if let Entry::Data(slot) = self.entry(b)? {
+                if fixed {
+                    let host = self.data_offset(b, slot)?;
+                    write_all(&mut self.storage, host, &vec![0u8; bs as usize])?;
+                } else {
+                    self.map.set(&self.storage, b, BLOCK_FREE)?;
+                }
+            }
+        }
+        self.map.flush(&mut self.storage)?;
         let mut h = self.header.clone();
         h.disk_size = new_size;
         h.blocks_in_image = new_blocks;

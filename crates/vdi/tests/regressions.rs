@@ -245,3 +245,57 @@ fn an_empty_block_map_past_the_end_is_not_truncated() {
     let r = check(img.into_storage(), &mut NoMonitor).unwrap();
     assert!(r.is_clean(), "{:?}", r.findings);
 }
+
+/// A fixed image whose map holds more blocks than its disk_size needs: here 6 blocks of
+/// 1 KiB and disk_size 0, every slot stored, all zeros but block 5.
+fn fixed_with_blocks_past_the_disk(disk_size: u64) -> Vec<u8> {
+    let mut o = vdi::CreateOptions::new(6 * 1024, vdi::Uuid::from_u128(7), vdi::Uuid::from_u128(8));
+    o.block_size = 1024;
+    o.layout = vdi::Layout::Qemu;
+    o.fixed = true;
+    let mut img = vdi::create(MemStorage::new(), &o, &mut NoMonitor).unwrap();
+    img.write_at(5 * 1024 + 100, &[0xAB; 300]).unwrap();
+    let mut b = img.into_storage().into_vec();
+    b[0x170..0x178].copy_from_slice(&disk_size.to_le_bytes()); // disk_size
+    b
+}
+
+/// fuzz target `repair` (then resize): growing an image whose blocks_in_image exceeds what
+/// its disk_size needs (fixed, 6 blocks, disk_size 0) to 2 KiB computed `new_blocks -
+/// old_blocks` = 2 - 6 in u32: it wrapped and the fixed image asked storage for 4 TiB (in a
+/// debug build, an overflow panic). Growing now keeps every block of the map, and what lies
+/// past the old end reads as zeros.
+#[test]
+fn growing_an_image_whose_map_exceeds_its_disk_keeps_the_map_and_reads_zeros() {
+    let b = fixed_with_blocks_past_the_disk(0);
+    assert!(check(MemStorage::from_vec(b.clone()), &mut NoMonitor).unwrap().is_clean());
+    let mut img = VdiImage::open(MemStorage::from_vec(b.clone())).unwrap();
+    img.resize(2048, &mut NoMonitor).unwrap();
+    assert_eq!((img.virtual_size(), img.header().blocks_in_image), (2048, 6));
+    assert_eq!(img.storage().len().unwrap(), b.len() as u64, "nothing allocated");
+    // Block 5 (0xAB bytes, past the old end) becomes visible only when the disk grows to it:
+    // zeros, not the bytes that were hidden there.
+    img.resize(6 * 1024, &mut NoMonitor).unwrap();
+    let mut all = vec![0xEE; 6 * 1024];
+    img.read_at(0, &mut all).unwrap();
+    assert!(all.iter().all(|&x| x == 0), "hidden bytes became visible");
+    let r = check(img.into_storage(), &mut NoMonitor).unwrap();
+    assert!(r.is_clean(), "{:?}", r.findings);
+
+    // The same for a dynamic image: the block past the old end is forgotten (a leak at worst).
+    let mut o = vdi::CreateOptions::new(4 * 1024, vdi::Uuid::from_u128(9), vdi::Uuid::from_u128(10));
+    o.block_size = 1024;
+    o.layout = vdi::Layout::Qemu;
+    let mut img = vdi::create(MemStorage::new(), &o, &mut NoMonitor).unwrap();
+    img.write_at(0, &[0x11; 1024]).unwrap();
+    img.write_at(3 * 1024, &[0x33; 1024]).unwrap();
+    let mut b = img.into_storage().into_vec();
+    b[0x170..0x178].copy_from_slice(&1536u64.to_le_bytes()); // disk_size: 1.5 blocks
+    let mut img = VdiImage::open(MemStorage::from_vec(b)).unwrap();
+    img.resize(4 * 1024, &mut NoMonitor).unwrap();
+    let mut all = vec![0xEE; 4 * 1024];
+    img.read_at(0, &mut all).unwrap();
+    assert!(all[..1024].iter().all(|&x| x == 0x11));
+    assert!(all[1024..].iter().all(|&x| x == 0), "hidden bytes became visible");
+    assert_eq!(check(img.into_storage(), &mut NoMonitor).unwrap().corruptions, 0);
+}
