@@ -4,6 +4,7 @@
 // its URL in VDI_WORKBENCH_URL; run alone, these tests start `cargo xtask serve --no-build
 // --port 0` themselves (build the wasm first with `cargo xtask build-wasm`).
 
+import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -242,4 +243,43 @@ export async function chunkedDigest(file) {
   }
   fs.closeSync(fd);
   return { size, digest: createHash('sha256').update(Buffer.concat(all)).digest('hex') };
+}
+
+export async function mapSummary(page) {
+  return page.$$eval('#map-summary dd', (dds) => Object.fromEntries(dds.map((d) => [d.dataset.k, d.textContent])));
+}
+
+/** Hover block `block` of the map and return the tip's fields. Cells of a pixel or two
+ * cannot be hit exactly (sub-pixel rounding, edges): then click near it (which pins the
+ * cell) and step to it with the arrow keys, as a keyboard user would. */
+export async function hoverBlock(page, block) {
+  const geo = await page.$eval('#map-canvas', (c) => ({
+    cols: +c.dataset.cols, cell: +c.dataset.cell, per: +c.dataset.per, w: c.clientWidth, h: c.clientHeight,
+  }));
+  const i = Math.floor(block / geo.per);
+  const clamp = (v, max) => Math.min(Math.max(v, 3), max - 3);
+  const position = {
+    x: clamp(((i % geo.cols) + 0.5) * geo.cell, geo.w),
+    y: clamp((Math.floor(i / geo.cols) + 0.5) * geo.cell, geo.h),
+  };
+  const small = geo.cell < 4;
+  if (small) await page.locator('#map-canvas').click({ position });
+  else await page.locator('#map-canvas').hover({ position });
+  await page.waitForFunction(() => !document.querySelector('#map-tip').hidden && document.querySelector('#map-tip').dataset.cell !== undefined);
+  let at = Number(await page.$eval('#map-tip', (t) => t.dataset.cell));
+  if (!small) assert.equal(at, i, 'hovering a cell shows that cell');
+  assert.ok(Math.abs(at - i) <= 4 * geo.cols + 4, `clicked cell ${at}, wanted ${i}`);
+  while (at !== i) {
+    const row = Math.floor(at / geo.cols) !== Math.floor(i / geo.cols);
+    const key = row ? (at < i ? 'ArrowDown' : 'ArrowUp') : (at < i ? 'ArrowRight' : 'ArrowLeft');
+    await page.keyboard.press(key);
+    at += row ? (at < i ? geo.cols : -geo.cols) : (at < i ? 1 : -1);
+  }
+  await page.waitForFunction((cell) => {
+    const t = document.querySelector('#map-tip');
+    return !t.hidden && t.dataset.cell === String(cell);
+  }, i);
+  const tip = await page.$$eval('#map-tip dd', (dds) => Object.fromEntries(dds.map((d) => [d.dataset.k, d.textContent])));
+  if (small) await page.keyboard.press('Escape');
+  return { geo, tip };
 }

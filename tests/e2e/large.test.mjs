@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import {
   fixture, GiB, headerFields, MiB, openImage, openWorkbench, removeSavePicker, run, scratch, screenshot, stopServer,
   vdiCheckJson, vdiJson,
+  mapSummary, hoverBlock,
 } from './helpers.mjs';
 
 const MEMORY_LIMIT = 64 * MiB;
@@ -21,45 +22,6 @@ async function diag(page) {
     headerMs: Number(document.documentElement.dataset.headerMs),
     mapMs: Number(document.documentElement.dataset.mapMs),
   }));
-}
-
-async function mapSummary(page) {
-  return page.$$eval('#map-summary dd', (dds) => Object.fromEntries(dds.map((d) => [d.dataset.k, d.textContent])));
-}
-
-/** Hover block `block` of the map and return the tip's fields. Cells of a pixel or two
- * cannot be hit exactly (sub-pixel rounding, edges): then click near it (which pins the
- * cell) and step to it with the arrow keys, as a keyboard user would. */
-async function hoverBlock(page, block) {
-  const geo = await page.$eval('#map-canvas', (c) => ({
-    cols: +c.dataset.cols, cell: +c.dataset.cell, per: +c.dataset.per, w: c.clientWidth, h: c.clientHeight,
-  }));
-  const i = Math.floor(block / geo.per);
-  const clamp = (v, max) => Math.min(Math.max(v, 3), max - 3);
-  const position = {
-    x: clamp(((i % geo.cols) + 0.5) * geo.cell, geo.w),
-    y: clamp((Math.floor(i / geo.cols) + 0.5) * geo.cell, geo.h),
-  };
-  const small = geo.cell < 4;
-  if (small) await page.locator('#map-canvas').click({ position });
-  else await page.locator('#map-canvas').hover({ position });
-  await page.waitForFunction(() => !document.querySelector('#map-tip').hidden && document.querySelector('#map-tip').dataset.cell !== undefined);
-  let at = Number(await page.$eval('#map-tip', (t) => t.dataset.cell));
-  if (!small) assert.equal(at, i, 'hovering a cell shows that cell');
-  assert.ok(Math.abs(at - i) <= 4 * geo.cols + 4, `clicked cell ${at}, wanted ${i}`);
-  while (at !== i) {
-    const row = Math.floor(at / geo.cols) !== Math.floor(i / geo.cols);
-    const key = row ? (at < i ? 'ArrowDown' : 'ArrowUp') : (at < i ? 'ArrowRight' : 'ArrowLeft');
-    await page.keyboard.press(key);
-    at += row ? (at < i ? geo.cols : -geo.cols) : (at < i ? 1 : -1);
-  }
-  await page.waitForFunction((cell) => {
-    const t = document.querySelector('#map-tip');
-    return !t.hidden && t.dataset.cell === String(cell);
-  }, i);
-  const tip = await page.$$eval('#map-tip dd', (dds) => Object.fromEntries(dds.map((d) => [d.dataset.k, d.textContent])));
-  if (small) await page.keyboard.press('Escape');
-  return { geo, tip };
 }
 
 async function stagedFiles(page) {
