@@ -2,14 +2,14 @@
 // in worker.js; this module sends it {id, op, args} messages and shows the answers.
 // Everything that comes from an image is set with textContent, never as HTML.
 
-const $ = (sel) => document.querySelector(sel);
+export const $ = (sel) => document.querySelector(sel);
 
 /* ---------- formatting ---------- */
 
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
+export const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
 
 /** Bytes with binary units: "8 GiB", "1.5 MiB", "512 B". */
-function human(n) {
+export function human(n) {
   let v = Number(n);
   if (!Number.isFinite(v)) return String(n);
   let u = 0;
@@ -22,16 +22,16 @@ function human(n) {
   return `${s} ${UNITS[u]}`;
 }
 
-function hex(n, width = 0) {
+export function hex(n, width = 0) {
   return `0x${BigInt(n).toString(16).padStart(width, '0')}`;
 }
 
-function dec(n) {
+export function dec(n) {
   return typeof n === 'bigint' ? n.toString() : String(n);
 }
 
 /** A string with control characters (and backslashes) made visible, as C escapes. */
-function esc(s) {
+export function esc(s) {
   return String(s).replace(/[\\\u0000-\u001f\u007f]/g, (c) => {
     switch (c) {
       case '\\': return '\\\\';
@@ -43,7 +43,7 @@ function esc(s) {
   });
 }
 
-function pct(part, whole) {
+export function pct(part, whole) {
   if (!whole) return '0 %';
   const p = (100 * Number(part)) / Number(whole);
   // Never round 99.97 up to "100.0" (or 0.004 down to "0.00").
@@ -54,20 +54,20 @@ function pct(part, whole) {
   return `${p === 0 ? '0' : s} %`;
 }
 
-function duration(ms) {
+export function duration(ms) {
   if (ms < 1000) return `${Math.round(ms)} ms`;
   const s = ms / 1000;
   if (s < 60) return `${s.toFixed(1)} s`;
   return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 }
 
-function rate(bytes, ms) {
+export function rate(bytes, ms) {
   if (ms <= 0) return '';
   return `${(bytes / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;
 }
 
 /** Parse "512M", "20G", "1.5T", "4096" into bytes (binary units). */
-function parseSize(text) {
+export function parseSize(text) {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(i?b)?\s*$/i.exec(text);
   if (!m) return { error: `"${text}" is not a size: use a number of bytes or a unit such as 512M, 20G, 1.5T` };
   const shift = { '': 0, k: 10, m: 20, g: 30, t: 40, p: 50, e: 60 }[m[2].toLowerCase()];
@@ -82,7 +82,7 @@ function parseSize(text) {
 }
 
 /** Make an element with text (never HTML). */
-function el(tag, attrs = {}, ...children) {
+export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v == null) continue;
@@ -130,7 +130,7 @@ function startWorker() {
 }
 
 /** Call the worker. Returns {id, promise} so long jobs can be cancelled. */
-function request(op, args = {}, { onProgress, transfer = [] } = {}) {
+export function request(op, args = {}, { onProgress, transfer = [] } = {}) {
   const id = nextId++;
   const promise = workerReady.then(() => new Promise((resolve, reject) => {
     pending.set(id, { resolve, reject, onProgress });
@@ -139,13 +139,13 @@ function request(op, args = {}, { onProgress, transfer = [] } = {}) {
   return { id, promise };
 }
 
-function call(op, args, opts) {
+export function call(op, args, opts) {
   return request(op, args, opts).promise;
 }
 
 /** Stop whatever the worker is doing (a running check cannot be interrupted otherwise):
  * a fresh worker, and the current image reopened in it. */
-async function restartWorker() {
+export async function restartWorker() {
   worker.terminate();
   const err = { kind: 'cancelled', message: 'cancelled' };
   for (const [id, p] of pending) { pending.delete(id); p.reject(err); }
@@ -160,11 +160,11 @@ async function restartWorker() {
 
 /* ---------- status and errors ---------- */
 
-function status(text) {
+export function status(text) {
   $('#status').textContent = text;
 }
 
-function showError(e) {
+export function showError(e) {
   const box = $('#error');
   if (!e) { box.hidden = true; return; }
   $('#error-message').textContent = e.message ?? String(e);
@@ -175,10 +175,10 @@ function showError(e) {
 
 /* ---------- opening ---------- */
 
-let current = null; // {source, info, file}
+export let current = null; // {source, info, file}
 let busy = 0;
 
-function setBusy(delta) {
+export function setBusy(delta) {
   busy += delta;
   document.body.classList.toggle('busy', busy > 0);
   for (const b of document.querySelectorAll('#file-input, #sample, #check-run, #export-raw, #export-image, #create-run')) {
@@ -186,11 +186,11 @@ function setBusy(delta) {
   }
 }
 
-function afterPaint() {
+export function afterPaint() {
   return new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
 }
 
-async function openSource(source, label) {
+export async function openSource(source, label) {
   const t0 = performance.now();
   showError(null);
   status(`Opening ${label}…`);
@@ -245,7 +245,7 @@ function renderCurrent(r) {
 
 /** What the worker has read and how much memory the engine holds (shown, and used by the
  * tests to prove a large image is never read whole). */
-async function refreshDiag() {
+export async function refreshDiag() {
   try {
     const s = await call('stats');
     const read = $('#cur-read');
@@ -270,7 +270,7 @@ const KNOWN_TEXTS = {
   '<<< QEMU VM Virtual Disk Image >>>\n': 'written by QEMU',
 };
 
-const NIL = '00000000-0000-0000-0000-000000000000';
+export const NIL = '00000000-0000-0000-0000-000000000000';
 
 function geometryText(g) {
   if (g == null) return 'none';
@@ -378,13 +378,13 @@ function renderHeader(r) {
 
 /* ---------- block map ---------- */
 
-const COLORS = {
+export const COLORS = {
   data: [37, 99, 235],
   zero: [20, 184, 166],
   free: [226, 232, 240],
   unreadable: [220, 38, 38],
 };
-const RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+export const RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 const MAX_CELLS = 262144;
 
 let map = null; // {per, cells, blocks, readable, data, zero, slot, summary}
@@ -392,7 +392,7 @@ let mapLayout = null; // {cell, cols, rows, dpr}
 let mapView = 'state';
 let selected = -1;
 
-function ramp(t) {
+export function ramp(t) {
   const x = Math.min(1, Math.max(0, t)) * (RAMP.length - 1);
   const i = Math.min(RAMP.length - 2, Math.floor(x));
   const f = x - i;
@@ -400,7 +400,7 @@ function ramp(t) {
 }
 
 /** Choose the cell size (device pixels) and blocks per cell for `blocks` blocks. */
-function planMap(blocks) {
+export function planMap(blocks) {
   const canvas = $('#map-canvas');
   const dpr = window.devicePixelRatio || 1;
   const cssW = Math.max(200, canvas.parentElement.clientWidth);
@@ -424,7 +424,7 @@ function planMap(blocks) {
   return { per, dpr, cssW, ...lay };
 }
 
-async function loadMap() {
+export async function loadMap() {
   const blocks = Number(current.info['format-specific'].data['blocks-in-image']);
   const plan = planMap(blocks);
   if (!map || map.per !== plan.per || map.blocks !== blocks || map.source !== current) {
@@ -640,7 +640,7 @@ function onMapKey(ev) {
 
 /* ---------- check ---------- */
 
-function progressUi(prefix) {
+export function progressUi(prefix) {
   const row = $(`#${prefix}-progress-row`);
   const bar = $(`#${prefix}-progress`);
   const text = $(`#${prefix}-progress-text`);
@@ -743,7 +743,7 @@ function renderCheck(r) {
 /** Benchmark only (?sink=null): exports are read and thrown away, to time reading alone. */
 const NULL_SINK = new URLSearchParams(location.search).get('sink') === 'null';
 
-async function pickTarget(suggestedName, description, ext) {
+export async function pickTarget(suggestedName, description, ext) {
   if (NULL_SINK) return { kind: 'null' };
   if (typeof window.showSaveFilePicker !== 'function') return { kind: 'opfs' };
   try {
@@ -758,7 +758,7 @@ async function pickTarget(suggestedName, description, ext) {
   }
 }
 
-function download(file, name) {
+export function download(file, name) {
   const url = URL.createObjectURL(file);
   const a = el('a', { href: url, download: name, hidden: '' });
   document.body.append(a);
@@ -768,7 +768,7 @@ function download(file, name) {
   setTimeout(() => URL.revokeObjectURL(url), 120000);
 }
 
-function baseName(name) {
+export function baseName(name) {
   return String(name).replace(/\.vdi$/i, '') || 'disk';
 }
 
