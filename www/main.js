@@ -2,6 +2,8 @@
 // in worker.js; this module sends it {id, op, args} messages and shows the answers.
 // Everything that comes from an image is set with textContent, never as HTML.
 
+import { initEdit } from './edit.js';
+
 export const $ = (sel) => document.querySelector(sel);
 
 /* ---------- formatting ---------- */
@@ -176,12 +178,17 @@ export function showError(e) {
 /* ---------- opening ---------- */
 
 export let current = null; // {source, info, file}
+
+/** Replace the current image (page modules cannot assign an imported binding). */
+export function setCurrent(c) {
+  current = c;
+}
 let busy = 0;
 
 export function setBusy(delta) {
   busy += delta;
   document.body.classList.toggle('busy', busy > 0);
-  for (const b of document.querySelectorAll('#file-input, #sample, #check-run, #export-raw, #export-image, #create-run')) {
+  for (const b of document.querySelectorAll('#file-input, #sample, #check-run, #export-raw, #export-image, #create-run, .edit-action')) {
     b.disabled = busy > 0;
   }
 }
@@ -215,22 +222,24 @@ export async function openSource(source, label) {
     document.documentElement.dataset.headerMs = headerMs.toFixed(1);
     document.documentElement.dataset.mapMs = mapMs.toFixed(1);
     status(`Opened ${r.file.name}.`);
+    document.dispatchEvent(new CustomEvent('image-opened'));
   } catch (e) {
     status('');
     showError(e);
+    if (source.kind === 'file') document.dispatchEvent(new CustomEvent('open-failed', { detail: { file: source.file, error: e } }));
   } finally {
     setBusy(-1);
   }
 }
 
-function clearResults() {
+export function clearResults() {
   $('#check-findings').replaceChildren();
   $('#check-counts').replaceChildren();
   $('#check-verdict').hidden = true;
   $('#export-result').hidden = true;
 }
 
-function renderCurrent(r) {
+export function renderCurrent(r) {
   $('#current').hidden = false;
   $('#cur-name').textContent = r.file.name;
   const backends = {
@@ -359,7 +368,7 @@ function headerRows(r) {
   return rows;
 }
 
-function renderHeader(r) {
+export function renderHeader(r) {
   const tbody = $('#header-table tbody');
   const rows = headerRows(r).map((row) => el('tr', { 'data-field': row.key, class: row.note ? 'odd' : null },
     el('th', { scope: 'row', text: row.label }),
@@ -678,7 +687,7 @@ export function progressUi(prefix) {
 
 let checkJob = null;
 
-async function runCheck() {
+export async function runCheck() {
   if (!current) return;
   showError(null);
   $('#check-verdict').hidden = true;
@@ -774,7 +783,7 @@ export function baseName(name) {
 
 let exportJob = null;
 
-async function runExport(kind) {
+export async function runExport(kind) {
   if (!current) return;
   showError(null);
   const raw = kind === 'raw';
@@ -821,7 +830,7 @@ function cancelExport() {
   if (exportJob) call('cancel', { target: exportJob.id });
 }
 
-async function refreshStorage() {
+export async function refreshStorage() {
   try {
     const s = await call('storage');
     const staged = s.staged.reduce((a, f) => a + f.size, 0);
@@ -892,6 +901,7 @@ async function runCreate(ev) {
     renderCurrent(r.info);
     renderHeader(r.info);
     await loadMap();
+    document.dispatchEvent(new CustomEvent('image-opened'));
     result.textContent = saved.kind === 'download'
       ? `Created ${saved.name} (${human(saved.size)}); your browser is saving it to your downloads.`
       : `Created and saved ${saved.name} (${human(saved.size)}) in ${duration(performance.now() - t0)}.`;
@@ -911,6 +921,7 @@ async function runCreate(ev) {
 
 function init() {
   startWorker();
+  initEdit();
   const input = $('#file-input');
   input.addEventListener('change', () => {
     const f = input.files && input.files[0];

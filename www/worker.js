@@ -13,6 +13,9 @@ const cancelled = new Set();
 let queue = Promise.resolve();
 /** Prefix of OPFS files this worker stages (exports, created images); removed at start-up. */
 const STAGING = 'vdi-workbench-';
+/** Prefix of the editable copies (see the edits below). Unlike staged exports they are kept
+ * across visits until the user closes them or frees browser storage. */
+const EDITING = 'vdi-edit-';
 
 const QUERIES = new Set(['blockInfo', 'rangeInfo', 'stats', 'cancel', 'storage']);
 
@@ -86,7 +89,7 @@ async function stagedFiles() {
   try {
     const dir = await opfsRoot();
     for await (const [name, h] of dir.entries()) {
-      if (h.kind === 'file' && name.startsWith(STAGING)) {
+      if (h.kind === 'file' && (name.startsWith(STAGING) || name.startsWith(EDITING))) {
         let size = 0;
         try { size = (await h.getFile()).size; } catch { /* locked or gone */ }
         out.push({ name, size });
@@ -96,14 +99,17 @@ async function stagedFiles() {
   return out;
 }
 
-/** Remove staged files older than `ageMs` (their names start with a timestamp). Files in
- * use (an open access handle) refuse removal and stay. */
-async function removeStaged(ageMs = 0) {
+/** Remove staged files (names starting with one of `prefixes`, then a timestamp) older
+ * than `ageMs`. Files in use (an open access handle, e.g. the copy being edited) refuse
+ * removal and stay. */
+async function removeStaged(ageMs = 0, prefixes = [STAGING]) {
   try {
     const dir = await opfsRoot();
     const now = Date.now();
     for (const f of await stagedFiles()) {
-      const t = Number(f.name.slice(STAGING.length).split('-')[0]);
+      const prefix = prefixes.find((p) => f.name.startsWith(p));
+      if (!prefix) continue;
+      const t = Number(f.name.slice(prefix.length).split('-')[0]);
       if (!(now - t < ageMs)) {
         try { await dir.removeEntry(f.name); } catch { /* in use */ }
       }
@@ -375,6 +381,11 @@ async function open({ source }) {
     currentFile = source.file; // only once open: a failed open keeps the previous image
     return r;
   }
+  if (source.kind === 'opfs') {
+    const r = opened(await openOpfs(source.name, source.label), t0);
+    currentFile = null;
+    return r;
+  }
   if (source.kind === 'sample') {
     const r = opened(wb.open_sample(), t0);
     currentFile = null;
@@ -433,6 +444,176 @@ async function create(id, { options, target }) {
   return { info: reopened, saved: { kind: 'download', file, name, size: file.size } };
 }
 
+/* ---------- edits (see crates/vdi-wasm/src/edit.rs) ---------- */
+
+/** `cancelled()` for a job: the page's shared flag (a SharedArrayBuffer the page sets while
+ * the engine runs, when the page is cross-origin isolated), else the cancel message (seen
+ * only between awaits). */
+function cancelCheck(id, flag) {
+  const view = flag ? new Int32Array(flag) : null;
+  return () => (view !== null && Atomics.load(view, 0) !== 0) || cancelled.has(id);
+}
+
+function progressFn(id) {
+  let last = 0;
+  return (done, total) => {
+    const now = performance.now();
+    if (now - last > 50 || done === total) {
+      last = now;
+      progress(id, done, total);
+    }
+  };
+}
+
+/** A sync access handle on an OPFS file; a handle the previous worker held (a cancelled
+ * job ended by stopping the worker) is released shortly after, so busy files are retried. */
+async function syncHandle(fh) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fh.createSyncAccessHandle();
+    } catch (e) {
+      if (!(e && e.name === 'NoModificationAllowedError') || attempt >= 40) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+async function openOpfs(name, label) {
+  const dir = await opfsRoot();
+  let fh;
+  try {
+    fh = await dir.getFileHandle(name);
+  } catch (e) {
+    throw fail('io', `the editable copy ${label} is no longer in browser storage (${toError(e).message})`);
+  }
+  const ah = await syncHandle(fh);
+  return wb.open_opfs(ah, label);
+}
+
+/** Copy `file` into a new OPFS file (8 MiB at a time); returns [dir, name, handle]. */
+async function copyToOpfs(id, file, isCancelled) {
+  const dir = await opfsRoot();
+  const name = `${EDITING}${Date.now()}-${safeName(file.name)}`;
+  const fh = await dir.getFileHandle(name, { create: true });
+  const ah = await fh.createSyncAccessHandle();
+  const cleanup = async () => {
+    try { ah.close(); } catch { /* closed */ }
+    try { await dir.removeEntry(name); } catch { /* gone */ }
+  };
+  try {
+    ah.truncate(file.size);
+    const CH = 8 << 20;
+    for (let off = 0; off < file.size; off += CH) {
+      if (isCancelled()) throw fail('cancelled', 'making the editable copy was cancelled');
+      const len = Math.min(CH, file.size - off);
+      const ab = await file.slice(off, off + len).arrayBuffer();
+      if (ab.byteLength !== len) throw fail('io', `reading ${len} bytes at ${off} of ${file.name} returned ${ab.byteLength} (was the file changed?)`);
+      const data = new Uint8Array(ab);
+      let done = 0;
+      while (done < len) {
+        const n = ah.write(done ? data.subarray(done) : data, { at: off + done });
+        if (n <= 0) throw fail('no-space', `writing at ${off + done} of the copy wrote nothing (browser storage full?)`);
+        done += n;
+      }
+      progress(id, off + len, file.size);
+    }
+    ah.flush();
+  } catch (e) {
+    await cleanup();
+    if (e && e.name === 'QuotaExceededError') {
+      throw fail('no-space', `not enough browser storage for a ${human(file.size)} copy; free space with "Free browser storage"`);
+    }
+    throw e;
+  }
+  return [dir, name, ah];
+}
+
+/** Copy the open image's file into OPFS and reopen it read-write from there. */
+async function editCopy(id, { flag }) {
+  const file = sourceFile();
+  if (!file) throw fail('invalid-argument', 'the open image is not read from a file (it is already editable or in memory)');
+  const label = file.name;
+  const [, name, ah] = await copyToOpfs(id, file, cancelCheck(id, flag));
+  const t0 = performance.now();
+  let r;
+  try {
+    r = opened(wb.open_opfs(ah, label), t0);
+  } catch (e) {
+    const dir = await opfsRoot();
+    try { await dir.removeEntry(name); } catch { /* gone */ }
+    throw e;
+  }
+  currentFile = null;
+  return { ...r, source: { kind: 'opfs', name, label } };
+}
+
+/** Copy a file that may not open into OPFS, repair it there and open the result. */
+async function repairCopy(id, { file, flag }) {
+  const isCancelled = cancelCheck(id, flag);
+  const [dir, name, ah] = await copyToOpfs(id, file, isCancelled);
+  try {
+    const report = parseJson(wb.repair_opfs(ah, file.name, progressFn(id), isCancelled));
+    currentFile = null;
+    return { report, opened: parseJson(wb.info()), source: { kind: 'opfs', name, label: file.name } };
+  } catch (e) {
+    try { await dir.removeEntry(name); } catch { /* in use or gone */ }
+    throw e;
+  }
+}
+
+/** Close the open editable copy and delete it from OPFS. */
+async function closeCopy({ name }) {
+  if (!String(name).startsWith(EDITING)) throw fail('invalid-argument', `${name} is not an editable copy`);
+  currentFile = null;
+  wb.close();
+  const dir = await opfsRoot();
+  await dir.removeEntry(name);
+  return null;
+}
+
+/** Write a file into the open image at `offset`, 8 MiB at a time. */
+async function writeFile(id, { file, offset }) {
+  const size = Number(parseJson(wb.info()).info['virtual-size']);
+  if (!(Number.isSafeInteger(offset) && offset >= 0)) throw fail('invalid-argument', `offset ${offset} is not a whole number of bytes`);
+  if (offset + file.size > size) {
+    throw fail('out-of-range', `${file.name} (${file.size} bytes) does not fit at offset ${offset}: the virtual disk is ${size} bytes`);
+  }
+  const CH = 8 << 20;
+  let lastBreath = performance.now();
+  try {
+    for (let off = 0; off < file.size; off += CH) {
+      if (cancelled.has(id)) throw fail('cancelled', `writing ${file.name} was cancelled after ${off} bytes (those are written; the image is consistent)`);
+      const len = Math.min(CH, file.size - off);
+      const ab = await file.slice(off, off + len).arrayBuffer();
+      wb.write_disk(offset + off, new Uint8Array(ab));
+      progress(id, off + len, file.size);
+      if (performance.now() - lastBreath > 40) {
+        await breathe();
+        lastBreath = performance.now();
+      }
+    }
+  } finally {
+    wb.flush();
+  }
+  return { written: file.size, offset };
+}
+
+async function editOp(id, op, args) {
+  const isCancelled = cancelCheck(id, args.flag);
+  const t0 = performance.now();
+  let result;
+  switch (op) {
+    case 'compact': result = parseJson(wb.compact(!!args.free, progressFn(id), isCancelled)); break;
+    case 'resize': result = parseJson(wb.resize(args.size, progressFn(id), isCancelled)); break;
+    case 'discard': result = parseJson(wb.discard(args.offset, args.length, progressFn(id), isCancelled)); break;
+    case 'repair': result = parseJson(wb.repair(!!args.dryRun, progressFn(id), isCancelled)); break;
+    case 'setFields': result = null; wb.set_fields(JSON.stringify(args.fields)); break;
+    case 'writeFile': result = await writeFile(id, args); break;
+    default: throw fail('invalid-argument', `unknown edit ${op}`);
+  }
+  return { result, ms: performance.now() - t0, opened: parseJson(wb.info()) };
+}
+
 function mapCells({ per }) {
   const t0 = performance.now();
   const m = wb.map_cells(per);
@@ -480,9 +661,15 @@ async function run(id, op, args) {
     case 'exportRaw': return exportRaw(id, args);
     case 'exportImage': return exportImage(id, args);
     case 'create': return create(id, args);
+    case 'editCopy': return editCopy(id, args);
+    case 'repairCopy': return repairCopy(id, args);
+    case 'repairPlan': return parseJson(wb.repair_plan(args.file));
+    case 'closeCopy': return closeCopy(args);
+    case 'compact': case 'resize': case 'discard': case 'repair': case 'setFields': case 'writeFile':
+      return editOp(id, op, args);
     case 'stats': return stats();
     case 'storage': return { ...(await storageEstimate()), staged: await stagedFiles() };
-    case 'freeStorage': await removeStaged(); return { ...(await storageEstimate()), staged: await stagedFiles() };
+    case 'freeStorage': await removeStaged(0, [STAGING, EDITING]); return { ...(await storageEstimate()), staged: await stagedFiles() };
     case 'cancel': cancelled.add(args.target); return null;
     default: throw fail('invalid-argument', `unknown operation ${op}`);
   }

@@ -203,6 +203,8 @@ fn resolve(dir: &Path, target: &str) -> Option<PathBuf> {
 const SECURITY_HEADERS: &str = "X-Content-Type-Options: nosniff\r\n\
 Referrer-Policy: no-referrer\r\n\
 Cross-Origin-Resource-Policy: same-origin\r\n\
+Cross-Origin-Opener-Policy: same-origin\r\n\
+Cross-Origin-Embedder-Policy: require-corp\r\n\
 Content-Security-Policy: default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n\
 Cache-Control: no-cache\r\n";
 

@@ -181,6 +181,11 @@ impl<S: Storage> VdiImage<S> {
     /// Compact: mark all-zero data blocks ZERO (or FREE with `zero_as_free`), move blocks
     /// from the end of the file into the holes, set `blocks_allocated` and truncate.
     /// Dynamic images only. `monitor` sees blocks scanned, then blocks moved.
+    ///
+    /// Cancelling stops the scan; the holes made so far are then packed (at most one block
+    /// moved per block marked, not interruptible) so the image ends consistent with a
+    /// `blocks_allocated` equal to the blocks in use. Cancelling while blocks are being
+    /// moved is honoured between moves and leaves leaked slots (see [`VdiImage::reclaim`]).
     pub fn compact(&mut self, zero_as_free: bool, monitor: &mut dyn Monitor) -> Result<CompactStats> {
         match self.header.kind() {
             Some(ImageType::Fixed) => {
@@ -208,7 +213,12 @@ impl<S: Storage> VdiImage<S> {
             let end = (b + BATCH).min(nb);
             for i in b..end {
                 if monitor.cancelled() {
+                    // Blocks already marked leave holes that blocks_allocated still counts: a
+                    // leak to us, an "allocated blocks mismatch" corruption to qemu-img. Pack
+                    // them (at most one move per block marked) before stopping, so a cancelled
+                    // compact leaves an image both tools call clean.
                     self.map.flush(&mut self.storage)?;
+                    self.reclaim_unchecked(&mut NoMonitor)?;
                     return Err(VdiError::Cancelled);
                 }
                 if let Entry::Data(slot) = self.entry(i)? {
@@ -218,6 +228,10 @@ impl<S: Storage> VdiImage<S> {
                     if all_zero(&buf) {
                         self.map.set(&self.storage, i, mark)?;
                         st.blocks_zeroed += 1;
+                    }
+                    // Reading is the slow part: report it often (a batch is up to 128 GiB).
+                    if i % 16 == 15 {
+                        monitor.progress(i as u64 + 1, nb as u64);
                     }
                 }
             }

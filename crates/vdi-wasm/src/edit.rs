@@ -1,0 +1,289 @@
+//! Edits of the open image: compact, resize, discard, repair, header fields, raw writes.
+//!
+//! Only writable backends are edited: an OPFS working copy (the page copies a dropped file
+//! there first, so the user's file is never touched) or an image built in wasm memory. Every
+//! operation is the engine's crash-safe one; a cancelled operation stops at a safe point
+//! between blocks, and an operation that never returns (the worker is killed) leaves an
+//! image that opens and checks clean at worst with leaks.
+//!
+//! Long operations take two JavaScript callbacks: `progress(done, total)` and `cancelled()`
+//! (which the worker answers from a shared flag the page sets).
+
+use js_sys::Function;
+use serde_json::{json, Value};
+use uuid::Uuid;
+use vdi::header::Geometry;
+use vdi::report::check_json;
+use vdi::{FnMonitor, Monitor, OpenOptions, RepairReport, VdiError, VdiImage};
+use wasm_bindgen::prelude::*;
+use web_sys::{File, FileSystemSyncAccessHandle};
+
+use crate::storage::{Backend, FileStorage, OpfsStorage};
+use crate::{js_error, no_image, vdi_err, Workbench, CHUNK};
+
+/// A monitor over the page's callbacks.
+fn monitor<'a>(progress: &'a Function, cancelled: &'a Function) -> impl Monitor + 'a {
+    FnMonitor {
+        progress: move |d: u64, t: u64| {
+            let _ = progress.call2(&JsValue::NULL, &(d as f64).into(), &(t as f64).into());
+        },
+        cancelled: move || cancelled.call0(&JsValue::NULL).map(|v| v.is_truthy()).unwrap_or(false),
+    }
+}
+
+/// A JavaScript number that must be a whole number of bytes.
+fn bytes_arg(what: &str, v: f64) -> Result<u64, JsValue> {
+    if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0) {
+        return Err(js_error("invalid-argument", format!("{what} {v} is not a whole number of bytes")));
+    }
+    Ok(v as u64)
+}
+
+fn repair_json(rep: &RepairReport, name: &str) -> Value {
+    json!({
+        "dry-run": rep.dry_run,
+        "guessed": rep.guessed,
+        "actions": rep.actions.iter().map(|a| json!({"message": a.message, "data-lost": a.data_lost})).collect::<Vec<_>>(),
+        "before": check_json(&rep.before, name),
+        "after": rep.after.as_ref().map(|a| check_json(a, name)),
+    })
+}
+
+fn uuid_field(v: &Value, key: &str) -> Result<Option<Uuid>, JsValue> {
+    match v.get(key).and_then(Value::as_str) {
+        None => Ok(None),
+        Some("random") => Ok(Some(Uuid::new_v4())),
+        Some("null") | Some("") => Ok(Some(Uuid::nil())),
+        Some(s) => Uuid::parse_str(s.trim())
+            .map(Some)
+            .map_err(|e| js_error("invalid-argument", format!("{key} {s:?} is not a UUID: {e}"))),
+    }
+}
+
+fn lchs_field(v: &Value) -> Result<Option<Geometry>, JsValue> {
+    let Some(s) = v.get("lchs").and_then(Value::as_str) else { return Ok(None) };
+    let bad = || js_error("invalid-argument", format!("geometry {s:?} is not C/H/S, e.g. 1024/16/63"));
+    let parts: Vec<&str> = s.split('/').collect();
+    if parts.len() != 3 {
+        return Err(bad());
+    }
+    let n = |p: &str| p.trim().parse::<u32>().map_err(|_| bad());
+    let (c, h, sec) = (n(parts[0])?, n(parts[1])?, n(parts[2])?);
+    if h > 255 || sec > 63 {
+        return Err(js_error(
+            "invalid-argument",
+            format!("geometry {s:?}: heads must be at most 255 and sectors at most 63"),
+        ));
+    }
+    Ok(Some(Geometry { cylinders: c, heads: h, sectors: sec, sector_size: 512 }))
+}
+
+#[wasm_bindgen]
+impl Workbench {
+    fn writable_img(&mut self) -> Result<&mut VdiImage<Backend>, JsValue> {
+        let img = self.img.as_mut().ok_or_else(no_image)?;
+        if !img.storage().writable() {
+            return Err(js_error(
+                "read-only",
+                "the image is open read-only, straight from your file; make an editable copy first (your file is never modified)",
+            ));
+        }
+        Ok(img)
+    }
+
+    /// Compact the open image (all-zero blocks become ZERO, or FREE with `free`; holes are
+    /// filled from the end; the file shrinks). Returns `{blocks-zeroed, blocks-moved,
+    /// bytes-reclaimed, file-length-before, file-length-after}` as JSON text.
+    pub fn compact(&mut self, free: bool, progress: &Function, cancelled: &Function) -> Result<String, JsValue> {
+        let img = self.writable_img()?;
+        let mut mon = monitor(progress, cancelled);
+        let r = img.compact(free, &mut mon);
+        img.flush().map_err(vdi_err)?;
+        let st = r.map_err(vdi_err)?;
+        Ok(json!({
+            "blocks-zeroed": st.blocks_zeroed,
+            "blocks-moved": st.blocks_moved,
+            "bytes-reclaimed": st.bytes_reclaimed,
+            "file-length-before": st.file_len_before,
+            "file-length-after": st.file_len_after,
+            "marked": if free { "free" } else { "zero" },
+        })
+        .to_string())
+    }
+
+    /// Resize the virtual disk to `new_size` bytes (grow; shrink only over zeros). Returns
+    /// `{old-size, new-size, blocks-relocated, map-moved, offset-bmap, offset-data}`.
+    pub fn resize(&mut self, new_size: f64, progress: &Function, cancelled: &Function) -> Result<String, JsValue> {
+        let new_size = bytes_arg("size", new_size)?;
+        let img = self.writable_img()?;
+        let mut mon = monitor(progress, cancelled);
+        let r = img.resize(new_size, &mut mon);
+        img.flush().map_err(vdi_err)?;
+        let st = r.map_err(vdi_err)?;
+        let h = img.header();
+        Ok(json!({
+            "old-size": st.old_size,
+            "new-size": st.new_size,
+            "blocks-relocated": st.blocks_relocated,
+            "map-moved": st.map_moved,
+            "offset-bmap": h.offset_bmap,
+            "offset-data": h.offset_data,
+        })
+        .to_string())
+    }
+
+    /// Discard `length` bytes at `offset`. Returns `{blocks-discarded, bytes-reclaimed}`.
+    pub fn discard(&mut self, offset: f64, length: f64, progress: &Function, cancelled: &Function) -> Result<String, JsValue> {
+        let (offset, length) = (bytes_arg("offset", offset)?, bytes_arg("length", length)?);
+        let img = self.writable_img()?;
+        let mut mon = monitor(progress, cancelled);
+        let r = img.discard(offset, length, &mut mon);
+        img.flush().map_err(vdi_err)?;
+        let (blocks, reclaimed) = r.map_err(vdi_err)?;
+        Ok(json!({ "blocks-discarded": blocks, "bytes-reclaimed": reclaimed }).to_string())
+    }
+
+    /// Write `data` at `offset` of the virtual disk (the page feeds a file in chunks of at
+    /// most [`CHUNK`] bytes; all-zero pieces of unallocated blocks allocate nothing).
+    pub fn write_disk(&mut self, offset: f64, data: &[u8]) -> Result<(), JsValue> {
+        let offset = bytes_arg("offset", offset)?;
+        if data.len() > CHUNK {
+            return Err(js_error("invalid-argument", format!("a write of {} bytes is larger than {CHUNK}", data.len())));
+        }
+        self.writable_img()?.write_at(offset, data).map_err(vdi_err)
+    }
+
+    /// Flush the open image's storage (metadata first, then the storage itself).
+    pub fn flush(&mut self) -> Result<(), JsValue> {
+        self.img.as_mut().ok_or_else(no_image)?.flush().map_err(vdi_err)
+    }
+
+    /// Set header fields from JSON `{uuid?, modify_uuid?, parent_uuid?, parent_modify_uuid?,
+    /// comment?, lchs?}`. UUIDs take `"random"` or `"null"`; `lchs` is `"C/H/S"`; an empty
+    /// comment clears it. Returns the info report.
+    pub fn set_fields(&mut self, fields: &str) -> Result<String, JsValue> {
+        let v: Value = serde_json::from_str(fields)
+            .map_err(|e| js_error("invalid-argument", format!("fields are not JSON: {e}")))?;
+        let uuid = uuid_field(&v, "uuid")?;
+        if uuid.is_some_and(|u| u.is_nil()) {
+            return Err(js_error("invalid-argument", "the image UUID must not be null: VirtualBox identifies images by it"));
+        }
+        let modify = uuid_field(&v, "modify_uuid")?;
+        let parent = uuid_field(&v, "parent_uuid")?;
+        let pmod = uuid_field(&v, "parent_modify_uuid")?;
+        let lchs = lchs_field(&v)?;
+        let comment = v.get("comment").and_then(Value::as_str).map(str::to_owned);
+        if uuid.is_none() && modify.is_none() && parent.is_none() && pmod.is_none() && lchs.is_none() && comment.is_none() {
+            return Err(js_error("invalid-argument", "nothing to set"));
+        }
+        let img = self.writable_img()?;
+        img.update_header(|h| {
+            if let Some(c) = &comment {
+                h.set_comment(c)?;
+            }
+            if let Some(g) = lchs {
+                if h.lchs.is_none() {
+                    return Err(VdiError::Unsupported(format!(
+                        "this image's header (size {:#x}, as QEMU writes) has no LCHS field; only v1.1+ headers (0x190) do",
+                        h.header_size
+                    )));
+                }
+                h.lchs = Some(g);
+            }
+            if let Some(u) = uuid {
+                h.uuid_create = u;
+            }
+            if let Some(u) = modify {
+                h.uuid_modify = u;
+            }
+            if let Some(u) = parent {
+                h.uuid_link = u;
+            }
+            if let Some(u) = pmod {
+                h.uuid_parent_modify = u;
+            }
+            Ok(())
+        })
+        .map_err(vdi_err)?;
+        img.flush().map_err(vdi_err)?;
+        self.info()
+    }
+
+    /// Repair the open (writable) image, or with `dry_run` list what would be done (any
+    /// image). The image is reopened afterwards. Returns `{dry-run, guessed, actions,
+    /// before, after}` (checks as `vdi check --json`).
+    pub fn repair(&mut self, dry_run: bool, progress: &Function, cancelled: &Function) -> Result<String, JsValue> {
+        if !dry_run {
+            self.writable_img()?;
+        }
+        let name = self.name.clone();
+        let img = self.img.take().ok_or_else(no_image)?;
+        let storage = img.into_storage();
+        let keep = match &storage {
+            Backend::Opfs(o) => Some(o.handle().clone()),
+            _ => None,
+        };
+        let mut mon = monitor(progress, cancelled);
+        match vdi::repair(storage, dry_run, &mut mon) {
+            Ok((rep, storage)) => {
+                // Reopen on the same storage: the repaired image, or the unchanged one.
+                match VdiImage::open_with(storage, OpenOptions { lenient: true }) {
+                    Ok(img) => self.img = Some(img),
+                    Err(e) => {
+                        if let Some(h) = keep {
+                            h.close();
+                        }
+                        return Err(vdi_err(e));
+                    }
+                }
+                Ok(repair_json(&rep, &name).to_string())
+            }
+            Err(e) => {
+                // The storage went with the failed call: close its handle so the file can be
+                // opened again; the page reopens it.
+                if let Some(h) = keep {
+                    h.close();
+                }
+                Err(vdi_err(e))
+            }
+        }
+    }
+
+    /// What repair would do to `file` (read-only: a dry run), for files that do not open.
+    pub fn repair_plan(&mut self, file: &File) -> Result<String, JsValue> {
+        let s = FileStorage::new(file).map_err(|e| js_error("io", e.message))?;
+        let (rep, _) = vdi::repair(Backend::File(s), true, &mut vdi::NoMonitor).map_err(vdi_err)?;
+        Ok(repair_json(&rep, &file.name()).to_string())
+    }
+
+    /// Repair the OPFS file behind `handle` (a copy the page made of a file that may not
+    /// open at all), then open it. Returns the repair report; the handle is closed on failure.
+    pub fn repair_opfs(
+        &mut self,
+        handle: FileSystemSyncAccessHandle,
+        name: &str,
+        progress: &Function,
+        cancelled: &Function,
+    ) -> Result<String, JsValue> {
+        let keep = handle.clone();
+        let mut mon = monitor(progress, cancelled);
+        let r = vdi::repair(Backend::Opfs(OpfsStorage::new(handle)), false, &mut mon)
+            .map_err(vdi_err)
+            .and_then(|(rep, storage)| {
+                let img = VdiImage::open_with(storage, OpenOptions { lenient: true }).map_err(vdi_err)?;
+                Ok((rep, img))
+            });
+        match r {
+            Ok((rep, img)) => {
+                self.close();
+                self.img = Some(img);
+                self.name = name.to_string();
+                Ok(repair_json(&rep, name).to_string())
+            }
+            Err(e) => {
+                keep.close();
+                Err(e)
+            }
+        }
+    }
+}

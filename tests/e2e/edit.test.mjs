@@ -1,0 +1,301 @@
+// The Edit panel end to end: an editable copy in OPFS, compact, resize, header fields,
+// discard, write, repair and cancel, each result downloaded and judged by qemu-img and by
+// the same operation run with the `vdi` command on a copy of the same file.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+
+import {
+  headerFields, MiB, openImage, openWorkbench, removeSavePicker, run, scratch, screenshot, sha256File,
+  stopServer, vdiCheckJson, vdiJson, VDI, writePattern,
+} from './helpers.mjs';
+
+/** Wait for the edit result (or an error) and return it with its data attributes. */
+async function editResult(page, timeout = 180000) {
+  await page.waitForFunction(() => !document.querySelector('#edit-result').hidden || !document.querySelector('#error').hidden,
+    null, { timeout });
+  const err = await page.$eval('#error', (e) => (e.hidden ? null : e.textContent));
+  if (err) throw new Error(`the page shows an error: ${err}`);
+  return page.$eval('#edit-result', (e) => ({ text: e.textContent, ...e.dataset }));
+}
+
+async function submit(page, button) {
+  await page.evaluate(() => { document.querySelector('#edit-result').hidden = true; });
+  await page.click(button);
+  return editResult(page);
+}
+
+/** Save the edited image through the download fallback; returns the downloaded path. */
+async function saveEdited(page, dir) {
+  const [dl] = await Promise.all([page.waitForEvent('download', { timeout: 180000 }), page.click('#edit-save')]);
+  // Beside, not over, the original (which has the same name).
+  fs.mkdirSync(`${dir}/saved`, { recursive: true });
+  const file = `${dir}/saved/${dl.suggestedFilename()}`;
+  await dl.saveAs(file);
+  return file;
+}
+
+/** Close the editable copy and wait until the original file is open again, read-only. */
+async function closeCopy(page) {
+  await page.click('#edit-close');
+  try {
+    await page.waitForFunction(() => /read-only/.test(document.querySelector('#cur-backend').textContent)
+      || !document.querySelector('#error').hidden, null, { timeout: 30000 });
+  } finally {
+    const err = await page.$eval('#error', (e) => (e.hidden ? null : e.textContent));
+    if (err) throw new Error(`closing the copy: the page shows an error: ${err}`);
+  }
+  assert.match(await page.textContent('#cur-backend'), /read-only/, await page.textContent('#status'));
+}
+
+/** `qemu-img check` exit code and output (0 clean, 3 leaks only, 2 corruptions). */
+function qemuCheck(file) {
+  try {
+    return { code: 0, out: run('qemu-img', ['check', '-f', 'vdi', file]) };
+  } catch (e) {
+    return { code: e.status, out: `${e.stdout}${e.stderr}` };
+  }
+}
+
+function qemuCompare(image, raw) {
+  run('qemu-img', ['compare', '-f', 'vdi', '-F', 'raw', image, raw]);
+}
+
+/** Run `vdi` on a file (exit code 0 expected). */
+function vdi(...args) {
+  return execFileSync(VDI, args, { encoding: 'utf8' });
+}
+
+describe('edit panel', () => {
+  let s;
+  let wb;
+  before(async () => {
+    s = scratch('vdi-e2e-edit-');
+    wb = await openWorkbench();
+    await removeSavePicker(wb.page);
+  });
+  after(async () => {
+    await wb?.close();
+    s?.cleanup();
+    stopServer();
+  });
+
+  test('page is cross-origin isolated, so cancel can reach the engine while it runs', async () => {
+    assert.equal(await wb.page.evaluate(() => globalThis.crossOriginIsolated), true);
+  });
+
+  test('compact, resize, header fields, discard, write on an OPFS copy: same bytes as the vdi command, clean in qemu-img', async () => {
+    const { page } = wb;
+    // A QEMU-layout image (map right before the data, so growing must move blocks) with
+    // 24 MiB of data, three of its blocks overwritten with zeros (still allocated).
+    const img = s.file('disk.vdi');
+    const raw = s.file('disk.raw');
+    vdi('create', '--layout', 'qemu', img, '64M');
+    writePattern(raw, 0, 24 * MiB, 7);
+    fs.truncateSync(raw, 64 * MiB);
+    vdi('write', img, raw);
+    const zeros = s.file('zeros.bin');
+    fs.writeFileSync(zeros, Buffer.alloc(MiB));
+    for (const b of [2, 9, 17]) vdi('write', img, zeros, '--offset', String(b * MiB));
+    // The expected disk: the pattern with blocks 2, 9, 17 zeroed.
+    const fd = fs.openSync(raw, 'r+');
+    for (const b of [2, 9, 17]) fs.writeSync(fd, Buffer.alloc(MiB), 0, MiB, b * MiB);
+    fs.closeSync(fd);
+    qemuCompare(img, raw);
+    assert.equal(vdiJson('info', '--json', img)['format-specific'].data['blocks-allocated'], 24);
+    const originalHash = await sha256File(img);
+
+    // The same edits by the command line, on a copy.
+    const cli = s.file('cli.vdi');
+    fs.copyFileSync(img, cli);
+    const cliCompact = JSON.parse(vdi('compact', '--json', cli));
+
+    await openImage(page, img);
+    assert.equal(await page.isHidden('#edit-tools'), true, 'a dropped file is read-only: no edit tools before the copy');
+    await page.click('#edit-copy');
+    const copied = await editResult(page);
+    assert.match(copied.text, /editable copy/);
+    assert.match(await page.textContent('#cur-backend'), /OPFS/);
+    assert.equal(await page.isVisible('#edit-tools'), true);
+
+    // Compact.
+    const c = await submit(page, '#edit-compact');
+    assert.equal(Number(c.blocksZeroed), cliCompact['blocks-zeroed']);
+    assert.equal(Number(c.blocksZeroed), 3);
+    assert.equal(Number(c.bytesReclaimed), cliCompact['bytes-reclaimed']);
+    assert.equal(Number(c.fileLengthAfter), cliCompact['file-length-after']);
+    assert.equal((await headerFields(page))['blocks-allocated'].raw, '21');
+
+    // Grow to 1 GiB: the 16 KiB map no longer fits before the data, blocks move.
+    vdi('resize', cli, '1G');
+    await page.fill('#edit-size', '1G');
+    const r = await submit(page, '#edit-resize');
+    assert.equal(Number(r.newSize), 1 << 30);
+    assert.equal(r.mapMoved, '1', r.text);
+    assert.ok(Number(r.blocksRelocated) > 0, r.text);
+    assert.equal((await headerFields(page))['virtual-size'].raw, String(1 << 30));
+
+    // Header fields: comment (untrusted-looking text, shown as text), image UUID.
+    const comment = 'edited in the page — <b>not bold</b> ✓';
+    const uuid = '0badc0de-1234-4567-89ab-0123456789ab';
+    vdi('set', cli, '--comment', comment, '--uuid', uuid);
+    await page.fill('#edit-comment', comment);
+    await page.fill('#edit-uuid', uuid);
+    assert.match(await page.textContent('#edit-fields-summary'), /2 field\(s\) will change/);
+    const f = await submit(page, '#edit-fields');
+    assert.equal(f.fields, 'comment,uuid');
+    const h = await headerFields(page);
+    assert.equal(h.comment.raw, comment);
+    assert.equal(h.uuid.raw, uuid);
+    assert.equal(await page.$('#header-table b'), null, 'the comment is text, not HTML');
+    // A comment that does not fit is refused before anything is written.
+    await page.fill('#edit-comment', 'é'.repeat(128));
+    assert.match(await page.textContent('#edit-fields-summary'), /256 bytes of UTF-8; at most 255/);
+    await page.fill('#edit-comment', comment);
+
+    // Discard blocks 4..6 (whole) and half of block 7.
+    vdi('discard', cli, '--offset', String(4 * MiB), '--length', String(3.5 * MiB));
+    await page.fill('#edit-discard-offset', '4M');
+    await page.fill('#edit-discard-length', String(3.5 * MiB));
+    const d = await submit(page, '#edit-discard');
+    assert.equal(d.blocksDiscarded, '3');
+
+    // Write a file at 900 MiB (a new block past the old end).
+    const data = s.file('data.bin');
+    writePattern(data, 0, 3 * MiB + 124, 99);
+    vdi('write', cli, data, '--offset', String(900 * MiB));
+    await page.setInputFiles('#edit-write-file', data);
+    await page.fill('#edit-write-offset', '900M');
+    const w = await submit(page, '#edit-write');
+    assert.equal(Number(w.written), 3 * MiB + 124);
+
+    await screenshot(page, 'edit-panel', '#edit-panel');
+
+    // The edited copy, downloaded: byte for byte what the vdi command made, clean in
+    // qemu-img, and the disk the edits describe.
+    const got = await saveEdited(page, s.dir);
+    assert.equal(await sha256File(got), await sha256File(cli), 'page edits = vdi command edits, byte for byte');
+    assert.equal(qemuCheck(got).code, 0, qemuCheck(got).out);
+    assert.equal(vdiCheckJson(got).corruptions, 0);
+    const want = s.file('want.raw');
+    fs.copyFileSync(raw, want);
+    fs.truncateSync(want, 1 << 30);
+    const wfd = fs.openSync(want, 'r+');
+    fs.writeSync(wfd, Buffer.alloc(3.5 * MiB), 0, 3.5 * MiB, 4 * MiB);
+    fs.writeSync(wfd, fs.readFileSync(data), 0, 3 * MiB + 124, 900 * MiB);
+    fs.closeSync(wfd);
+    qemuCompare(got, want);
+    const info = vdiJson('info', '--json', got);
+    assert.equal(info['format-specific'].data.comment, comment);
+    assert.equal(info['format-specific'].data.uuid, uuid);
+    // The user's file was never touched.
+    assert.equal(await sha256File(img), originalHash);
+
+    // Repair preview on the clean copy: nothing to do.
+    await page.evaluate(() => { document.querySelector('#edit-result').hidden = true; });
+    await page.click('#edit-repair-plan');
+    assert.match((await editResult(page)).text, /Nothing to repair/);
+
+    // Closing the copy deletes it and reopens the original, read-only.
+    await closeCopy(page);
+    const staged = await page.evaluate(async () => {
+      const dir = await navigator.storage.getDirectory();
+      const names = [];
+      for await (const [n] of dir.entries()) names.push(n);
+      return names.filter((n) => n.startsWith('vdi-edit-'));
+    });
+    assert.deepEqual(staged, []);
+    fs.rmSync(got);
+    fs.rmSync(want);
+  });
+
+  test('a file that does not open is repaired on a copy; the result checks clean in qemu-img', async () => {
+    const { page } = wb;
+    const img = s.file('broken.vdi');
+    vdi('create', img, '32M');
+    const data = s.file('d.bin');
+    writePattern(data, 0, 5 * MiB, 3);
+    vdi('write', img, data);
+    // Wipe the signature: the image no longer opens.
+    const fd = fs.openSync(img, 'r+');
+    fs.writeSync(fd, Buffer.alloc(4), 0, 4, 0x40);
+    fs.closeSync(fd);
+    await page.evaluate(() => { delete document.documentElement.dataset.mapMs; });
+    await page.setInputFiles('#file-input', img);
+    await page.waitForSelector('#repair-offer:not([hidden])');
+    assert.equal(await page.getAttribute('#error', 'data-kind'), 'bad-signature');
+    await page.click('#repair-plan');
+    await page.waitForFunction(() => document.querySelectorAll('#repair-plan-list li').length > 0);
+    assert.match(await page.textContent('#repair-plan-list'), /signature/);
+    await page.click('#repair-copy');
+    const r = await editResult(page);
+    assert.equal(r.corruptionsAfter, '0', r.text);
+    assert.match(await page.textContent('#edit-actions'), /signature/);
+    const got = await saveEdited(page, s.dir);
+    assert.equal(qemuCheck(got).code, 0, qemuCheck(got).out);
+    const want = s.file('broken-want.raw');
+    fs.copyFileSync(data, want);
+    fs.truncateSync(want, 32 * MiB);
+    qemuCompare(got, want);
+    await page.click('#edit-close');
+    await page.waitForFunction(() => !document.body.classList.contains('has-image') || !document.querySelector('#edit-copy-row').hidden);
+  });
+
+  for (const op of ['compact', 'resize']) {
+    test(`cancelling ${op} midway leaves an image that checks clean and reads the same`, async () => {
+      const { page } = wb;
+      // 1 GiB of data in 1 MiB blocks, the first 400 blocks overwritten with zeros: compact
+      // scans 1 GiB and moves 400 blocks; growing to 100 TiB moves 400 blocks for the map.
+      const img = s.file(`cancel-${op}.vdi`);
+      const raw = s.file(`cancel-${op}.raw`);
+      vdi('create', '--layout', 'qemu', img, '1G');
+      writePattern(raw, 0, 1 << 30, 11);
+      vdi('write', img, raw);
+      const zeros = s.file('zeros400.bin');
+      fs.writeFileSync(zeros, Buffer.alloc(400 * MiB));
+      vdi('write', img, zeros, '--offset', '0');
+      fs.rmSync(zeros);
+      const rfd = fs.openSync(raw, 'r+');
+      fs.writeSync(rfd, Buffer.alloc(400 * MiB), 0, 400 * MiB, 0);
+      fs.closeSync(rfd);
+
+      await openImage(page, img);
+      await page.click('#edit-copy');
+      await editResult(page);
+      await page.evaluate(() => { document.querySelector('#edit-result').hidden = true; });
+      // Cancel as soon as the engine reports progress (compact: blocks scanned; resize: blocks
+      // relocated), from inside the page so no round trip to the test delays it.
+      await page.evaluate(() => {
+        const bar = document.querySelector('#edit-progress');
+        const obs = new MutationObserver(() => {
+          if (Number(bar.value) > 0 && !document.querySelector('#edit-cancel').hidden) {
+            obs.disconnect();
+            document.querySelector('#edit-cancel').click();
+          }
+        });
+        obs.observe(bar, { attributes: true });
+      });
+      if (op === 'compact') {
+        await page.click('#edit-compact');
+      } else {
+        await page.fill('#edit-size', '100T');
+        await page.click('#edit-resize');
+      }
+      const r = await editResult(page);
+      assert.equal(r.cancelled, '1', `the ${op} finished before the cancel arrived: ${r.text}`);
+      assert.equal(r.corruptions, '0', r.text);
+      const got = await saveEdited(page, s.dir);
+      const q = qemuCheck(got);
+      assert.ok(q.code === 0 || q.code === 3, `qemu-img check: ${q.out}`);
+      const v = vdiCheckJson(got);
+      assert.equal(v.corruptions, 0);
+      // Same disk as before (a cancelled resize keeps the old size).
+      assert.equal(vdiJson('info', '--json', got)['virtual-size'], 1 << 30);
+      qemuCompare(got, raw);
+      await closeCopy(page);
+      for (const f of [got, raw, img]) fs.rmSync(f);
+    });
+  }
+});
