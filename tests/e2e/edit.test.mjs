@@ -299,3 +299,71 @@ describe('edit panel', () => {
     });
   }
 });
+
+describe('edit panel without cross-origin isolation', () => {
+  // Served without COOP/COEP (as a plain static host would) the page has no
+  // SharedArrayBuffer: cancel stops the worker in the middle of the engine's writes, a real
+  // interruption. The image is reopened in a new worker and checked.
+  let s;
+  let wb;
+  before(async () => {
+    s = scratch('vdi-e2e-edit-plain-');
+    wb = await openWorkbench({
+      beforeGoto: (context) => context.route('**/*', async (route) => {
+        const response = await route.fetch();
+        const headers = { ...response.headers() };
+        delete headers['cross-origin-embedder-policy'];
+        delete headers['cross-origin-opener-policy'];
+        await route.fulfill({ response, headers });
+      }),
+    });
+    await removeSavePicker(wb.page);
+  });
+  after(async () => {
+    await wb?.close();
+    s?.cleanup();
+    stopServer();
+  });
+
+  test('cancelling compact stops the worker; the reopened image has at worst leaks and reads the same', async () => {
+    const { page } = wb;
+    assert.equal(await page.evaluate(() => globalThis.crossOriginIsolated), false);
+    const img = s.file('plain.vdi');
+    const raw = s.file('plain.raw');
+    vdi('create', '--layout', 'qemu', img, '1G');
+    writePattern(raw, 0, 1 << 30, 5);
+    vdi('write', img, raw);
+    const zeros = s.file('zeros.bin');
+    fs.writeFileSync(zeros, Buffer.alloc(400 * MiB));
+    vdi('write', img, zeros, '--offset', String(600 * MiB));
+    fs.rmSync(zeros);
+    const rfd = fs.openSync(raw, 'r+');
+    fs.writeSync(rfd, Buffer.alloc(400 * MiB), 0, 400 * MiB, 600 * MiB);
+    fs.closeSync(rfd);
+    await openImage(page, img);
+    await page.click('#edit-copy');
+    await editResult(page);
+    await page.evaluate(() => {
+      document.querySelector('#edit-result').hidden = true;
+      const bar = document.querySelector('#edit-progress');
+      const obs = new MutationObserver(() => {
+        // Past the first zero block (block 600), so the interruption leaves marked blocks.
+        if (Number(bar.value) > 0.62 && !document.querySelector('#edit-cancel').hidden) {
+          obs.disconnect();
+          document.querySelector('#edit-cancel').click();
+        }
+      });
+      obs.observe(bar, { attributes: true });
+    });
+    await page.click('#edit-compact');
+    const r = await editResult(page);
+    assert.equal(r.cancelled, '1', r.text);
+    assert.equal(r.corruptions, '0', r.text);
+    const got = await saveEdited(page, s.dir);
+    const v = vdiCheckJson(got);
+    assert.equal(v.corruptions, 0);
+    assert.equal(Number(r.leaks), v.leaks, 'the page reports the leaks vdi check finds');
+    qemuCompare(got, raw);
+    await closeCopy(page);
+  });
+});

@@ -59,7 +59,7 @@ export function stopServer() {
  * A fresh headless Chromium (Debian's, never a downloaded one) with a new profile, and a page
  * on the workbench. Every request the page makes is recorded in `requests`.
  */
-export async function openWorkbench({ viewport = { width: 1280, height: 900 } } = {}) {
+export async function openWorkbench({ viewport = { width: 1280, height: 900 }, beforeGoto = null } = {}) {
   const url = await serverUrl();
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'vdi-e2e-profile-'));
   const downloads = fs.mkdtempSync(path.join(os.tmpdir(), 'vdi-e2e-dl-'));
@@ -78,6 +78,7 @@ export async function openWorkbench({ viewport = { width: 1280, height: 900 } } 
   page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
   page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  if (beforeGoto) await beforeGoto(context);
   await page.goto(url);
   await page.waitForFunction(() => document.querySelector('#storage-text') !== null);
   const origin = new URL(url).origin;
