@@ -614,7 +614,7 @@ fn is_seekable_file(path: &Path) -> bool {
 
 /// What `convert` reads from: one image, or a differencing chain flattened.
 enum Input {
-    Single(VdiImage<FileStorage>),
+    Single(Box<VdiImage<FileStorage>>),
     Chain(Box<layers::Layers>),
 }
 
@@ -625,7 +625,7 @@ impl Input {
             drop(img);
             return Ok(Input::Chain(Box::new(layers::open(path, chain, layers::Rw::None)?)));
         }
-        Ok(Input::Single(img))
+        Ok(Input::Single(Box::new(img)))
     }
     fn size(&self) -> u64 {
         match self {

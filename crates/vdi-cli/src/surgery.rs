@@ -28,8 +28,7 @@ pub fn compact(path: &Path, free: bool, json: bool, chain: &[PathBuf]) -> Result
     let st = if is_diff(path)? {
         // A snapshot: blocks equal to what its parents read become FREE.
         let mut l = layers::open(path, chain, Rw::Top)?;
-        let st = l.chain.compact_top(&mut Bar::new("compacting"))?;
-        st
+        l.chain.compact_top(&mut Bar::new("compacting"))?
     } else {
         let mut img = open_rw(path)?;
         let st = {
@@ -222,7 +221,7 @@ pub fn set(path: &Path, a: SetArgs) -> Result<u8> {
 
 /// Where `vdi write` writes: an image, or the top of a differencing chain.
 enum Target {
-    Image(VdiImage<FileStorage>),
+    Image(Box<VdiImage<FileStorage>>),
     Chain(Box<layers::Layers>),
 }
 
@@ -247,7 +246,7 @@ pub fn write(path: &Path, data: &Path, offset: u64, chain: &[PathBuf]) -> Result
     let mut img = if is_diff(path)? {
         Target::Chain(Box::new(layers::open(path, chain, Rw::Top)?))
     } else {
-        Target::Image(open_rw(path)?)
+        Target::Image(Box::new(open_rw(path)?))
     };
     let size = img.virtual_size();
     if offset.checked_add(len).is_none_or(|e| e > size) {
