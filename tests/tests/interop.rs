@@ -126,7 +126,7 @@ fn map_agrees_with_qemu_img_map() {
     let img_path = p(&dir, "m.vdi");
     ok(&mut vdi(&["create", &img_path, "64M"]));
     // qemu-io writes out of order so the slots are not in disk order.
-    ok(&mut std::process::Command::new("qemu-io").args([
+    ok(std::process::Command::new("qemu-io").args([
         "-f", "vdi", "-c", "write -P 1 40M 1M", "-c", "write -P 2 0 4k", "-c", "write -P 3 41M 2M",
         "-c", "write -P 4 10M 512", "-c", "write -P 5 63M 1M", &img_path,
     ]));
@@ -153,10 +153,10 @@ fn convert_to_a_stream_writes_every_byte() {
     let dir = scratch();
     let img_path = p(&dir, "s.vdi");
     ok(&mut vdi(&["create", "--layout", "qemu", &img_path, "9M"]));
-    ok(&mut std::process::Command::new("qemu-io").args(["-f", "vdi", "-c", "write -P 9 2M 1M", &img_path]));
+    ok(std::process::Command::new("qemu-io").args(["-f", "vdi", "-c", "write -P 9 2M 1M", &img_path]));
     let sparse = p(&dir, "s.raw");
     ok(&mut vdi(&["convert", &img_path, &sparse]));
-    let piped = ok(&mut std::process::Command::new("sh").args([
+    let piped = ok(std::process::Command::new("sh").args([
         "-c",
         &format!("'{}' convert -O raw '{}' - | sha256sum", vdi_bin().display(), img_path),
     ]));
@@ -180,7 +180,7 @@ fn check_exit_codes_match_qemu_img() {
     let dir = scratch();
     let img_path = p(&dir, "c.vdi");
     ok(&mut vdi(&["create", "--layout", "qemu", &img_path, "8M"]));
-    ok(&mut std::process::Command::new("qemu-io").args(["-f", "vdi", "-c", "write -P 1 0 3M", &img_path]));
+    ok(std::process::Command::new("qemu-io").args(["-f", "vdi", "-c", "write -P 1 0 3M", &img_path]));
     let code = |cmd: &mut std::process::Command| run(cmd).status.code();
     assert_eq!(code(&mut vdi(&["check", &img_path])), Some(0));
     // Duplicate entry: block 5 -> slot 0 (qemu-img: corruption, exit 2).

@@ -199,7 +199,7 @@ fn compact_a_virtualbox_image() {
         ok(&mut vdi(&["write", "--offset", &(b * MB as u64).to_string(), &img, &zeros]));
     }
     let hash = |img: &str| {
-        let out = ok(&mut std::process::Command::new("sh").args([
+        let out = ok(std::process::Command::new("sh").args([
             "-c",
             &format!("'{}' convert '{img}' - | sha256sum", vdi_bin().display()),
         ]));

@@ -202,8 +202,8 @@ fn commit_stream_and_compact_keep_the_content() {
     let mut again = Chain::from_set(open_all(&l, &[0, 1, 2])).unwrap();
     assert!(again.warnings().is_empty(), "{:?}", again.warnings());
     assert_eq!(read_all(&mut again), model);
-    for i in 0..3 {
-        let r = vdi::check(l[i].storage().clone(), &mut NoMonitor).unwrap();
+    for (i, layer) in l.iter().enumerate().take(3) {
+        let r = vdi::check(layer.storage().clone(), &mut NoMonitor).unwrap();
         assert!(r.is_clean(), "layer {i}: {:?}", r.findings);
     }
     // Stream d1 into d2 (d2 links to base), then base into d2: d2 stands alone.

@@ -335,6 +335,8 @@ fn finds(
 
 use FindingKind::*;
 
+// One push per case, each with its comment, reads better than one vec![] literal.
+#[allow(clippy::vec_init_then_push)]
 fn cases() -> Vec<Case> {
     let q = qemu();
     let v = vbox();
