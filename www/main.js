@@ -846,7 +846,16 @@ export async function refreshStorage() {
 
 /* ---------- create ---------- */
 
+/** The raw disk file chosen in the Create panel, if any. */
+function createRaw() {
+  const f = $('#create-raw').files;
+  return f && f.length ? f[0] : null;
+}
+
 function createOptions() {
+  const raw = createRaw();
+  $('#create-size').disabled = !!raw;
+  if (raw) $('#create-size').value = String(Math.max(512, Math.ceil(raw.size / 512) * 512));
   const size = parseSize($('#create-size').value);
   const fixed = document.querySelector('input[name=kind]:checked').value === 'fixed';
   const blockSize = Number($('#create-block').value);
@@ -870,7 +879,10 @@ function describeCreate() {
   const mapBytes = blocks * 4;
   const dataOff = layout === 'vbox' ? Math.ceil((0x100000 + mapBytes) / 0x100000) * 0x100000 : 0x200 + Math.ceil(mapBytes / 512) * 512;
   const fileLen = dataOff + (fixed ? blocks * bs : 0);
-  out.textContent = `${human(virt)} ${fixed ? 'fixed' : 'dynamic'} disk: ${blocks} blocks of ${human(bs)}; the new file is ${human(fileLen)}${fixed ? '' : ' and grows as data is written'}.`;
+  const raw = createRaw();
+  out.textContent = raw
+    ? `${human(virt)} ${fixed ? 'fixed' : 'dynamic'} disk holding ${raw.name}: ${blocks} blocks of ${human(bs)}; ${fixed ? `the new file is ${human(fileLen)}` : 'only blocks with data are stored'}.`
+    : `${human(virt)} ${fixed ? 'fixed' : 'dynamic'} disk: ${blocks} blocks of ${human(bs)}; the new file is ${human(fileLen)}${fixed ? '' : ' and grows as data is written'}.`;
   return o;
 }
 
@@ -886,8 +898,20 @@ async function runCreate(ev) {
   setBusy(1);
   const ui = progressUi('create');
   const t0 = performance.now();
+  const raw = createRaw();
+  // Importing reads the whole raw file: it can be cancelled (through a shared flag the
+  // engine polls when the page is cross-origin isolated, else by stopping the worker).
+  const flag = raw && globalThis.crossOriginIsolated ? new SharedArrayBuffer(4) : null;
+  const cancel = $('#create-cancel');
+  cancel.hidden = !raw;
+  cancel.onclick = () => {
+    if (flag) Atomics.store(new Int32Array(flag), 0, 1);
+    else restartWorker().catch(showError);
+  };
   try {
-    const r = await call('create', { options: o.options, target }, { onProgress: (p) => ui.update(p) });
+    const r = raw
+      ? await call('importRaw', { options: o.options, target, file: raw, flag }, { onProgress: (p) => ui.update(p) })
+      : await call('create', { options: o.options, target }, { onProgress: (p) => ui.update(p) });
     const saved = r.saved;
     // Where the image can be reopened from (after a cancelled check restarts the worker).
     let source = { kind: 'none' };
@@ -902,15 +926,19 @@ async function runCreate(ev) {
     renderHeader(r.info);
     await loadMap();
     document.dispatchEvent(new CustomEvent('image-opened'));
+    const from = r.import ? ` from ${raw.name} (${human(r.import['data-bytes'])} of data stored, ${human(r.import['zero-bytes'])} of zeros skipped)` : '';
     result.textContent = saved.kind === 'download'
-      ? `Created ${saved.name} (${human(saved.size)}); your browser is saving it to your downloads.`
-      : `Created and saved ${saved.name} (${human(saved.size)}) in ${duration(performance.now() - t0)}.`;
+      ? `Created ${saved.name} (${human(saved.size)})${from}; your browser is saving it to your downloads.`
+      : `Created and saved ${saved.name} (${human(saved.size)})${from} in ${duration(performance.now() - t0)}.`;
+    if (r.import) result.dataset.dataBytes = String(r.import['data-bytes']);
     result.hidden = false;
     status(result.textContent);
   } catch (e) {
-    showError(e);
+    if (e.kind === 'cancelled') status('Import cancelled; nothing was saved.'); else showError(e);
   } finally {
     ui.done();
+    cancel.hidden = true;
+    cancel.onclick = null;
     setBusy(-1);
     refreshStorage();
     refreshDiag();

@@ -561,6 +561,35 @@ async function repairCopy(id, { file, flag }) {
   }
 }
 
+/** Import a raw disk file as a new image: built in a staged OPFS file by the engine, then
+ * reopened read-only from it and saved like a created image. */
+async function importRaw(id, { file, options, target, flag }) {
+  const dir = await opfsRoot();
+  const fileName = `${STAGING}${Date.now()}-${safeName(file.name)}.vdi`;
+  const fh = await dir.getFileHandle(fileName, { create: true });
+  const ah = await fh.createSyncAccessHandle();
+  const name = `${String(file.name).replace(/\.(raw|img|bin|dd)$/i, '') || 'disk'}.vdi`;
+  const opts = JSON.stringify({ ...options, size: Math.max(512, Math.ceil(file.size / 512) * 512) });
+  let r;
+  try {
+    r = parseJson(wb.import_raw(file, opts, ah, progressFn(id), cancelCheck(id, flag)));
+  } catch (e) {
+    try { await dir.removeEntry(fileName); } catch { /* in use or gone */ }
+    throw e;
+  }
+  wb.close();
+  const staged = await fh.getFile();
+  const t0 = performance.now();
+  const info = opened(wb.open_file(new File([staged], name)), t0);
+  currentFile = staged;
+  let saved = { kind: 'download', file: staged, name, size: staged.size };
+  if (target && target.kind === 'handle') {
+    // The staged file stays: the open image reads it (removed with the other staged files).
+    saved = await exportImage(id, { target, name });
+  }
+  return { info, saved, import: r.import };
+}
+
 /** Close the open editable copy and delete it from OPFS. */
 async function closeCopy({ name }) {
   if (!String(name).startsWith(EDITING)) throw fail('invalid-argument', `${name} is not an editable copy`);
@@ -665,6 +694,7 @@ async function run(id, op, args) {
     case 'repairCopy': return repairCopy(id, args);
     case 'repairPlan': return parseJson(wb.repair_plan(args.file));
     case 'closeCopy': return closeCopy(args);
+    case 'importRaw': return importRaw(id, args);
     case 'compact': case 'resize': case 'discard': case 'repair': case 'setFields': case 'writeFile':
       return editOp(id, op, args);
     case 'stats': return stats();

@@ -243,6 +243,39 @@ describe('edit panel', () => {
     await page.waitForFunction(() => !document.body.classList.contains('has-image') || !document.querySelector('#edit-copy-row').hidden);
   });
 
+  test('create from a raw disk file: only data blocks stored, qemu-img reads the same disk', async () => {
+    const { page } = wb;
+    // 20 MiB + 1000 bytes (not a whole sector: the disk is rounded up, as qemu-img does),
+    // with 8 MiB of zeros in the middle.
+    const raw = s.file('import.raw');
+    writePattern(raw, 0, 4 * MiB, 21);
+    writePattern(raw, 12 * MiB, 8 * MiB + 1000, 22);
+    const cli = s.file('import-cli.vdi');
+    vdi('convert', '-O', 'vdi', raw, cli);
+    await page.setInputFiles('#create-raw', raw);
+    assert.equal(await page.inputValue('#create-size'), String(20 * MiB + 1024));
+    assert.match(await page.textContent('#create-summary'), /import\.raw/);
+    await page.evaluate(() => { document.querySelector('#create-result').hidden = true; });
+    const [dl] = await Promise.all([page.waitForEvent('download', { timeout: 120000 }), page.click('#create-run')]);
+    fs.mkdirSync(`${s.dir}/saved`, { recursive: true });
+    const got = `${s.dir}/saved/${dl.suggestedFilename()}`;
+    await dl.saveAs(got);
+    assert.equal(dl.suggestedFilename(), 'import.vdi');
+    await page.waitForSelector('#create-result:not([hidden])');
+    assert.equal(Number(await page.getAttribute('#create-result', 'data-data-bytes')), 12 * MiB + 1000);
+    assert.equal(qemuCheck(got).code, 0, qemuCheck(got).out);
+    qemuCompare(got, raw);
+    const mine = vdiJson('info', '--json', got);
+    assert.equal(mine['virtual-size'], 20 * MiB + 1024);
+    assert.equal(mine['format-specific'].data['blocks-allocated'], vdiJson('info', '--json', cli)['format-specific'].data['blocks-allocated']);
+    assert.equal(mine['format-specific'].data['blocks-allocated'], 13);
+    // The new image is the open one.
+    assert.equal((await headerFields(page))['virtual-size'].raw, String(20 * MiB + 1024));
+    await page.setInputFiles('#create-raw', []);
+    assert.equal(await page.isDisabled('#create-size'), false);
+    for (const f of [raw, cli, got]) fs.rmSync(f);
+  });
+
   for (const op of ['compact', 'resize']) {
     test(`cancelling ${op} midway leaves an image that checks clean and reads the same`, async () => {
       const { page } = wb;

@@ -249,6 +249,47 @@ impl Workbench {
         }
     }
 
+    /// Create a new image in the OPFS file behind `handle` (options as for
+    /// [`Workbench::create_image`], JSON) holding the raw disk `file`: all-zero blocks are not
+    /// written, so a dynamic image stores only the data. The new image stays open. Returns
+    /// `{info, import: {data-bytes, zero-bytes}}`; on failure the handle is closed.
+    pub fn import_raw(
+        &mut self,
+        file: &File,
+        opts: &str,
+        handle: FileSystemSyncAccessHandle,
+        progress: &Function,
+        cancelled: &Function,
+    ) -> Result<String, JsValue> {
+        let keep = handle.clone();
+        let r = (|| {
+            let o = crate::parse_create_options(opts)?;
+            let src = FileStorage::new(file).map_err(|e| js_error("io", e.message))?;
+            let mut mon = monitor(progress, cancelled);
+            let mut img = vdi::create(Backend::Opfs(OpfsStorage::new(handle)), &o, &mut vdi::NoMonitor).map_err(vdi_err)?;
+            let st = vdi::import_raw(&src, &mut img, &mut mon).map_err(vdi_err)?;
+            img.flush().map_err(vdi_err)?;
+            Ok::<_, JsValue>((img, st))
+        })();
+        match r {
+            Ok((img, st)) => {
+                self.close();
+                self.img = Some(img);
+                self.name = file.name();
+                let info: Value = serde_json::from_str(&self.info()?).unwrap_or(Value::Null);
+                Ok(json!({
+                    "info": info,
+                    "import": { "data-bytes": st.data_bytes, "zero-bytes": st.zero_bytes },
+                })
+                .to_string())
+            }
+            Err(e) => {
+                keep.close();
+                Err(e)
+            }
+        }
+    }
+
     /// What repair would do to `file` (read-only: a dry run), for files that do not open.
     pub fn repair_plan(&mut self, file: &File) -> Result<String, JsValue> {
         let s = FileStorage::new(file).map_err(|e| js_error("io", e.message))?;
