@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 use uuid::Uuid;
-use vdi::{Geometry, VdiImage};
+use vdi::VdiImage;
 use vdi_cli::{parse_size, FileStorage};
 
 use crate::layers::{self, Rw};
@@ -151,60 +151,21 @@ fn uuid_arg(flag: &str, v: &str) -> Result<Uuid> {
     }
 }
 
-fn lchs_arg(v: &str) -> Result<Geometry> {
-    let parts: Vec<&str> = v.split('/').collect();
-    let bad = || anyhow!("invalid --lchs {v:?}: expected C/H/S, e.g. 1024/16/63");
-    if parts.len() != 3 {
-        return Err(bad());
-    }
-    let n = |s: &str| s.trim().parse::<u32>().map_err(|_| bad());
-    let (c, h, s) = (n(parts[0])?, n(parts[1])?, n(parts[2])?);
-    if h > 255 || s > 63 {
-        bail!("invalid --lchs {v:?}: heads must be at most 255 and sectors at most 63");
-    }
-    Ok(Geometry { cylinders: c, heads: h, sectors: s, sector_size: 512 })
-}
-
 pub fn set(path: &Path, a: SetArgs) -> Result<u8> {
-    let uuid = a.uuid.as_deref().map(|v| uuid_arg("--uuid", v)).transpose()?;
-    if uuid.is_some_and(|u| u.is_nil()) {
-        bail!("--uuid must not be null: VirtualBox identifies images by it");
-    }
-    let modify = a.modify_uuid.as_deref().map(|v| uuid_arg("--modify-uuid", v)).transpose()?;
-    let parent = a.parent_uuid.as_deref().map(|v| uuid_arg("--parent-uuid", v)).transpose()?;
-    let pmod = a.parent_modify_uuid.as_deref().map(|v| uuid_arg("--parent-modify-uuid", v)).transpose()?;
-    let lchs = a.lchs.as_deref().map(lchs_arg).transpose()?;
-    if uuid.is_none() && modify.is_none() && parent.is_none() && pmod.is_none() && a.comment.is_none() && lchs.is_none() {
+    let uuid = |flag: &str, v: &Option<String>| v.as_deref().map(|v| uuid_arg(flag, v)).transpose();
+    let edit = vdi::HeaderEdit {
+        uuid: uuid("--uuid", &a.uuid)?,
+        modify_uuid: uuid("--modify-uuid", &a.modify_uuid)?,
+        parent_uuid: uuid("--parent-uuid", &a.parent_uuid)?,
+        parent_modify_uuid: uuid("--parent-modify-uuid", &a.parent_modify_uuid)?,
+        comment: a.comment,
+        lchs: a.lchs.as_deref().map(vdi::Geometry::parse_chs).transpose().context("--lchs")?,
+    };
+    if edit.is_empty() {
         bail!("nothing to set: give --uuid, --modify-uuid, --parent-uuid, --parent-modify-uuid, --comment, --clear-comment or --lchs");
     }
     let mut img = open_rw(path)?;
-    img.update_header(|h| {
-        if let Some(u) = uuid {
-            h.uuid_create = u;
-        }
-        if let Some(u) = modify {
-            h.uuid_modify = u;
-        }
-        if let Some(u) = parent {
-            h.uuid_link = u;
-        }
-        if let Some(u) = pmod {
-            h.uuid_parent_modify = u;
-        }
-        if let Some(c) = &a.comment {
-            h.set_comment(c)?;
-        }
-        if let Some(g) = lchs {
-            if h.lchs.is_none() {
-                return Err(vdi::VdiError::Unsupported(format!(
-                    "this image's header (size {:#x}, as QEMU writes) has no LCHS field; only v1.1+ headers (0x190) do",
-                    h.header_size
-                )));
-            }
-            h.lchs = Some(g);
-        }
-        Ok(())
-    })?;
+    img.edit_header(&edit)?;
     img.flush()?;
     let h = img.header();
     println!(

@@ -12,9 +12,8 @@
 use js_sys::Function;
 use serde_json::{json, Value};
 use uuid::Uuid;
-use vdi::header::Geometry;
 use vdi::report::check_json;
-use vdi::{FnMonitor, Monitor, OpenOptions, RepairReport, VdiError, VdiImage};
+use vdi::{FnMonitor, Geometry, HeaderEdit, Monitor, OpenOptions, RepairReport, VdiImage};
 use wasm_bindgen::prelude::*;
 use web_sys::{File, FileSystemSyncAccessHandle};
 
@@ -58,24 +57,6 @@ fn uuid_field(v: &Value, key: &str) -> Result<Option<Uuid>, JsValue> {
             .map(Some)
             .map_err(|e| js_error("invalid-argument", format!("{key} {s:?} is not a UUID: {e}"))),
     }
-}
-
-fn lchs_field(v: &Value) -> Result<Option<Geometry>, JsValue> {
-    let Some(s) = v.get("lchs").and_then(Value::as_str) else { return Ok(None) };
-    let bad = || js_error("invalid-argument", format!("geometry {s:?} is not C/H/S, e.g. 1024/16/63"));
-    let parts: Vec<&str> = s.split('/').collect();
-    if parts.len() != 3 {
-        return Err(bad());
-    }
-    let n = |p: &str| p.trim().parse::<u32>().map_err(|_| bad());
-    let (c, h, sec) = (n(parts[0])?, n(parts[1])?, n(parts[2])?);
-    if h > 255 || sec > 63 {
-        return Err(js_error(
-            "invalid-argument",
-            format!("geometry {s:?}: heads must be at most 255 and sectors at most 63"),
-        ));
-    }
-    Ok(Some(Geometry { cylinders: c, heads: h, sectors: sec, sector_size: 512 }))
 }
 
 #[wasm_bindgen]
@@ -164,47 +145,16 @@ impl Workbench {
     pub fn set_fields(&mut self, fields: &str) -> Result<String, JsValue> {
         let v: Value = serde_json::from_str(fields)
             .map_err(|e| js_error("invalid-argument", format!("fields are not JSON: {e}")))?;
-        let uuid = uuid_field(&v, "uuid")?;
-        if uuid.is_some_and(|u| u.is_nil()) {
-            return Err(js_error("invalid-argument", "the image UUID must not be null: VirtualBox identifies images by it"));
-        }
-        let modify = uuid_field(&v, "modify_uuid")?;
-        let parent = uuid_field(&v, "parent_uuid")?;
-        let pmod = uuid_field(&v, "parent_modify_uuid")?;
-        let lchs = lchs_field(&v)?;
-        let comment = v.get("comment").and_then(Value::as_str).map(str::to_owned);
-        if uuid.is_none() && modify.is_none() && parent.is_none() && pmod.is_none() && lchs.is_none() && comment.is_none() {
-            return Err(js_error("invalid-argument", "nothing to set"));
-        }
+        let edit = HeaderEdit {
+            uuid: uuid_field(&v, "uuid")?,
+            modify_uuid: uuid_field(&v, "modify_uuid")?,
+            parent_uuid: uuid_field(&v, "parent_uuid")?,
+            parent_modify_uuid: uuid_field(&v, "parent_modify_uuid")?,
+            comment: v.get("comment").and_then(Value::as_str).map(str::to_owned),
+            lchs: v.get("lchs").and_then(Value::as_str).map(Geometry::parse_chs).transpose().map_err(vdi_err)?,
+        };
         let img = self.writable_img()?;
-        img.update_header(|h| {
-            if let Some(c) = &comment {
-                h.set_comment(c)?;
-            }
-            if let Some(g) = lchs {
-                if h.lchs.is_none() {
-                    return Err(VdiError::Unsupported(format!(
-                        "this image's header (size {:#x}, as QEMU writes) has no LCHS field; only v1.1+ headers (0x190) do",
-                        h.header_size
-                    )));
-                }
-                h.lchs = Some(g);
-            }
-            if let Some(u) = uuid {
-                h.uuid_create = u;
-            }
-            if let Some(u) = modify {
-                h.uuid_modify = u;
-            }
-            if let Some(u) = parent {
-                h.uuid_link = u;
-            }
-            if let Some(u) = pmod {
-                h.uuid_parent_modify = u;
-            }
-            Ok(())
-        })
-        .map_err(vdi_err)?;
+        img.edit_header(&edit).map_err(vdi_err)?;
         img.flush().map_err(vdi_err)?;
         self.info()
     }

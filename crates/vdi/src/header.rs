@@ -100,6 +100,24 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// Parse a logical geometry written `C/H/S` (e.g. `1024/16/63`; 512-byte sectors).
+    /// Heads are at most 255 and sectors at most 63, as a BIOS allows.
+    pub fn parse_chs(text: &str) -> Result<Geometry> {
+        let bad = || VdiError::InvalidArgument(format!("geometry {text:?} is not C/H/S, e.g. 1024/16/63"));
+        let parts: Vec<&str> = text.split('/').collect();
+        if parts.len() != 3 {
+            return Err(bad());
+        }
+        let n = |p: &str| p.trim().parse::<u32>().map_err(|_| bad());
+        let (cylinders, heads, sectors) = (n(parts[0])?, n(parts[1])?, n(parts[2])?);
+        if heads > 255 || sectors > 63 {
+            return Err(VdiError::InvalidArgument(format!(
+                "geometry {text:?}: heads must be at most 255 and sectors at most 63"
+            )));
+        }
+        Ok(Geometry { cylinders, heads, sectors, sector_size: SECTOR_SIZE })
+    }
+
     fn parse(b: &[u8]) -> Self {
         Geometry {
             cylinders: LE::read_u32(&b[0..]),

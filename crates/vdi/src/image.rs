@@ -2,7 +2,8 @@
 
 use crate::block_map::{run_len, BlockMap, Entry, BLOCK_FREE, BLOCK_ZERO};
 use crate::error::{Result, VdiError};
-use crate::header::{ImageType, VdiHeader, HEADER_BYTES_MAX, VDI_VERSION_0_2};
+use crate::header::{Geometry, ImageType, VdiHeader, HEADER_BYTES_MAX, VDI_VERSION_0_2};
+use uuid::Uuid;
 use crate::storage::{flush, read_exact, storage_len, write_all, ReadAt, Storage};
 
 /// The state of a run of the virtual disk.
@@ -484,6 +485,44 @@ impl<S: Storage> VdiImage<S> {
         self.write_header()
     }
 
+    /// Change the header fields named in `edit` (one header write). Refused: a null image
+    /// UUID (VirtualBox identifies images by it), LCHS geometry on a 0x180 header (it has no
+    /// such field), a comment longer than 255 bytes of UTF-8.
+    pub fn edit_header(&mut self, edit: &HeaderEdit) -> Result<()> {
+        if edit.is_empty() {
+            return Err(VdiError::InvalidArgument("nothing to change in the header".into()));
+        }
+        if edit.uuid.is_some_and(|u| u.is_nil()) {
+            return Err(VdiError::InvalidArgument(
+                "the image UUID must not be null: VirtualBox identifies images by it".into(),
+            ));
+        }
+        self.update_header(|h| {
+            if let Some(c) = &edit.comment {
+                h.set_comment(c)?;
+            }
+            if let Some(g) = edit.lchs {
+                if h.lchs.is_none() {
+                    return Err(VdiError::Unsupported(format!(
+                        "this image's header (size {:#x}, as QEMU writes) has no LCHS field; only v1.1+ headers (0x190) do",
+                        h.header_size
+                    )));
+                }
+                h.lchs = Some(g);
+            }
+            let set = |field: &mut Uuid, v: Option<Uuid>| {
+                if let Some(u) = v {
+                    *field = u;
+                }
+            };
+            set(&mut h.uuid_create, edit.uuid);
+            set(&mut h.uuid_modify, edit.modify_uuid);
+            set(&mut h.uuid_link, edit.parent_uuid);
+            set(&mut h.uuid_parent_modify, edit.parent_modify_uuid);
+            Ok(())
+        })
+    }
+
     /// Flush the storage.
     pub fn flush(&mut self) -> Result<()> {
         flush(&mut self.storage)
@@ -498,4 +537,28 @@ fn push_borrowed(segs: &mut Vec<Segment>, host: u64, start: usize, end: usize) {
         }
     }
     segs.push(Segment::Borrowed { host, start, end });
+}
+
+/// Header fields to change with [`VdiImage::edit_header`]; `None` keeps a field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderEdit {
+    /// The image UUID (never null).
+    pub uuid: Option<Uuid>,
+    /// The modify UUID.
+    pub modify_uuid: Option<Uuid>,
+    /// The parent's image UUID (`uuid_link`; null for a standalone image).
+    pub parent_uuid: Option<Uuid>,
+    /// The parent's modify UUID when the diff was made.
+    pub parent_modify_uuid: Option<Uuid>,
+    /// The comment (at most 255 bytes of UTF-8; empty clears it).
+    pub comment: Option<String>,
+    /// The logical CHS geometry (v1.1+ headers only).
+    pub lchs: Option<Geometry>,
+}
+
+impl HeaderEdit {
+    /// True when no field is to change.
+    pub fn is_empty(&self) -> bool {
+        *self == HeaderEdit::default()
+    }
 }

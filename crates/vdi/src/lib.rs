@@ -47,7 +47,7 @@ pub use check::{check, check_image, CheckReport, Finding, FindingKind, Severity}
 pub use create::{create, CreateOptions, Layout};
 pub use error::{Result, StorageError, VdiError};
 pub use header::{Geometry, ImageType, VdiHeader, VDI_SIGNATURE};
-pub use image::{all_zero, probe, read_header, BlockState, Extent, OpenOptions, VdiImage};
+pub use image::{all_zero, probe, read_header, BlockState, Extent, HeaderEdit, OpenOptions, VdiImage};
 pub use monitor::{FnMonitor, Monitor, NoMonitor};
 pub use storage::{MemStorage, ReadAt, Storage};
 pub use surgery::{repair, CompactStats, RepairAction, RepairReport, ResizeStats};
