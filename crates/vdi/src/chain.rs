@@ -17,7 +17,7 @@ use crate::image::{all_zero, BlockState, VdiImage};
 use crate::monitor::Monitor;
 use crate::storage::{set_len, ReadAt, Storage};
 use crate::surgery::CompactStats;
-use crate::transfer::{RawSink, TransferStats};
+use crate::transfer::{export_disk, BlockDisk, RawSink, TransferStats};
 
 /// Where one block of the chain's disk comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,6 +310,30 @@ impl<S: ReadAt> Chain<S> {
     }
 }
 
+impl<S: ReadAt> BlockDisk for Chain<S> {
+    /// Whether the run's blocks are data somewhere in the chain.
+    type Run = bool;
+    fn disk_size(&self) -> u64 {
+        self.virtual_size()
+    }
+    fn disk_block_size(&self) -> u64 {
+        self.block_size()
+    }
+    fn disk_blocks(&self) -> u64 {
+        self.virtual_size().div_ceil(self.block_size())
+    }
+    fn run_at(&mut self, b: u32) -> Result<(bool, bool)> {
+        let data = matches!(self.source(b)?, Source::Data { .. });
+        Ok((data, data))
+    }
+    fn joins(&mut self, run: bool, _n: u64, b: u32) -> Result<bool> {
+        Ok(matches!(self.source(b)?, Source::Data { .. }) == run)
+    }
+    fn read_disk(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.read_at(offset, buf)
+    }
+}
+
 /// Export the chain's whole disk to `sink`, in order, as [`crate::export_raw`] does for one
 /// image: blocks FREE in every layer or ZERO go to [`RawSink::zeros`], the rest is read
 /// through the chain in runs of up to [`crate::transfer::CHUNK`] bytes.
@@ -318,41 +342,7 @@ pub fn export_chain<S: ReadAt>(
     sink: &mut dyn RawSink,
     monitor: &mut dyn Monitor,
 ) -> Result<TransferStats> {
-    let size = chain.virtual_size();
-    let bs = chain.block_size();
-    let chunk_blocks = (crate::transfer::CHUNK as u64 / bs).max(1);
-    let mut buf = vec![0u8; (crate::transfer::CHUNK as u64).min(size.max(1)).max(bs.min(size.max(1))) as usize];
-    let mut st = TransferStats { total_bytes: size, ..Default::default() };
-    let nblocks = size.div_ceil(bs);
-    let mut b = 0u64;
-    while b < nblocks {
-        if monitor.cancelled() {
-            return Err(VdiError::Cancelled);
-        }
-        let data = matches!(chain.source(b as u32)?, Source::Data { .. });
-        let mut n = 1u64;
-        while b + n < nblocks && n < chunk_blocks && matches!(chain.source((b + n) as u32)?, Source::Data { .. }) == data {
-            n += 1;
-        }
-        let start = b * bs;
-        let len = (n * bs).min(size - start);
-        if data {
-            let mut done = 0u64;
-            while done < len {
-                let part = &mut buf[..(len - done).min(crate::transfer::CHUNK as u64) as usize];
-                chain.read_at(start + done, part)?;
-                sink.data(start + done, part)?;
-                done += part.len() as u64;
-            }
-            st.data_bytes += len;
-        } else {
-            sink.zeros(start, len)?;
-            st.zero_bytes += len;
-        }
-        b += n;
-        monitor.progress(start + len, size);
-    }
-    Ok(st)
+    export_disk(chain, sink, monitor)
 }
 
 impl<S: Storage> Chain<S> {
