@@ -417,14 +417,19 @@ impl<S: Storage> Chain<S> {
         let size = self.layers[p].virtual_size().min(self.virtual_size());
         let nblocks = size.div_ceil(bs) as u32;
         let mut st = CommitStats::default();
-        let mut buf = vec![0u8; bs as usize];
+        // Sized at the first block that needs it (a header may claim 128 MiB blocks).
+        let mut buf = Vec::new();
         for block in 0..nblocks {
             if monitor.cancelled() {
                 return Err(VdiError::Cancelled);
             }
             let start = block as u64 * bs;
             let len = bs.min(size - start) as usize;
-            match self.layers[t].entry(block)? {
+            let entry = self.layers[t].entry(block)?;
+            if entry != Entry::Free && buf.len() < len {
+                buf.resize(len, 0);
+            }
+            match entry {
                 Entry::Data(slot) => {
                     let img = &self.layers[t];
                     let host = img.data_offset(block, slot)?;
@@ -499,7 +504,8 @@ impl<S: Storage> Chain<S> {
         let size = self.layers[p].virtual_size().min(self.virtual_size());
         let nblocks = size.div_ceil(bs) as u32;
         let mut copied = 0;
-        let mut buf = vec![0u8; bs as usize];
+        // Sized at the first block that needs it (a header may claim 128 MiB blocks).
+        let mut buf = Vec::new();
         for block in 0..nblocks {
             if monitor.cancelled() {
                 return Err(VdiError::Cancelled);
@@ -511,6 +517,7 @@ impl<S: Storage> Chain<S> {
             let len = bs.min(size - start) as usize;
             match self.layers[p].entry(block)? {
                 Entry::Data(slot) => {
+                    buf.resize(len.max(buf.len()), 0);
                     let img = &self.layers[p];
                     let host = img.data_offset(block, slot)?;
                     crate::storage::read_exact(&img.storage, host, &mut buf[..len])?;
@@ -561,8 +568,8 @@ impl<S: Storage> Chain<S> {
         let bs = self.block_size();
         let size = self.virtual_size();
         let nblocks = size.div_ceil(bs) as u32;
-        let mut mine = vec![0u8; bs as usize];
-        let mut below = vec![0u8; bs as usize];
+        // Sized at the first stored block (a header may claim 128 MiB blocks).
+        let (mut mine, mut below) = (Vec::new(), Vec::new());
         for block in 0..nblocks {
             if monitor.cancelled() {
                 let img = &mut self.layers[t];
@@ -572,6 +579,10 @@ impl<S: Storage> Chain<S> {
             let Entry::Data(slot) = self.layers[t].entry(block)? else { continue };
             let start = block as u64 * bs;
             let len = bs.min(size - start) as usize;
+            if mine.len() < len {
+                mine.resize(len, 0);
+                below.resize(len, 0);
+            }
             {
                 let img = &self.layers[t];
                 let host = img.data_offset(block, slot)?;
