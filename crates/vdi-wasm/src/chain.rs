@@ -129,6 +129,8 @@ pub struct ChainBench {
     chain: Option<Chain<Backend>>,
     /// File name of each layer, base first.
     names: Vec<String>,
+    /// Position of each layer's file in the list given to `open`, base first.
+    indices: Vec<usize>,
     /// Image UUID -> file names (for messages).
     by_uuid: Vec<(String, String)>,
     buf: Vec<u8>,
@@ -156,7 +158,7 @@ fn decorate(msg: &str, by_uuid: &[(String, String)]) -> String {
                 continue 'outer;
             }
         }
-        let c = rest.chars().next().expect("not empty");
+        let Some(c) = rest.chars().next() else { break };
         out.push(c);
         rest = &rest[c.len_utf8()..];
     }
@@ -270,14 +272,18 @@ impl ChainBench {
         };
         // Names in chain order.
         let mut names = Vec::with_capacity(chain.layers().len());
+        let mut indices = Vec::with_capacity(chain.layers().len());
         for l in chain.layers() {
             let u = l.header().uuid_create;
-            let i = heads.iter().position(|(_, h)| h.uuid_create == u).expect("every layer came from a file");
+            // UUIDs are unique in a chain (from_set refuses duplicates).
+            let i = heads.iter().position(|(_, h)| h.uuid_create == u).unwrap_or(0);
             names.push(heads[i].0.clone());
+            indices.push(i);
         }
         self.close();
         self.chain = Some(chain);
         self.names = names;
+        self.indices = indices;
         self.by_uuid = by_uuid;
         self.info()
     }
@@ -287,6 +293,7 @@ impl ChainBench {
         self.flat_cancel();
         self.chain = None;
         self.names.clear();
+        self.indices.clear();
         self.by_uuid.clear();
         self.export_pos = None;
     }
@@ -304,15 +311,17 @@ impl ChainBench {
     /// virtual-size, block-size, blocks}` (layers base first; `info` is `vdi info --json`).
     pub fn info(&mut self) -> Result<String, JsValue> {
         let names = self.names.clone();
+        let indices = self.indices.clone();
         let by_uuid = self.by_uuid.clone();
         let chain = self.chain()?;
         let layers: Vec<Value> = chain
             .layers()
             .iter()
-            .zip(&names)
-            .map(|(l, name)| {
+            .zip(names.iter().zip(&indices))
+            .map(|(l, (name, index))| {
                 json!({
                     "name": name,
+                    "index": index,
                     "info": info_json(l.header(), name, None),
                     "file-length": l.file_len(),
                     "readable-entries": readable_entries(l),
