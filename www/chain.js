@@ -329,6 +329,17 @@ async function loadChainMaps() {
 
 /* ---------- exports ---------- */
 
+/** The worker may have been restarted (a cancelled check does that) and lost the chain:
+ * open it again from the same files. */
+async function ensureOpen() {
+  try {
+    await call('chainInfo');
+  } catch (e) {
+    if (e.kind !== 'no-image') throw e;
+    await call('chainOpen', { files: chain.files });
+  }
+}
+
 async function runExport(kind) {
   if (!chain || busy) return;
   showError(null);
@@ -343,6 +354,7 @@ async function runExport(kind) {
   $('#chain-export-cancel').hidden = false;
   const ui = progressUi('chain-export');
   try {
+    await ensureOpen();
     job = request(raw ? 'chainExportRaw' : 'chainExportVdi', { target, name }, { onProgress: (p) => ui.update(p) });
     const r = await job.promise;
     const speed = r.ms > 0 ? `, ${rate(r.size, r.ms)}` : '';

@@ -498,17 +498,22 @@ impl ChainBench {
     }
 }
 
-/// The run of the chain's disk starting at `pos`: `(is data, length)`, at most [`CHUNK`]
-/// bytes, blocks of one kind (data somewhere in the chain, or not); None at the end.
+/// Longest run of blocks without data reported at once (nothing is read for it; the limit
+/// only keeps progress reports coming on a huge empty disk).
+const ZERO_RUN: u64 = 1 << 30;
+
+/// The run of the chain's disk starting at `pos`: `(is data, length)`, blocks of one kind
+/// (data somewhere in the chain, or not), at most [`CHUNK`] bytes of data or [`ZERO_RUN`]
+/// bytes without; None at the end.
 fn next_run(chain: &mut Chain<Backend>, pos: u64) -> vdi::Result<Option<(bool, u64)>> {
     let size = chain.virtual_size();
     if pos >= size {
         return Ok(None);
     }
     let bs = chain.block_size();
-    let limit = (pos + CHUNK as u64).min(size);
     let mut block = pos / bs;
     let data = matches!(chain.source(block as u32)?, Source::Data { .. });
+    let limit = (pos + if data { CHUNK as u64 } else { ZERO_RUN }).min(size);
     let mut end = ((block + 1) * bs).min(limit);
     while end < limit {
         block += 1;
