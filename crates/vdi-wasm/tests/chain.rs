@@ -29,7 +29,7 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 fn three_layers() -> (Vec<Vec<u8>>, Vec<u8>, [Uuid; 3]) {
     let ids = [Uuid::from_u128(0xBA5E), Uuid::from_u128(0x5A1), Uuid::from_u128(0x5A2)];
     let mut raw = vec![0u8; SIZE as usize];
-    let mut put = |raw: &mut Vec<u8>, off: u64, d: &[u8]| raw[off as usize..][..d.len()].copy_from_slice(d);
+    let put = |raw: &mut Vec<u8>, off: u64, d: &[u8]| raw[off as usize..][..d.len()].copy_from_slice(d);
     let mut base = create(MemStorage::new(), &CreateOptions::new(SIZE, ids[0], Uuid::from_u128(1)), &mut NoMonitor).unwrap();
     for b in [0u64, 1] {
         let d = pattern(b + 1, MIB as usize);
