@@ -223,6 +223,7 @@ describe('snapshot chains', () => {
     assert.match(n.text, /snapshot/);
     assert.match(n.text, /Drop the parent/);
     assert.equal(await page.$eval('#header-table tr[data-field=image-type] .raw', (e) => e.textContent), 'diff');
+    await screenshot(page, 'chain-single-diff', '#open');
     // A plain image clears the notice.
     await page.evaluate(() => { delete document.documentElement.dataset.mapMs; });
     await page.setInputFiles('#file-input', img.base);
