@@ -184,6 +184,23 @@ describe('snapshot chains', () => {
     assert.deepEqual((await chainView(page)).names, ['base.vdi', 'snap1.vdi', 'snap2.vdi']);
   });
 
+  test('a VM folder picked with the folder button: only its .vdi files, subfolders included', async () => {
+    const vm = tmp.file('vm');
+    fs.mkdirSync(`${vm}/Snapshots`, { recursive: true });
+    fs.copyFileSync(img.base, `${vm}/base.vdi`);
+    fs.copyFileSync(img.snap1, `${vm}/Snapshots/snap1.vdi`);
+    fs.copyFileSync(img.snap2, `${vm}/Snapshots/snap2.vdi`);
+    fs.writeFileSync(`${vm}/notes.txt`, 'not an image');
+    fs.writeFileSync(`${vm}/Logs.log`, 'not an image either');
+    await resetChainFlag(page);
+    await page.setInputFiles('#folder-input', vm);
+    await waitChain(page);
+    assert.equal(await pageError(page), null);
+    await waitOpened(page);
+    assert.deepEqual((await chainView(page)).names, ['base.vdi', 'snap1.vdi', 'snap2.vdi']);
+    fs.rmSync(vm, { recursive: true });
+  });
+
   test('the two snapshots without the base: the message names the UUID needed and the file', async () => {
     await resetChainFlag(page);
     await page.setInputFiles('#file-input', [img.snap2, img.snap1]);
