@@ -3,6 +3,7 @@
 // Everything that comes from an image is set with textContent, never as HTML.
 
 import { initEdit } from './edit.js';
+import { initChain, takeDrop, openChain, diffNotice } from './chain.js';
 
 export const $ = (sel) => document.querySelector(sel);
 
@@ -211,6 +212,7 @@ export async function openSource(source, label) {
     clearResults();
     renderCurrent(r);
     renderHeader(r);
+    diffNotice(r);
     await afterPaint();
     const headerMs = performance.now() - t0;
     await loadMap();
@@ -950,11 +952,13 @@ async function runCreate(ev) {
 function init() {
   startWorker();
   initEdit();
+  initChain();
   const input = $('#file-input');
   input.addEventListener('change', () => {
-    const f = input.files && input.files[0];
-    if (f) openSource({ kind: 'file', file: f }, f.name);
+    const files = [...(input.files || [])];
     input.value = '';
+    if (files.length > 1) openChain(files);
+    else if (files[0]) openSource({ kind: 'file', file: files[0] }, files[0].name);
   });
   const drop = $('#drop');
   drop.addEventListener('dragover', (ev) => { ev.preventDefault(); drop.classList.add('over'); });
@@ -963,6 +967,7 @@ function init() {
     ev.preventDefault();
     drop.classList.remove('over');
     if (busy > 0) { status('Busy: wait for the current task to finish (or cancel it), then drop the file again.'); return; }
+    if (takeDrop(ev.dataTransfer)) return; // several files or a folder: a snapshot chain (chain.js)
     const f = ev.dataTransfer && ev.dataTransfer.files[0];
     if (f) openSource({ kind: 'file', file: f }, f.name);
     else showError({ kind: 'invalid-argument', message: 'drop a file (folders and text are not images)' });

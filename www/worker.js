@@ -4,9 +4,12 @@
 // and receives progress as separate {id, progress: {done, total}} messages.
 
 import init, { Workbench, PieceKind } from './pkg/vdi_wasm.js';
+import { chainOps } from './chain-worker.js';
 
 let wasm = null;
 let wb = null;
+/** Snapshot chains (chain-worker.js): ops named chain*. */
+let chainRun = null;
 /** Ids of jobs the page asked to cancel. */
 const cancelled = new Set();
 /** Long jobs run one at a time, in order; queries run at once. */
@@ -701,7 +704,9 @@ async function run(id, op, args) {
     case 'storage': return { ...(await storageEstimate()), staged: await stagedFiles() };
     case 'freeStorage': await removeStaged(0, [STAGING, EDITING]); return { ...(await storageEstimate()), staged: await stagedFiles() };
     case 'cancel': cancelled.add(args.target); return null;
-    default: throw fail('invalid-argument', `unknown operation ${op}`);
+    default:
+      if (op.startsWith('chain') && chainRun) return chainRun(id, op, args);
+      throw fail('invalid-argument', `unknown operation ${op}`);
   }
 }
 
@@ -724,6 +729,7 @@ async function dispatch(msg) {
 const ready = (async () => {
   wasm = await init();
   wb = new Workbench();
+  chainRun = chainOps({ memory: () => wasm.memory, openSink, progress, cancelled, fail, breathe, opfsRoot, parseJson, safeName, STAGING });
   // Files staged by earlier visits: their downloads are long over. Recent ones may still be
   // downloading from another tab, so they stay (the page's "Free browser storage" removes all).
   await removeStaged(30 * 60 * 1000);

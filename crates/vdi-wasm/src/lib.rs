@@ -13,6 +13,7 @@
 //! Nothing here loads an image whole: opening reads the header, the block map is scanned in
 //! chunks, exports move at most [`CHUNK`] bytes at a time.
 
+pub mod chain;
 pub mod edit;
 pub mod export;
 pub mod map;
