@@ -114,7 +114,7 @@ function startWorker() {
       const m = ev.data;
       if (m.ready) { up = true; resolve(); return; }
       if (m.fatal) { reject(m.fatal); return; }
-      if (m.crashed) { if (w === worker) recoverWorker(m.crashed.message); return; }
+      if (m.crashed) { if (w === worker) recoverWorker(m.crashed.cause); return; }
       const p = pending.get(m.id);
       if (!p) return;
       if (m.progress) { p.onProgress?.(m.progress); return; }

@@ -22,8 +22,9 @@ let crashed = null;
 
 function noteTrap(e) {
   if (!crashed && e instanceof WebAssembly.RuntimeError) {
-    crashed = { kind: 'engine-crashed', message: `the engine stopped unexpectedly (${e.name}: ${e.message})` };
-    post({ crashed });
+    const cause = `${e.name}: ${e.message}`;
+    crashed = { kind: 'engine-crashed', message: `the engine stopped unexpectedly (${cause})` };
+    post({ crashed: { cause } });
   }
 }
 
