@@ -253,7 +253,8 @@ export async function openSource(source, label) {
     document.documentElement.dataset.mapMs = mapMs.toFixed(1);
     status(`Opened ${r.file.name}.`);
   } catch (e) {
-    status('');
+    // Name the file that failed: the image shown below may be the one still open.
+    status(`Could not open ${label}${current ? `; ${current.file.name} is still open` : ''}.`);
     showError(e);
   } finally {
     setBusy(-1);

@@ -138,6 +138,9 @@ describe(`the damaged-image corpus through the page (${MANIFEST.cases.length} fi
         assert.equal(c.verdict, 'fails', `the page refused a file the manifest says opens: ${error.kind}: ${error.message}`);
         assert.equal(error.kind, c.error.kind, `error kind (message: ${error.message})`);
         for (const m of c.error.message) assert.ok(error.message.includes(m), `the error "${error.message}" says "${m}"`);
+        // The status line names the file that failed (the one still open is shown below it).
+        const still = await page.$eval('#cur-name', (e) => e.textContent);
+        assert.equal(await page.$eval('#status', (e) => e.textContent), `Could not open ${name}${still ? `; ${still} is still open` : ''}.`);
         seen.fails += 1;
         if (c.file === 'q-signature.vdi') await screenshot(page, 'corpus-error', '#open');
         await assertAlive(page, c.file);
