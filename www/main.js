@@ -610,7 +610,9 @@ async function showTip(i, anchor) {
         rowsOut.push(['host', 'Host offset', `${dec(b['host-offset'])} (${hex(b['host-offset'])})${b['in-file'] ? '' : ' — past the end of the file!'}`]);
         rowsOut.push(['slot', 'Slot', `${b.slot}`]);
       } else {
-        rowsOut.push(['host', 'Host offset', b.state === 'unreadable' ? 'unknown (map truncated)' : 'none (reads as zeros)']);
+        const fromParent = b.state === 'free' && current.info['format-specific'].data['image-type'] === 'diff';
+        rowsOut.push(['host', 'Host offset', b.state === 'unreadable' ? 'unknown (map truncated)'
+          : fromParent ? 'none: a differencing image reads this block from its parent image' : 'none (reads as zeros)']);
       }
       rowsOut.push(['entry', 'Map entry', `at ${dec(b['entry-offset'])} (${hex(b['entry-offset'])})${b['raw-entry'] != null ? ` = ${hex(b['raw-entry'], 8)}` : ''}`]);
     } else {

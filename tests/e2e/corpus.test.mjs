@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { headerFields, openWorkbench, ROOT, run, scratch, screenshot, stopServer, stubSavePicker } from './helpers.mjs';
+import { headerFields, hoverBlock, openWorkbench, ROOT, run, scratch, screenshot, stopServer, stubSavePicker } from './helpers.mjs';
 
 /** Generous bounds: they only tell "frozen" from "busy on a shared machine". */
 const FROZEN_MS = 10000;
@@ -209,6 +209,17 @@ describe(`the damaged-image corpus through the page (${MANIFEST.cases.length} fi
       if (c['needs-parent-blocks']?.length) {
         assert.equal(fields['image-type'].raw, 'diff');
         assert.match(fields['image-type'].note, /needs its parent/);
+      }
+      // The block map's tip says where an unreadable block's data is not.
+      for (const b of c['past-end-blocks'] ?? []) {
+        const { tip } = await hoverBlock(page, b);
+        assert.equal(tip.state, 'data', `block ${b}`);
+        assert.match(tip.host, /past the end of the file!$/, `block ${b}: ${tip.host}`);
+      }
+      for (const b of c['needs-parent-blocks'] ?? []) {
+        const { tip } = await hoverBlock(page, b);
+        assert.equal(tip.state, 'free', `block ${b}`);
+        assert.match(tip.host, /reads this block from its parent image/, `block ${b}: ${tip.host}`);
       }
       await assertAlive(page, c.file);
     });
