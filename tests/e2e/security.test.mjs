@@ -251,7 +251,9 @@ describe('security: CSP, static scan, script injection through image text and fi
       await assertNothingRan(`checking ${name}`);
 
       // The block map's tip.
-      const { tip } = await hoverBlock(page, 0);
+      await page.mouse.move(0, 0);
+      await page.evaluate(() => { const t = document.querySelector('#map-tip'); t.hidden = true; delete t.dataset.cell; });
+      const { tip } = await hoverBlock(page, 0); // a fresh tip, not the last image's
       assert.equal(tip.state, 'data');
       assert.deepEqual(await page.$$eval('#map-tip *', (els) => [...new Set(els.map((e) => e.tagName))].sort()), ['DD', 'DL', 'DT']);
       await assertNothingRan(`the tip of ${name}`);
