@@ -112,10 +112,12 @@ function startWorker() {
   worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
   workerReady = new Promise((resolve, reject) => {
     const w = worker;
+    let up = false;
     w.onmessage = (ev) => {
       const m = ev.data;
-      if (m.ready) { resolve(); return; }
+      if (m.ready) { up = true; resolve(); return; }
       if (m.fatal) { reject(m.fatal); return; }
+      if (m.crashed) { if (w === worker) recoverWorker(m.crashed.cause); return; }
       const p = pending.get(m.id);
       if (!p) return;
       if (m.progress) { p.onProgress?.(m.progress); return; }
@@ -124,6 +126,11 @@ function startWorker() {
     };
     w.onerror = (ev) => {
       ev.preventDefault?.();
+      if (up) {
+        // An uncaught error in a running worker: its state is unknown, replace it.
+        if (w === worker) recoverWorker(`an uncaught error in the worker: ${ev.message || 'unknown'}`);
+        return;
+      }
       const err = { kind: 'worker', message: `the worker failed: ${ev.message || 'could not start (is the wasm built?)'}` };
       reject(err);
       for (const [id, p] of pending) { pending.delete(id); p.reject(err); }
@@ -146,18 +153,48 @@ export function call(op, args, opts) {
   return request(op, args, opts).promise;
 }
 
+/** Stop the worker; every request waiting on it fails with `err`. */
+function stopWorker(err) {
+  worker.terminate();
+  for (const [id, p] of pending) { pending.delete(id); p.reject(err); }
+}
+
 /** Stop whatever the worker is doing (a running check cannot be interrupted otherwise):
  * a fresh worker, and the current image reopened in it. */
-export async function restartWorker() {
-  worker.terminate();
-  const err = { kind: 'cancelled', message: 'cancelled' };
-  for (const [id, p] of pending) { pending.delete(id); p.reject(err); }
+export async function restartWorker(err = { kind: 'cancelled', message: 'cancelled' }) {
+  stopWorker(err);
   startWorker();
   if (current && current.source.kind !== 'none') {
     await call('open', { source: current.source });
   } else if (current) {
     current = null;
     document.body.classList.remove('has-image');
+  }
+}
+
+let recovering = false;
+
+/** The worker crashed (a wasm trap, or an uncaught error): what it was doing fails with
+ * `engine-crashed`, a fresh worker reopens the current image, and the user is told.
+ * A crash while reopening gives the image up (no restart loop). */
+async function recoverWorker(cause) {
+  const root = document.documentElement;
+  root.dataset.workerRestarts = String(Number(root.dataset.workerRestarts ?? 0) + 1);
+  const err = { kind: 'engine-crashed', message: `the engine stopped unexpectedly (${cause}) and was restarted` };
+  if (recovering) { stopWorker(err); startWorker(); return; }
+  recovering = true;
+  const name = current && current.source.kind !== 'none' ? current.file.name : null;
+  try {
+    await restartWorker(err);
+    await afterPaint(); // after the failed operation has shown its own error
+    showError({ kind: 'engine-crashed', message: `${err.message}${name ? `; ${name} was reopened` : ''}. What it was doing did not finish: try again, or report the image that caused it.` });
+    status(`The engine was restarted${name ? ` and ${name} reopened` : ''}.`);
+  } catch (e) {
+    current = null;
+    document.body.classList.remove('has-image');
+    showError({ kind: 'engine-crashed', message: `${err.message}, but ${name ?? 'the image'} could not be reopened: ${e.message ?? e}` });
+  } finally {
+    recovering = false;
   }
 }
 
@@ -226,7 +263,8 @@ export async function openSource(source, label) {
     status(`Opened ${r.file.name}.`);
     document.dispatchEvent(new CustomEvent('image-opened'));
   } catch (e) {
-    status('');
+    // Name the file that failed: the image shown below may be the one still open.
+    status(`Could not open ${label}${current ? `; ${current.file.name} is still open` : ''}.`);
     showError(e);
     if (source.kind === 'file') document.dispatchEvent(new CustomEvent('open-failed', { detail: { file: source.file, error: e } }));
   } finally {
@@ -382,7 +420,7 @@ export function renderHeader(r) {
   const notes = [...(r.info.notes ?? [])];
   if (r.file['layout-error']) notes.unshift(`broken layout (opened for inspection only): ${r.file['layout-error']}`);
   if (BigInt(r.file['readable-entries']) < BigInt(r.info['format-specific'].data['blocks-in-image'])) {
-    notes.unshift(`the file ends inside the block map: only ${r.file['readable-entries']} of ${r.info['format-specific'].data['blocks-in-image']} entries can be read`);
+    notes.unshift(`the file ends inside the block map (the block map needs ${dec(r.file['map-end'])} bytes, the file has ${dec(r.file.length)}): only ${r.file['readable-entries']} of ${r.info['format-specific'].data['blocks-in-image']} entries can be read`);
   }
   $('#notes').replaceChildren(...notes.map((n) => el('li', { text: n })));
 }
@@ -583,7 +621,9 @@ async function showTip(i, anchor) {
         rowsOut.push(['host', 'Host offset', `${dec(b['host-offset'])} (${hex(b['host-offset'])})${b['in-file'] ? '' : ' — past the end of the file!'}`]);
         rowsOut.push(['slot', 'Slot', `${b.slot}`]);
       } else {
-        rowsOut.push(['host', 'Host offset', b.state === 'unreadable' ? 'unknown (map truncated)' : 'none (reads as zeros)']);
+        const fromParent = b.state === 'free' && current.info['format-specific'].data['image-type'] === 'diff';
+        rowsOut.push(['host', 'Host offset', b.state === 'unreadable' ? 'unknown (map truncated)'
+          : fromParent ? 'none: a differencing image reads this block from its parent image' : 'none (reads as zeros)']);
       }
       rowsOut.push(['entry', 'Map entry', `at ${dec(b['entry-offset'])} (${hex(b['entry-offset'])})${b['raw-entry'] != null ? ` = ${hex(b['raw-entry'], 8)}` : ''}`]);
     } else {

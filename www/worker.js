@@ -21,6 +21,18 @@ const STAGING = 'vdi-workbench-';
 const EDITING = 'vdi-edit-';
 
 const QUERIES = new Set(['blockInfo', 'rangeInfo', 'stats', 'cancel', 'storage']);
+/** Set once the wasm instance trapped (a Rust panic or abort executes `unreachable`; also
+ * out-of-bounds memory, stack overflow): its state can no longer be trusted, so every later
+ * call fails with this error and the page replaces this worker with a fresh one. */
+let crashed = null;
+
+function noteTrap(e) {
+  if (!crashed && e instanceof WebAssembly.RuntimeError) {
+    const cause = `${e.name}: ${e.message}`;
+    crashed = { kind: 'engine-crashed', message: `the engine stopped unexpectedly (${cause})` };
+    post({ crashed: { cause } });
+  }
+}
 
 function fail(kind, message) {
   const e = new Error(message);
@@ -213,6 +225,10 @@ const WRITE_QUEUE_BYTES = 32 << 20;
 /** Raw export of the virtual disk. The target is sized to the disk first (zeros), then
  * data is written at its offsets, so FREE and ZERO blocks cost nothing. */
 async function exportRaw(id, { target, name }) {
+  // An image opened leniently (so Check can name the damage) is for inspection only: what
+  // its broken layout would read is not the disk (`vdi convert` refuses to open it).
+  const layout = parseJson(wb.info()).file['layout-error'];
+  if (layout) throw fail('broken-layout', `the image was opened for inspection only, its disk cannot be read: ${layout}`);
   const size = wb.export_begin();
   const total = wb.export_total();
   const sink = await openSink(target, size, name);
@@ -720,7 +736,8 @@ async function dispatch(msg) {
       post({ id, ok: true, result: out });
     }
   } catch (e) {
-    post({ id, ok: false, error: toError(e) });
+    noteTrap(e);
+    post({ id, ok: false, error: crashed ?? toError(e) });
   } finally {
     cancelled.delete(id);
   }
@@ -738,6 +755,7 @@ const ready = (async () => {
 self.onmessage = (ev) => {
   const msg = ev.data;
   if (!msg || typeof msg.id !== 'number') return;
+  if (crashed) { post({ id: msg.id, ok: false, error: crashed }); return; }
   const go = () => ready.then(() => dispatch(msg), (e) => post({ id: msg.id, ok: false, error: toError(e) }));
   if (QUERIES.has(msg.op)) {
     go();
@@ -745,6 +763,9 @@ self.onmessage = (ev) => {
     queue = queue.then(go);
   }
 };
+
+// A trap outside a request (a stray promise) poisons the instance just the same.
+self.addEventListener('unhandledrejection', (ev) => noteTrap(ev.reason));
 
 ready.then(
   () => post({ ready: true }),

@@ -200,13 +200,32 @@ fn resolve(dir: &Path, target: &str) -> Option<PathBuf> {
     out.is_file().then_some(out)
 }
 
-const SECURITY_HEADERS: &str = "X-Content-Type-Options: nosniff\r\n\
-Referrer-Policy: no-referrer\r\n\
-Cross-Origin-Resource-Policy: same-origin\r\n\
-Cross-Origin-Opener-Policy: same-origin\r\n\
-Cross-Origin-Embedder-Policy: require-corp\r\n\
-Content-Security-Policy: default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n\
-Cache-Control: no-cache\r\n";
+/// The Content-Security-Policy of every response. The page's `<meta>` policy does not
+/// govern the worker: a worker runs under the policy of its script's response, so this
+/// header is what lets the worker (and only same-origin scripts) compile the wasm
+/// (`'wasm-unsafe-eval'`, never `'unsafe-eval'`), and what keeps the page's own policy
+/// when it is served without the meta. No `'unsafe-inline'` anywhere.
+macro_rules! csp {
+    () => {
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; style-src 'self'; \
+img-src 'self'; connect-src 'self'; font-src 'self'; media-src 'none'; object-src 'none'; frame-src 'none'; \
+base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    };
+}
+
+const SECURITY_HEADERS: &str = concat!(
+    "X-Content-Type-Options: nosniff\r\n",
+    "Referrer-Policy: no-referrer\r\n",
+    "Cross-Origin-Resource-Policy: same-origin\r\n",
+    // Cross-origin isolated: the page may share memory with its worker (SharedArrayBuffer),
+    // which is how Cancel reaches the engine while it runs (www/edit.js).
+    "Cross-Origin-Opener-Policy: same-origin\r\n",
+    "Cross-Origin-Embedder-Policy: require-corp\r\n",
+    "Content-Security-Policy: ",
+    csp!(),
+    "\r\n",
+    "Cache-Control: no-cache\r\n",
+);
 
 fn respond_status(mut s: TcpStream, code: u16, reason: &str) -> Result<()> {
     let body = format!("{code} {reason}\n");
@@ -294,5 +313,13 @@ mod tests {
         assert_eq!(mime(Path::new("a/b.wasm")), "application/wasm");
         assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
         assert_eq!(percent_decode("a%2"), None);
+    }
+
+    #[test]
+    fn csp_is_strict() {
+        let csp = csp!();
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'") && !csp.contains('*'));
+        assert!(csp.contains("script-src 'self' 'wasm-unsafe-eval';"));
+        assert!(SECURITY_HEADERS.contains(&format!("Content-Security-Policy: {csp}\r\n")));
     }
 }
