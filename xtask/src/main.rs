@@ -3,7 +3,8 @@
 //! - `serve [--port N]`: install what is missing, build the wasm, serve `www/` on 127.0.0.1.
 //! - `test`: install what is missing, then run every test (native, qemu-img interop,
 //!   fixtures, wasm in headless Chromium, browser end-to-end).
-//! - `bench`: side-by-side benchmarks against qemu-img (not a test).
+//! - `bench [--compact]`: side-by-side benchmarks against qemu-img (not a test); `--compact`
+//!   runs the compact benchmark (tests/bench/compact.sh) instead of the main one.
 //! - `build-wasm`: build the wasm bindings into `www/pkg/`.
 //! - `fuzz [SECONDS] [TARGET...]`: run the cargo-fuzz targets in `fuzz/` (nightly).
 //! - `corpus DIR`: write the damaged-image corpus and its manifest into DIR.
@@ -36,7 +37,7 @@ fn run() -> Result<()> {
         "fuzz" => fuzz::fuzz(rest),
         "corpus" => fuzz::corpus(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <serve [--port N] | test | bench | build-wasm | fuzz [SECONDS] [TARGET...] | corpus DIR>");
+            println!("usage: cargo xtask <serve [--port N] | test | bench [--compact] | build-wasm | fuzz [SECONDS] [TARGET...] | corpus DIR>");
             Ok(())
         }
         other => bail!("unknown task {other:?}; try `cargo xtask help`"),
@@ -54,14 +55,20 @@ fn test(_args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `bench [ARGS]` runs tests/bench/bench.sh; `bench --compact [ARGS]` runs the compact
+/// benchmark, tests/bench/compact.sh, instead.
 fn bench(args: &[String]) -> Result<()> {
     setup::native()?;
     cargo(&["build", "-p", "vdi-cli", "--release"])?;
-    let status = Command::new(root().join("tests/bench/bench.sh"))
+    let (script, args) = match args.split_first() {
+        Some((first, rest)) if first == "--compact" => ("tests/bench/compact.sh", rest),
+        _ => ("tests/bench/bench.sh", args),
+    };
+    let status = Command::new(root().join(script))
         .args(args)
         .current_dir(root())
         .status()
-        .context("running tests/bench/bench.sh")?;
+        .with_context(|| format!("running {script}"))?;
     if !status.success() {
         bail!("benchmark failed");
     }
