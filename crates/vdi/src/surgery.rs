@@ -5,6 +5,13 @@
 //! clean at worst with leaks. The invariant that makes this work: `blocks_allocated` in the
 //! header is never below the highest slot in use + 1 (a new block never lands on data), and
 //! a block's data is always written before the block-map entry that points at it.
+//!
+//! "Before" holds on the disk too, not only in the order of the calls: wherever a later
+//! write depends on an earlier one having landed (data before the entry that points at it,
+//! an entry that frees a slot before the slot is overwritten, the count before entries past
+//! it, entries before the truncation that cuts their old slots), a write barrier
+//! ([`Storage::flush`]) separates them, so a power cut keeps the same guarantee as a crash.
+//! Moves go in batches of [`MOVE_BATCH`] blocks: two barriers per batch.
 
 use crate::block_map::{Entry, BLOCK_FREE, BLOCK_ZERO};
 use crate::check::{check_image, CheckReport};
@@ -12,9 +19,12 @@ use crate::error::{Result, VdiError};
 use crate::header::{ImageType, VdiHeader, MAX_BLOCKS_IN_IMAGE, SECTOR_SIZE};
 use crate::image::{all_zero, VdiImage};
 use crate::monitor::{Monitor, NoMonitor};
-use crate::storage::{read_exact, set_len, write_all, ReadAt, Storage};
+use crate::storage::{flush, read_exact, set_len, write_all, ReadAt, Storage};
 
 const NONE: u32 = u32::MAX;
+
+/// Blocks moved between two write barriers (see [`VdiImage::barrier`]).
+const MOVE_BATCH: usize = 256;
 
 /// What [`VdiImage::compact`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,6 +88,12 @@ impl<S: Storage> VdiImage<S> {
         }
     }
 
+    /// A write barrier: everything written so far is on the disk before anything after.
+    fn barrier(&mut self) -> Result<()> {
+        self.map.flush(&mut self.storage)?;
+        flush(&mut self.storage)
+    }
+
     fn slot_base(&self, slot: u64) -> u64 {
         self.header.offset_data as u64 + slot * self.header.block_stride()
     }
@@ -128,7 +144,8 @@ impl<S: Storage> VdiImage<S> {
 
     /// Fill holes in the data area by moving blocks from its end, then set
     /// `blocks_allocated` to the blocks in use and truncate the file. Each moved block is
-    /// written before its block-map entry. Returns (blocks moved, bytes reclaimed).
+    /// on the disk before its block-map entry (a write barrier per batch of moves).
+    /// Returns (blocks moved, bytes reclaimed).
     pub fn reclaim(&mut self, monitor: &mut dyn Monitor) -> Result<(u64, u64)> {
         self.require_consistent("reclaiming space")?;
         self.reclaim_unchecked(monitor)
@@ -142,6 +159,12 @@ impl<S: Storage> VdiImage<S> {
         let (mut lo, mut hi) = (0usize, owners.len());
         let mut moved = 0u64;
         let to_move = owners[used as usize..].iter().filter(|&&o| o != NONE).count() as u64;
+        if to_move > 0 {
+            // The entries that freed the holes are on the disk before a hole is overwritten.
+            self.barrier()?;
+        }
+        // (block, new slot) of the batch whose data is copied but not yet pointed at.
+        let mut batch: Vec<(u32, u32)> = Vec::new();
         loop {
             while lo < owners.len() && owners[lo] != NONE {
                 lo += 1;
@@ -149,17 +172,27 @@ impl<S: Storage> VdiImage<S> {
             while hi > 0 && owners[hi - 1] == NONE {
                 hi -= 1;
             }
-            if hi == 0 || lo >= hi - 1 {
+            let done = hi == 0 || lo >= hi - 1;
+            let stop = !done && monitor.cancelled();
+            if (done || stop || batch.len() == MOVE_BATCH) && !batch.is_empty() {
+                // The copies land before the entries that point at them, and the entries
+                // before their old slots are reused or cut.
+                self.barrier()?;
+                for (block, slot) in batch.drain(..) {
+                    self.map.set(&self.storage, block, slot)?;
+                }
+                self.barrier()?;
+            }
+            if done {
                 break;
             }
-            if monitor.cancelled() {
+            if stop {
                 return Err(VdiError::Cancelled);
             }
             let src = hi - 1;
             let block = owners[src];
             self.copy_slot(src as u64, lo as u64, &mut buf)?;
-            self.map.set(&self.storage, block, lo as u32)?;
-            self.map.flush(&mut self.storage)?;
+            batch.push((block, lo as u32));
             owners[lo] = block;
             owners[src] = NONE;
             moved += 1;
@@ -171,6 +204,8 @@ impl<S: Storage> VdiImage<S> {
             self.write_header()?;
         }
         if self.file_len > end {
+            // The smaller count is on the disk before the slots it no longer covers go.
+            flush(&mut self.storage)?;
             set_len(&mut self.storage, end)?;
             self.file_len = end;
         }
@@ -431,15 +466,18 @@ impl<S: Storage> VdiImage<S> {
             monitor.progress(j as u64 + 1, moving.len() as u64);
         }
         let moved_end = if moving.is_empty() { ba } else { target0 + moving.len() as u64 };
-        // Header count first (the copies are in the file now), then the entries.
+        // Header count first (the copies are on the disk now), then the entries.
+        self.barrier()?;
         if moved_end > ba {
             self.header.blocks_allocated = moved_end as u32;
             self.write_header()?;
+            flush(&mut self.storage)?;
         }
         for (j, &(_, block)) in moving.iter().enumerate() {
             self.map.set(&self.storage, block, (target0 + j as u64) as u32)?;
         }
-        self.map.flush(&mut self.storage)?;
+        // The entries point at the copies before the old slots are overwritten by the map.
+        self.barrier()?;
         st.blocks_relocated = moving.len() as u64;
         // Fixed: allocate the new blocks after everything else.
         let mut new_alloc = None;
@@ -496,7 +534,8 @@ impl<S: Storage> VdiImage<S> {
         if !out.is_empty() {
             flush_out(self, &mut out, &mut pos)?;
         }
-        // One header write switches to the new map and data offset.
+        // One header write switches to the new map and data offset (once the map is down).
+        flush(&mut self.storage)?;
         h.offset_bmap = new_bmap as u32;
         h.offset_data = new_data32;
         h.blocks_allocated = count_end.saturating_sub(k) as u32;
