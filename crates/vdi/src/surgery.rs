@@ -23,6 +23,9 @@ use crate::storage::{flush, read_exact, set_len, write_all, ReadAt, Storage};
 
 const NONE: u32 = u32::MAX;
 
+/// Bytes of a block compact reads first to tell data from zeros.
+const SCAN_HEAD: usize = 64 * 1024;
+
 /// Blocks moved between two write barriers (see [`VdiImage::barrier`]).
 const MOVE_BATCH: usize = 256;
 
@@ -259,8 +262,15 @@ impl<S: Storage> VdiImage<S> {
                 if let Entry::Data(slot) = self.entry(i)? {
                     let at = self.data_offset(i, slot)?;
                     buf.resize(bs, 0);
-                    read_exact(&self.storage, at, &mut buf)?;
-                    if all_zero(&buf) {
+                    // Data rarely starts with 64 KiB of zeros: read that much first, and the
+                    // rest only when it is all zeros (a scan of real disks reads ~1/16).
+                    let head = bs.min(SCAN_HEAD);
+                    read_exact(&self.storage, at, &mut buf[..head])?;
+                    let zero = all_zero(&buf[..head]) && {
+                        read_exact(&self.storage, at + head as u64, &mut buf[head..])?;
+                        all_zero(&buf[head..])
+                    };
+                    if zero {
                         self.map.set(&self.storage, i, mark)?;
                         st.blocks_zeroed += 1;
                     }

@@ -470,3 +470,25 @@ fn repair_rebuilds_guessable_header_fields() {
     assert!(rep.after.unwrap().is_clean());
     VdiImage::open(fixed).unwrap();
 }
+
+#[test]
+fn compact_reads_past_a_zero_head() {
+    // 1 MiB blocks: compact reads the first 64 KiB, and the rest only when those are zero.
+    let mut o = CreateOptions::new(4 << 20, Uuid::from_u128(1), Uuid::from_u128(2));
+    o.block_size = 1 << 20;
+    let mut img = create(MemStorage::new(), &o, &mut NoMonitor).unwrap();
+    img.write_at(0, &pattern(1, 4 << 20)).unwrap();
+    img.write_at(0, &vec![0u8; 1 << 20]).unwrap(); // block 0: all zeros
+    let mut tail = vec![0u8; 1 << 20];
+    *tail.last_mut().unwrap() = 7; // block 1: zeros but its very last byte
+    img.write_at(1 << 20, &tail).unwrap();
+    let mut head = vec![0u8; 64 << 10];
+    head[0] = 9; // block 2: non-zero first byte, then the pattern
+    img.write_at(2 << 20, &head).unwrap();
+    let before = disk(&img.storage().clone());
+    let st = img.compact(false, &mut NoMonitor).unwrap();
+    assert_eq!(st.blocks_zeroed, 1, "{st:?}");
+    assert_eq!(img.entry(0).unwrap(), vdi::Entry::Zero);
+    assert!(matches!(img.entry(1).unwrap(), vdi::Entry::Data(_)));
+    assert_eq!(disk(&img.into_storage()), before);
+}
