@@ -3,6 +3,9 @@
 // the engine's error kind and message; a file that opens shows its header, Check lists
 // exactly the findings the manifest names, and Export raw either writes the disk the
 // manifest's digest describes or fails naming the unreadable block (never invented zeros).
+// Each chain of the manifest: its top alone says it needs its parent; all its files given at
+// once (shuffled) get the manifest's `from-set` verdict: the error kind and message, or the
+// layers and the flattened raw disk's digest.
 // Between files the page must answer at once and the worker must still be alive.
 
 import assert from 'node:assert/strict';
@@ -86,6 +89,62 @@ async function pageExport(page) {
   }, EXPORT_NAME);
 }
 
+/** `a` in a shuffled order (seeded, so a run can be repeated), never the order given
+ * when there are two items or more. */
+function shuffled(a, seed) {
+  const out = [...a];
+  let x = seed * 2654435761 >>> 0;
+  for (let i = out.length - 1; i > 0; i--) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    const j = x % (i + 1);
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  if (out.length > 1 && out.every((f, i) => f === a[i])) out.reverse();
+  return out;
+}
+
+/** Give `files` to the page at once (chain mode) and wait until it has linked them or said
+ * why not; returns {error, open, layers (file names, base first), warnings}. */
+async function dropChain(page, files) {
+  await page.evaluate(() => {
+    delete document.documentElement.dataset.chainMs;
+    delete document.documentElement.dataset.mapMs;
+    document.querySelector('#error').hidden = true;
+  });
+  await page.setInputFiles('#file-input', files);
+  await page.waitForFunction(() => document.documentElement.dataset.chainMs, null, { timeout: 60000 });
+  return page.evaluate(() => {
+    const box = document.querySelector('#error');
+    return {
+      error: box.hidden ? null : { kind: box.dataset.kind, message: document.querySelector('#error-message').textContent },
+      open: document.querySelector('#chain-panel').classList.contains('open'),
+      layers: [...document.querySelectorAll('#chain-layers li.layer .layer-name')].map((e) => e.textContent),
+      warnings: [...document.querySelectorAll('#chain-warnings li')].map((e) => e.textContent),
+    };
+  });
+}
+
+/** The chain's flattened raw export through the save dialog (stubbed to an OPFS file);
+ * returns {sha256, size} of what was written, or {error}. */
+async function chainExportRaw(page) {
+  await page.evaluate(() => { document.querySelector('#chain-export-result').hidden = true; });
+  await page.click('#chain-export-raw');
+  await page.waitForFunction(() => {
+    const res = document.querySelector('#chain-export-result');
+    return ((!res.hidden && /Saved/.test(res.textContent)) || !document.querySelector('#error').hidden)
+      && !document.querySelector('#chain-export-raw').disabled;
+  }, null, { timeout: 60000 });
+  return page.evaluate(async (name) => {
+    const box = document.querySelector('#error');
+    if (!box.hidden) return { error: { kind: box.dataset.kind, message: document.querySelector('#error-message').textContent } };
+    const dir = await navigator.storage.getDirectory();
+    const file = await (await dir.getFileHandle(name)).getFile();
+    const d = new Uint8Array(await crypto.subtle.digest('SHA-256', await file.arrayBuffer()));
+    await dir.removeEntry(name);
+    return { size: file.size, sha256: [...d].map((b) => b.toString(16).padStart(2, '0')).join('') };
+  }, EXPORT_NAME);
+}
+
 /** Hover block `b` and read the map's tip; the tip of an earlier hover is hidden first, so
  * it is never read in its place. */
 async function tipOf(page, b) {
@@ -118,7 +177,7 @@ describe(`the damaged-image corpus through the page (${MANIFEST.cases.length} fi
   let page;
   const t0 = Date.now();
   const lenientExport = new Set();
-  const seen = { fails: 0, opens: 0, 'opens-with-findings': 0, lenient: 0, exported: 0, unreadable: 0 };
+  const seen = { fails: 0, opens: 0, 'opens-with-findings': 0, lenient: 0, exported: 0, unreadable: 0, chainsOpened: 0, chainsRefused: 0, chainsAlone: 0 };
 
   before(async () => {
     wb = await openWorkbench();
@@ -237,8 +296,8 @@ describe(`the damaged-image corpus through the page (${MANIFEST.cases.length} fi
     });
   }
 
-  // The page has no multi-file chain mode yet: each chain's top image dropped alone must be
-  // shown as a differencing image that needs its parent, and its reads must not invent data.
+  // Each chain's top image dropped alone (before any chain is opened) must be shown as a
+  // differencing image that needs its parent, and its reads must not invent data.
   for (const ch of MANIFEST.chains) {
     test(`${ch.dir}: the top image alone says it needs its parent (${ch.damage})`, async () => {
       const error = await drop(page, path.join(CORPUS.dir, ch.dir, ch.top));
@@ -246,9 +305,92 @@ describe(`the damaged-image corpus through the page (${MANIFEST.cases.length} fi
       const fields = await headerFields(page);
       assert.equal(fields['image-type'].raw, 'diff');
       assert.match(fields['image-type'].note, /needs its parent/);
+      const notice = await page.$eval('#diff-notice', (e) => ({ hidden: e.hidden, kind: e.dataset.kind, text: e.textContent }));
+      assert.equal(notice.hidden, false);
+      assert.equal(notice.kind, 'needs-parent', notice.text);
       const out = await pageExport(page);
       if (out.error) assert.equal(out.error.kind, 'needs-parent', out.error.message);
       else assert.equal(out.size, Number(fields['virtual-size'].raw)); // every block is in the diff itself
+      await assertAlive(page, ch.dir);
+    });
+  }
+
+  // Every chain's files given to the page at once, in a shuffled order: the page's verdict is
+  // the manifest's `from-set` (Chain::from_set of all the files), exactly.
+  for (const [k, ch] of MANIFEST.chains.entries()) {
+    const want = ch['from-set'];
+    const verdict = want.ok ? `opens (${want['virtual-size']} bytes)` : `fails with ${want.error.kind}`;
+    test(`${ch.dir}: all ${ch.files.length} file(s) at once ${verdict} (${ch.damage})`, async () => {
+      const order = shuffled(ch.files, k + 1);
+      const files = order.map((f) => path.join(CORPUS.dir, ch.dir, f));
+
+      if (ch.files.length === 1) {
+        // One file is not a chain to the page: it keeps the single-image workbench (by design;
+        // main.js opens chain mode for two files or more). The engine's missing parent shows
+        // as the header's note, the notice naming the parent's UUID, and Export raw failing
+        // with `needs-parent` on the first block the diff does not hold, naming that UUID.
+        assert.equal(want.ok, false, 'one differencing file cannot be a whole chain');
+        assert.equal(want.error.kind, 'missing-parent');
+        const error = await drop(page, files[0]);
+        assert.equal(error, null, `${error?.kind}: ${error?.message}`);
+        assert.equal(await page.$eval('#cur-name', (e) => e.textContent), ch.files[0]);
+        const fields = await headerFields(page);
+        assert.equal(fields['image-type'].raw, 'diff');
+        assert.match(fields['image-type'].note, /needs its parent/);
+        const uuids = want.error.message.filter((m) => /^[0-9a-f-]{36}$/.test(m));
+        assert.ok(uuids.length > 0, 'the manifest names the missing UUID');
+        const notice = await page.$eval('#diff-notice', (e) => ({ hidden: e.hidden, kind: e.dataset.kind, text: e.textContent }));
+        assert.equal(notice.hidden, false);
+        const chainUuids = await page.$$eval('#chain-panel.open #chain-layers li.layer', (li) => li.map((l) => l.dataset.uuid));
+        assert.match(fields.uuid.raw, /^[0-9a-f-]{36}$/);
+        if (chainUuids.includes(fields.uuid.raw)) {
+          // A chain opened by an earlier test holds this very image as its top: the notice
+          // says so instead (its panel still shows that chain).
+          assert.equal(notice.kind, 'top', notice.text);
+        } else {
+          assert.equal(notice.kind, 'needs-parent', notice.text);
+          for (const u of uuids) assert.ok(notice.text.includes(u), `the notice "${notice.text}" names ${u}`);
+        }
+        const out = await pageExport(page);
+        assert.ok(out.error, `export of a lone differencing image wrote ${out.size} bytes`);
+        assert.equal(out.error.kind, 'needs-parent', out.error.message);
+        for (const u of uuids) assert.ok(out.error.message.includes(u), `the error "${out.error.message}" names ${u}`);
+        seen.chainsAlone += 1;
+        await assertAlive(page, ch.dir);
+        return;
+      }
+
+      const r = await dropChain(page, files);
+      if (!want.ok) {
+        assert.ok(r.error, `the page opened a chain the manifest says fails: ${JSON.stringify(r.layers)}`);
+        assert.equal(r.error.kind, want.error.kind, `error kind (message: ${r.error.message})`);
+        for (const m of want.error.message) assert.ok(r.error.message.includes(m), `the error "${r.error.message}" says "${m}"`);
+        assert.equal(r.open, false, 'no half chain is drawn');
+        assert.equal(r.layers.length, 0);
+        seen.chainsRefused += 1;
+        await assertAlive(page, ch.dir);
+        return;
+      }
+
+      assert.equal(r.error, null, `the page refused a chain the manifest says opens: ${r.error?.kind}: ${r.error?.message}`);
+      assert.equal(r.open, true);
+      assert.equal(r.layers.length, ch.files.length, 'one layer per file');
+      assert.deepEqual(sorted(r.layers), sorted(ch.files));
+      assert.equal(r.layers[r.layers.length - 1], ch.top, 'the top is drawn last');
+      // The panels below show the top layer.
+      assert.equal(await page.$eval('#cur-name', (e) => e.textContent), ch.top);
+      assert.equal(await page.$eval('#diff-notice', (e) => e.dataset.kind), 'top');
+      if (r.warnings.length) console.log(`# ${ch.dir}: ${r.warnings.join(' | ')}`);
+      if (ch.dir.endsWith('/parent-modified')) {
+        // The engine's warning about the parent written after the snapshot, with the files named.
+        assert.equal(r.warnings.length, 1, r.warnings.join(' | '));
+        assert.match(r.warnings[0], /base\.vdi/);
+      }
+      const out = await chainExportRaw(page);
+      assert.ok(!out.error, `flattened export failed: ${out.error?.kind}: ${out.error?.message}`);
+      assert.equal(out.size, want['virtual-size']);
+      assert.equal(out.sha256, want['disk-sha256'], 'the flattened disk is the one the manifest describes');
+      seen.chainsOpened += 1;
       await assertAlive(page, ch.dir);
     });
   }
@@ -261,7 +403,10 @@ describe(`the damaged-image corpus through the page (${MANIFEST.cases.length} fi
     assert.equal(wb.dialogs.length, 0);
     const total = MANIFEST.cases.length;
     assert.equal(seen.fails + seen.lenient + seen.opens + seen['opens-with-findings'], total, JSON.stringify(seen));
-    console.log(`# corpus through the page: ${total} files + ${MANIFEST.chains.length} chain tops in ${((Date.now() - t0) / 1000).toFixed(1)} s;`
+    assert.equal(seen.chainsOpened + seen.chainsRefused + seen.chainsAlone, MANIFEST.chains.length, JSON.stringify(seen));
+    console.log(`# chains, all files at once: ${seen.chainsOpened} opened with the manifest's layers and flattened digest,`
+      + ` ${seen.chainsRefused} refused with the manifest's error kind and message, ${seen.chainsAlone} single file (single-image workbench)`);
+    console.log(`# corpus through the page: ${total} files + ${MANIFEST.chains.length} chain tops + ${MANIFEST.chains.length} whole chains in ${((Date.now() - t0) / 1000).toFixed(1)} s;`
       + ` ${seen.fails} refused with the manifest's error, ${seen.lenient} opened for inspection (broken layout),`
       + ` ${seen.opens} clean, ${seen['opens-with-findings']} with findings; ${seen.exported} exports matched the manifest's`
       + ` digest, ${seen.unreadable} refused to export unreadable blocks; longest main-thread task ${Math.round(longest)} ms`);

@@ -4,8 +4,8 @@
 //! workbench does), orders them with [`vdi::Chain::from_set`] and then:
 //!
 //! - describes the chain (each layer's header, the engine's warnings), with the engine's
-//!   errors made specific to the files: every image UUID in a message is followed by the
-//!   name of the file that has it;
+//!   errors made specific to the files: the engine's message, kept verbatim, is followed by
+//!   the name of the file that has each image UUID it mentions;
 //! - summarises each layer's block map, and the combined disk coloured by the layer that
 //!   supplies each block, into at most [`MAX_CELLS`] cells, scanning the maps in windows of
 //!   [`WINDOW`] blocks (memory: a few bytes per cell and per window block, whatever the size);
@@ -143,26 +143,18 @@ fn vdi_err(e: VdiError) -> JsValue {
     js_error(e.kind(), e.to_string())
 }
 
-/// `msg` with every known UUID followed by the file name(s) that have it.
+/// `msg` kept verbatim (so the engine's wording can still be searched for), followed by the
+/// file name(s) of every known UUID it mentions, in the order they first appear:
+/// "… — 1234… is “base.vdi”; 5678… is “snap.vdi”".
 fn decorate(msg: &str, by_uuid: &[(String, String)]) -> String {
-    let mut out = String::with_capacity(msg.len() + 64);
-    let mut rest = msg;
-    'outer: while !rest.is_empty() {
-        for (u, names) in by_uuid {
-            if let Some(tail) = rest.strip_prefix(u.as_str()) {
-                out.push_str(u);
-                out.push_str(" (");
-                out.push_str(names);
-                out.push(')');
-                rest = tail;
-                continue 'outer;
-            }
-        }
-        let Some(c) = rest.chars().next() else { break };
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
+    let mut found: Vec<(usize, &str, &str)> =
+        by_uuid.iter().filter_map(|(u, names)| msg.find(u.as_str()).map(|at| (at, u.as_str(), names.as_str()))).collect();
+    if found.is_empty() {
+        return msg.to_string();
     }
-    out
+    found.sort();
+    let which: Vec<String> = found.iter().map(|(_, u, names)| format!("{u} is {names}")).collect();
+    format!("{msg} \u{2014} {}", which.join("; "))
 }
 
 fn quoted(name: &str) -> String {
@@ -187,6 +179,10 @@ fn groups(heads: &[(String, vdi::VdiHeader)]) -> Vec<String> {
                 Some(&i) => {
                     names.push(quoted(&heads[i].0));
                     cur = &heads[i].1;
+                }
+                None if cur.uuid_link.is_nil() => {
+                    names.push("(null parent UUID)".to_string());
+                    break;
                 }
                 None => {
                     names.push(format!("(missing parent {})", cur.uuid_link));
@@ -260,7 +256,7 @@ impl ChainBench {
                 let msg = if text.contains("separate chains") || text.contains("not part of the chain") {
                     let g = groups(&heads);
                     format!(
-                        "the {n} files do not form one chain but {}: {}. Drop the files of one chain at a time",
+                        "the {n} files do not form one chain but {} separate chains: {}. Drop the files of one chain at a time",
                         g.len(),
                         g.join("; ")
                     )
