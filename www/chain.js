@@ -5,14 +5,13 @@
 
 import {
   $, el, human, dec, pct, duration, rate, call, request, showError, status, progressUi, pickTarget, download,
-  baseName, openSource, COLORS, NIL,
+  baseName, openSource, COLORS, NIL, planCells, mix,
 } from './main.js';
 
 /** Most files taken from one drop or folder. */
 export const MAX_FILES = 64;
 /** Most directory entries looked at while walking a dropped folder. */
 const MAX_ENTRIES = 4096;
-const MAX_CELLS = 262144;
 
 /** Layer colours, base first (distinct from the zero/free colours). */
 export const LAYER_COLORS = [
@@ -174,34 +173,9 @@ export function diffNotice(r) {
 
 /* ---------- drawing ---------- */
 
-function planCells(blocks, width, maxCss) {
-  const dpr = window.devicePixelRatio || 1;
-  const W = Math.floor(Math.max(120, width) * dpr);
-  const maxH = Math.floor(maxCss * dpr);
-  const sizes = [24, 20, 16, 14, 12, 10, 8, 6, 5, 4, 3, 2].map((s) => Math.round(s * dpr)).concat([1]);
-  const fit = (n) => {
-    for (const cell of sizes) {
-      const cols = Math.floor(W / cell);
-      const rows = Math.ceil(n / cols);
-      if (rows * cell <= maxH) return { cell, cols, rows };
-    }
-    return null;
-  };
-  let per = 1;
-  let lay = blocks <= MAX_CELLS ? fit(blocks) : null;
-  if (!lay) {
-    per = Math.max(Math.ceil(blocks / (W * maxH)), Math.ceil(blocks / MAX_CELLS), 1);
-    lay = fit(Math.ceil(blocks / per)) ?? { cell: 1, cols: W, rows: Math.ceil(Math.ceil(blocks / per) / W) };
-  }
-  return { per, dpr, ...lay };
-}
-
-function mix(parts, n, floor) {
-  const w = parts.map(([, c]) => (c > 0 ? Math.max(c / n, floor) : 0));
-  const sum = w.reduce((a, b) => a + b, 0) || 1;
-  const out = [0, 0, 0];
-  parts.forEach(([col], k) => { if (w[k]) for (let j = 0; j < 3; j++) out[j] += (col[j] * w[k]) / sum; });
-  return out;
+/** Cells for a chain map `width` CSS pixels wide, at most `maxCss` high (see main.js). */
+function chainCells(blocks, width, maxCss) {
+  return planCells(blocks, Math.max(120, width), maxCss, [24, 20, 16, 14, 12, 10, 8, 6, 5, 4, 3, 2]);
 }
 
 function drawCells(canvas, m, plan) {
@@ -297,7 +271,7 @@ async function loadChainMaps() {
   const wrap = $('#chain-combined-wrap');
   const width = wrap.clientWidth || 600;
   const small = window.innerWidth < 600;
-  const plan = planCells(Number(info.blocks), width, small ? 200 : 260);
+  const plan = chainCells(Number(info.blocks), width, small ? 200 : 260);
   const combined = await call('chainCells', { layer: null, per: plan.per });
   chain.combined = combined;
   const canvas = $('#chain-combined');
@@ -315,7 +289,7 @@ async function loadChainMaps() {
   for (const [i, l] of info.layers.entries()) {
     const c = document.querySelector(`#chain-layers canvas[data-layer="${i}"]`);
     const lw = c.parentElement.clientWidth || width;
-    const lp = planCells(Number(l.info['format-specific'].data['blocks-in-image']), lw, small ? 80 : 110);
+    const lp = chainCells(Number(l.info['format-specific'].data['blocks-in-image']), lw, small ? 80 : 110);
     const m = await call('chainCells', { layer: i, per: lp.per });
     drawCells(c, m, lp);
     const s = m.summary;

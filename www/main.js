@@ -448,14 +448,17 @@ export function ramp(t) {
   return RAMP[i].map((c, k) => Math.round(c + (RAMP[i + 1][k] - c) * f));
 }
 
-/** Choose the cell size (device pixels) and blocks per cell for `blocks` blocks. */
-export function planMap(blocks) {
-  const canvas = $('#map-canvas');
+/**
+ * Lay `blocks` blocks out as square cells in a canvas `cssW` CSS pixels wide and at most
+ * `maxCssH` high: the largest cell size (from `sizesCss`, then 1 device pixel) that fits,
+ * folding several blocks into one cell (`per`) when even 1-pixel cells would not fit or
+ * there would be more than MAX_CELLS cells. Sizes are in device pixels.
+ */
+export function planCells(blocks, cssW, maxCssH, sizesCss) {
   const dpr = window.devicePixelRatio || 1;
-  const cssW = Math.max(200, canvas.parentElement.clientWidth);
   const W = Math.floor(cssW * dpr);
-  const maxH = Math.floor((window.innerWidth < 600 ? 280 : 400) * dpr);
-  const sizes = [40, 32, 24, 20, 16, 14, 12, 10, 8, 6, 5, 4, 3, 2].map((s) => Math.round(s * dpr)).concat([1]);
+  const maxH = Math.floor(maxCssH * dpr);
+  const sizes = sizesCss.map((s) => Math.round(s * dpr)).concat([1]);
   const fit = (n) => {
     for (const cell of sizes) {
       const cols = Math.floor(W / cell);
@@ -467,10 +470,18 @@ export function planMap(blocks) {
   let per = 1;
   let lay = blocks <= MAX_CELLS ? fit(blocks) : null;
   if (!lay) {
-    per = Math.max(Math.ceil(blocks / (W * maxH)), Math.ceil(blocks / MAX_CELLS));
+    per = Math.max(Math.ceil(blocks / (W * maxH)), Math.ceil(blocks / MAX_CELLS), 1);
     lay = fit(Math.ceil(blocks / per)) ?? { cell: 1, cols: W, rows: Math.ceil(Math.ceil(blocks / per) / W) };
   }
-  return { per, dpr, cssW, ...lay };
+  return { per, dpr, ...lay };
+}
+
+/** Choose the cell size (device pixels) and blocks per cell for the block map panel. */
+export function planMap(blocks) {
+  const canvas = $('#map-canvas');
+  const cssW = Math.max(200, canvas.parentElement.clientWidth);
+  const maxCssH = window.innerWidth < 600 ? 280 : 400;
+  return { cssW, ...planCells(blocks, cssW, maxCssH, [40, 32, 24, 20, 16, 14, 12, 10, 8, 6, 5, 4, 3, 2]) };
 }
 
 export async function loadMap() {
@@ -488,7 +499,9 @@ export async function loadMap() {
 
 /** Mix colours by weight; a part present at all gets at least `floor` of the cell so a
  * single data block among thousands of free ones still shows. */
-function mix(parts, n, floor) {
+/** Blend the colours of `parts` ([rgb, count]) of a cell of `n` blocks; a part present at all
+ * gets at least `floor` of the weight, so one odd block in a large cell stays visible. */
+export function mix(parts, n, floor) {
   const w = parts.map(([, c]) => (c > 0 ? Math.max(c / n, floor) : 0));
   const sum = w.reduce((a, b) => a + b, 0) || 1;
   const out = [0, 0, 0];
