@@ -6,23 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vdi::{export_raw, BlockState, NoMonitor, OpenOptions, RawSink, VdiImage};
+use vdi::{export_raw, BlockState, NoMonitor, OpenOptions, VdiImage};
 use vdi_fuzz::{ranges, ref_block, ref_read, Counting, RefBlock, Rng, Unreadable};
-
-struct Collect(Vec<u8>);
-
-impl RawSink for Collect {
-    fn data(&mut self, offset: u64, buf: &[u8]) -> vdi::Result<()> {
-        assert_eq!(offset, self.0.len() as u64);
-        self.0.extend_from_slice(buf);
-        Ok(())
-    }
-    fn zeros(&mut self, offset: u64, len: u64) -> vdi::Result<()> {
-        assert_eq!(offset, self.0.len() as u64);
-        self.0.resize(self.0.len() + len as usize, 0);
-        Ok(())
-    }
-}
 
 fn exercise(data: &[u8], s: &Counting, mut img: VdiImage<&Counting>, strict: bool) {
     let len = data.len() as u64;
@@ -77,11 +62,11 @@ fn exercise(data: &[u8], s: &Counting, mut img: VdiImage<&Counting>, strict: boo
     // A raw export of a small disk equals the reference, or fails like one of the bad blocks
     // (it looks ahead to merge runs, so a later block's truncated map entry may come first).
     if size <= 4 << 20 {
-        let mut sink = Collect(Vec::new());
+        let mut sink = Vec::new();
         let got = export_raw(&mut img, &mut sink, &mut NoMonitor);
         let want = ref_read(data, &h, 0, size as usize);
         match (got, want) {
-            (Ok(_), Ok(want)) => assert!(sink.0 == want, "export differs"),
+            (Ok(_), Ok(want)) => assert!(sink == want, "export differs"),
             (Err(e), Err(_)) => {
                 let bad: Vec<&str> =
                     (0..size.div_ceil(bs)).filter_map(|b| ref_block(data, &h, b).err()).map(|w| w.kind()).collect();

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use vdi::{check, export_raw, Chain, MemStorage, NoMonitor, RawSink, VdiImage};
+use vdi::{check, export_raw, Chain, MemStorage, NoMonitor, VdiImage};
 use vdi_tests::corpus::{self, CheckVerdict, Corpus, Verdict};
 use vdi_tests::{json, root, run, vdi};
 
@@ -30,21 +30,6 @@ fn corpus() -> &'static (Corpus, std::path::PathBuf) {
         let c = corpus::write(&dir);
         (c, dir)
     })
-}
-
-struct Collect(Vec<u8>);
-
-impl RawSink for Collect {
-    fn data(&mut self, offset: u64, buf: &[u8]) -> vdi::Result<()> {
-        assert_eq!(offset, self.0.len() as u64);
-        self.0.extend_from_slice(buf);
-        Ok(())
-    }
-    fn zeros(&mut self, offset: u64, len: u64) -> vdi::Result<()> {
-        assert_eq!(offset, self.0.len() as u64);
-        self.0.resize(self.0.len() + len as usize, 0);
-        Ok(())
-    }
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -106,10 +91,10 @@ fn engine_verdict(c: &corpus::Case) -> Result<(), String> {
                     (Some(k), Err(e)) => return fail(format!("block {b}: {e}, expected {k}")),
                 }
             }
-            let mut sink = Collect(Vec::new());
+            let mut sink = Vec::new();
             let exported = export_raw(&mut img, &mut sink, &mut NoMonitor);
             match (past_end.is_empty() && needs_parent.is_empty(), exported) {
-                (true, Ok(_)) if sink.0 == *disk => Ok(()),
+                (true, Ok(_)) if sink == *disk => Ok(()),
                 (true, Ok(_)) => fail("export differs".into()),
                 (true, Err(e)) => fail(format!("export: {e}")),
                 (false, Ok(_)) => fail("export of an image with unreadable blocks succeeded".into()),

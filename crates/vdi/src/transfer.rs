@@ -63,6 +63,32 @@ impl<S: Storage> RawSink for SparseSink<S> {
     }
 }
 
+/// A small disk exported into memory: the pieces are appended in order (a piece that does
+/// not start where the bytes so far end is an error). The zeros are stored too, so this is
+/// for small disks only (tests, tools checking a few MiB).
+impl RawSink for Vec<u8> {
+    fn data(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
+        append_at(self, offset, buf.len() as u64)?;
+        self.extend_from_slice(buf);
+        Ok(())
+    }
+    fn zeros(&mut self, offset: u64, len: u64) -> Result<()> {
+        append_at(self, offset, len)?;
+        self.resize(self.len() + len as usize, 0);
+        Ok(())
+    }
+}
+
+fn append_at(v: &[u8], offset: u64, len: u64) -> Result<()> {
+    if offset != v.len() as u64 {
+        return Err(VdiError::InvalidArgument(format!(
+            "export out of order: {len} bytes at {offset}, but {} bytes came so far",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
 /// What an export or import did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TransferStats {
@@ -274,6 +300,16 @@ mod tests {
             self.1 += 1;
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_vec_collects_an_export_in_order() {
+        let mut v: Vec<u8> = Vec::new();
+        v.data(0, b"ab").unwrap();
+        v.zeros(2, 3).unwrap();
+        assert_eq!(v, b"ab\0\0\0");
+        let e = v.data(9, b"x").unwrap_err().to_string();
+        assert!(e.contains("out of order") && e.contains("at 9"), "{e}");
     }
 
     #[test]

@@ -889,21 +889,6 @@ fn sorted(mut k: Vec<FindingKind>) -> Vec<&'static str> {
     k.into_iter().map(|k| k.name()).collect()
 }
 
-struct Collect(Vec<u8>);
-
-impl RawSink for Collect {
-    fn data(&mut self, offset: u64, buf: &[u8]) -> vdi::Result<()> {
-        assert_eq!(offset, self.0.len() as u64);
-        self.0.extend_from_slice(buf);
-        Ok(())
-    }
-    fn zeros(&mut self, offset: u64, len: u64) -> vdi::Result<()> {
-        assert_eq!(offset, self.0.len() as u64);
-        self.0.resize(self.0.len() + len as usize, 0);
-        Ok(())
-    }
-}
-
 /// Bound what open + check may read: the file once (header twice, map once).
 fn assert_bounded(s: &Counting, what: &str) {
     let len = s.file_len();
@@ -987,7 +972,7 @@ fn run(case: &Case) {
             let mut all = vec![0xEE; disk.len()];
             s.reset();
             let whole = img.read_at(0, &mut all);
-            let mut sink = Collect(Vec::new());
+            let mut sink = Vec::new();
             let exported = export_raw(&mut img, &mut sink, &mut NoMonitor);
             assert!(s.largest.get() <= len, "whole-disk read: {} bytes at once from {len}", s.largest.get());
             let first_bad = (0..nblocks).find(|b| past_end.contains(b) || needs_parent.contains(b));
@@ -996,7 +981,7 @@ fn run(case: &Case) {
                     whole.unwrap_or_else(|e| panic!("read all: {e}"));
                     assert!(all == *disk, "whole disk reads wrong");
                     exported.unwrap_or_else(|e| panic!("export: {e}"));
-                    assert!(sink.0 == *disk, "export differs");
+                    assert!(sink == *disk, "export differs");
                 }
                 Some(b) => {
                     let want = if past_end.contains(&b) { "block-past-end" } else { "needs-parent" };

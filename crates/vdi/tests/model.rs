@@ -12,7 +12,7 @@
 
 use proptest::prelude::*;
 use vdi::{
-    all_zero, check, create, export_raw, CreateOptions, Entry, Layout, MemStorage, NoMonitor, RawSink, ReadAt, Storage,
+    all_zero, check, create, export_raw, CreateOptions, Entry, Layout, MemStorage, NoMonitor, ReadAt, Storage,
     Uuid, VdiImage,
 };
 
@@ -213,22 +213,6 @@ fn fill_bytes(fill: &Fill, n: usize) -> Vec<u8> {
     }
 }
 
-/// A sink collecting an export into one buffer, checking it arrives in order.
-struct Collect(Vec<u8>);
-
-impl RawSink for Collect {
-    fn data(&mut self, offset: u64, buf: &[u8]) -> vdi::Result<()> {
-        assert_eq!(offset, self.0.len() as u64, "export out of order");
-        self.0.extend_from_slice(buf);
-        Ok(())
-    }
-    fn zeros(&mut self, offset: u64, len: u64) -> vdi::Result<()> {
-        assert_eq!(offset, self.0.len() as u64, "export out of order");
-        self.0.resize(self.0.len() + len as usize, 0);
-        Ok(())
-    }
-}
-
 /// The image under test and the model it must match.
 struct Harness {
     img: VdiImage<MemStorage>,
@@ -324,12 +308,12 @@ impl Harness {
                 prop_assert_eq!(&copy, self.img.storage(), "check changed nothing");
             }
             Op::Export => {
-                let mut c = Collect(Vec::new());
+                let mut c = Vec::new();
                 let st = export_raw(&mut self.img, &mut c, &mut NoMonitor)
                     .map_err(|e| TestCaseError::fail(format!("export: {e}")))?;
                 prop_assert_eq!(st.total_bytes, self.size());
                 prop_assert_eq!(st.data_bytes + st.zero_bytes, self.size());
-                prop_assert!(c.0 == self.disk, "export differs from the model");
+                prop_assert!(c == self.disk, "export differs from the model");
             }
             Op::Compact(zero_as_free) => {
                 let r = self.img.compact(*zero_as_free, &mut NoMonitor);
