@@ -5,7 +5,7 @@
 
 import {
   $, el, human, dec, pct, duration, rate, call, request, showError, status, progressUi, pickTarget, download,
-  baseName, openSource, COLORS, NIL, planCells, mix,
+  baseName, openSource, COLORS, NIL, planCells, paintCells, mix,
 } from './main.js';
 
 /** Most files taken from one drop or folder. */
@@ -179,41 +179,16 @@ function chainCells(blocks, width, maxCss) {
 }
 
 function drawCells(canvas, m, plan) {
-  const { cell, cols, rows, dpr } = plan;
-  const W = cols * cell;
-  const H = Math.max(1, rows * cell);
-  canvas.width = W;
-  canvas.height = H;
-  canvas.style.width = `${W / dpr}px`;
-  canvas.style.height = `${H / dpr}px`;
-  canvas.dataset.cols = cols;
-  canvas.dataset.per = m.per;
-  canvas.dataset.cells = m.cells;
-  const ctx = canvas.getContext('2d');
-  const img = ctx.createImageData(W, H);
-  const px = img.data;
-  const gap = cell >= 8 ? 1 : 0;
-  const inner = cell - gap;
   const floor = m.per > 1 ? 0.6 : 0;
-  for (let i = 0; i < m.cells; i++) {
-    const first = i * m.per;
-    const n = Math.min(m.per, m.blocks - first);
+  paintCells(canvas, plan, m.cells, m.per, plan.cell >= 8 ? 1 : 0, (i) => {
+    const n = Math.min(m.per, m.blocks - i * m.per);
     const d = m.data[i];
     const z = m.zero[i];
     const u = m.unreadable[i];
     const free = Math.max(0, n - d - z - u);
     const dc = m.layer[i] === 255 ? COLORS.data : layerColor(m.layer[i]);
-    const [r, g, b] = mix([[dc, d], [COLORS.zero, z], [COLORS.free, free], [COLORS.unreadable, u]], n, floor);
-    const x0 = (i % cols) * cell;
-    const y0 = Math.floor(i / cols) * cell;
-    for (let y = y0; y < y0 + inner; y++) {
-      let o = (y * W + x0) * 4;
-      for (let x = 0; x < inner; x++, o += 4) {
-        px[o] = r; px[o + 1] = g; px[o + 2] = b; px[o + 3] = 255;
-      }
-    }
-  }
-  ctx.putImageData(img, 0, 0);
+    return mix([[dc, d], [COLORS.zero, z], [COLORS.free, free], [COLORS.unreadable, u]], n, floor);
+  });
 }
 
 function swatch(rgb, label, k) {

@@ -526,9 +526,13 @@ function cellColor(i) {
   return mix([[COLORS.data, d], [COLORS.zero, z], [COLORS.free, free], [COLORS.unreadable, unread]], n, floor);
 }
 
-function drawMap() {
-  const canvas = $('#map-canvas');
-  const { cell, cols, rows, dpr } = mapLayout;
+/**
+ * Size `canvas` for `plan` ({cell, cols, rows, dpr}) and paint `cells` square cells, each
+ * `per` blocks, cell `i` in `colorOf(i)` ([r, g, b]), `gap` device pixels apart. Returns the
+ * canvas's 2D context.
+ */
+export function paintCells(canvas, plan, cells, per, gap, colorOf) {
+  const { cell, cols, rows, dpr } = plan;
   const W = cols * cell;
   const H = Math.max(1, rows * cell);
   canvas.width = W;
@@ -537,15 +541,14 @@ function drawMap() {
   canvas.style.height = `${H / dpr}px`;
   canvas.dataset.cols = cols;
   canvas.dataset.cell = String(cell / dpr);
-  canvas.dataset.per = map.per;
-  canvas.dataset.cells = map.cells;
+  canvas.dataset.per = per;
+  canvas.dataset.cells = cells;
   const ctx = canvas.getContext('2d');
   const img = ctx.createImageData(W, H);
   const px = img.data;
-  const gap = cell >= 20 ? 2 : cell >= 6 ? 1 : 0;
   const inner = cell - gap;
-  for (let i = 0; i < map.cells; i++) {
-    const [r, g, b] = cellColor(i);
+  for (let i = 0; i < cells; i++) {
+    const [r, g, b] = colorOf(i);
     const x0 = (i % cols) * cell;
     const y0 = Math.floor(i / cols) * cell;
     for (let y = y0; y < y0 + inner; y++) {
@@ -556,6 +559,14 @@ function drawMap() {
     }
   }
   ctx.putImageData(img, 0, 0);
+  return ctx;
+}
+
+function drawMap() {
+  const canvas = $('#map-canvas');
+  const { cell, cols, dpr } = mapLayout;
+  const gap = cell >= 20 ? 2 : cell >= 6 ? 1 : 0;
+  const ctx = paintCells(canvas, mapLayout, map.cells, map.per, gap, cellColor);
   if (selected >= 0) {
     const x0 = (selected % cols) * cell;
     const y0 = Math.floor(selected / cols) * cell;
