@@ -199,12 +199,7 @@ async function openSink(target, size, name) {
   }
   return {
     async write(view, position) {
-      let done = 0;
-      while (done < view.length) {
-        const n = ah.write(done ? view.subarray(done) : view, { at: position + done });
-        if (n <= 0) throw fail('no-space', `writing at ${position + done} of the staged file wrote nothing (out of space?)`);
-        done += n;
-      }
+      writeAllSync(ah, view, position, 'the staged file');
     },
     async finish() {
       // No flush(): the staged file is a temporary the download copies; an fsync of
@@ -215,6 +210,16 @@ async function openSink(target, size, name) {
     },
     abort: cleanup,
   };
+}
+
+/** Write all of `data` at `position` through a sync access handle (a write may be short). */
+function writeAllSync(ah, data, position, what) {
+  let done = 0;
+  while (done < data.length) {
+    const n = ah.write(done ? data.subarray(done) : data, { at: position + done });
+    if (n <= 0) throw fail('no-space', `writing at ${position + done} of ${what} wrote nothing (browser storage full?)`);
+    done += n;
+  }
 }
 
 /** Reads of the image file kept in flight by the File export (each at most 8 MiB). */
@@ -527,13 +532,7 @@ async function copyToOpfs(id, file, isCancelled) {
       const len = Math.min(CH, file.size - off);
       const ab = await file.slice(off, off + len).arrayBuffer();
       if (ab.byteLength !== len) throw fail('io', `reading ${len} bytes at ${off} of ${file.name} returned ${ab.byteLength} (was the file changed?)`);
-      const data = new Uint8Array(ab);
-      let done = 0;
-      while (done < len) {
-        const n = ah.write(done ? data.subarray(done) : data, { at: off + done });
-        if (n <= 0) throw fail('no-space', `writing at ${off + done} of the copy wrote nothing (browser storage full?)`);
-        done += n;
-      }
+      writeAllSync(ah, new Uint8Array(ab), off, 'the copy');
       progress(id, off + len, file.size);
     }
     ah.flush();
@@ -695,14 +694,7 @@ async function run(id, op, args) {
     case 'rangeInfo': return parseJson(wb.range_info(args.first, args.end));
     case 'check': {
       const t0 = performance.now();
-      let last = 0;
-      const r = parseJson(wb.check((done, total) => {
-        const now = performance.now();
-        if (now - last > 50 || done === total) {
-          last = now;
-          progress(id, done, total);
-        }
-      }));
+      const r = parseJson(wb.check(progressFn(id)));
       r.ms = performance.now() - t0;
       return r;
     }

@@ -20,13 +20,15 @@ use web_sys::{File, FileSystemSyncAccessHandle};
 use crate::storage::{Backend, FileStorage, OpfsStorage};
 use crate::{js_error, no_image, vdi_err, Workbench, CHUNK};
 
-/// A monitor over the page's callbacks.
-fn monitor<'a>(progress: &'a Function, cancelled: &'a Function) -> impl Monitor + 'a {
+/// A monitor over the page's callbacks (without `cancelled`, never cancelled).
+pub(crate) fn monitor<'a>(progress: &'a Function, cancelled: Option<&'a Function>) -> impl Monitor + 'a {
     FnMonitor {
         progress: move |d: u64, t: u64| {
             let _ = progress.call2(&JsValue::NULL, &(d as f64).into(), &(t as f64).into());
         },
-        cancelled: move || cancelled.call0(&JsValue::NULL).map(|v| v.is_truthy()).unwrap_or(false),
+        cancelled: move || {
+            cancelled.is_some_and(|c| c.call0(&JsValue::NULL).map(|v| v.is_truthy()).unwrap_or(false))
+        },
     }
 }
 
@@ -77,7 +79,7 @@ impl Workbench {
     /// bytes-reclaimed, file-length-before, file-length-after}` as JSON text.
     pub fn compact(&mut self, free: bool, progress: &Function, cancelled: &Function) -> Result<String, JsValue> {
         let img = self.writable_img()?;
-        let mut mon = monitor(progress, cancelled);
+        let mut mon = monitor(progress, Some(cancelled));
         let r = img.compact(free, &mut mon);
         img.flush().map_err(vdi_err)?;
         let st = r.map_err(vdi_err)?;
@@ -97,7 +99,7 @@ impl Workbench {
     pub fn resize(&mut self, new_size: f64, progress: &Function, cancelled: &Function) -> Result<String, JsValue> {
         let new_size = bytes_arg("size", new_size)?;
         let img = self.writable_img()?;
-        let mut mon = monitor(progress, cancelled);
+        let mut mon = monitor(progress, Some(cancelled));
         let r = img.resize(new_size, &mut mon);
         img.flush().map_err(vdi_err)?;
         let st = r.map_err(vdi_err)?;
@@ -117,7 +119,7 @@ impl Workbench {
     pub fn discard(&mut self, offset: f64, length: f64, progress: &Function, cancelled: &Function) -> Result<String, JsValue> {
         let (offset, length) = (bytes_arg("offset", offset)?, bytes_arg("length", length)?);
         let img = self.writable_img()?;
-        let mut mon = monitor(progress, cancelled);
+        let mut mon = monitor(progress, Some(cancelled));
         let r = img.discard(offset, length, &mut mon);
         img.flush().map_err(vdi_err)?;
         let (blocks, reclaimed) = r.map_err(vdi_err)?;
@@ -173,7 +175,7 @@ impl Workbench {
             Backend::Opfs(o) => Some(o.handle().clone()),
             _ => None,
         };
-        let mut mon = monitor(progress, cancelled);
+        let mut mon = monitor(progress, Some(cancelled));
         match vdi::repair(storage, dry_run, &mut mon) {
             Ok((rep, storage)) => {
                 // Reopen on the same storage: the repaired image, or the unchanged one.
@@ -215,7 +217,7 @@ impl Workbench {
         let r = (|| {
             let o = crate::parse_create_options(opts)?;
             let src = FileStorage::new(file).map_err(|e| js_error("io", e.message))?;
-            let mut mon = monitor(progress, cancelled);
+            let mut mon = monitor(progress, Some(cancelled));
             let mut img = vdi::create(Backend::Opfs(OpfsStorage::new(handle)), &o, &mut vdi::NoMonitor).map_err(vdi_err)?;
             let st = vdi::import_raw(&src, &mut img, &mut mon).map_err(vdi_err)?;
             img.flush().map_err(vdi_err)?;
@@ -226,9 +228,8 @@ impl Workbench {
                 self.close();
                 self.img = Some(img);
                 self.name = file.name();
-                let info: Value = serde_json::from_str(&self.info()?).unwrap_or(Value::Null);
                 Ok(json!({
-                    "info": info,
+                    "info": self.info_value()?,
                     "import": { "data-bytes": st.data_bytes, "zero-bytes": st.zero_bytes },
                 })
                 .to_string())
@@ -257,7 +258,7 @@ impl Workbench {
         cancelled: &Function,
     ) -> Result<String, JsValue> {
         let keep = handle.clone();
-        let mut mon = monitor(progress, cancelled);
+        let mut mon = monitor(progress, Some(cancelled));
         let r = vdi::repair(Backend::Opfs(OpfsStorage::new(handle)), false, &mut mon)
             .map_err(vdi_err)
             .and_then(|(rep, storage)| {

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 use vdi::report::{check_json, info_json};
 use vdi::{
-    check_image, create, CreateOptions, Entry, FnMonitor, Layout, OpenOptions, ReadAt, VdiError, VdiImage,
+    check_image, create, CreateOptions, Entry, Layout, OpenOptions, ReadAt, VdiError, VdiImage,
 };
 use wasm_bindgen::prelude::*;
 use web_sys::{File, FileSystemSyncAccessHandle};
@@ -153,31 +153,16 @@ impl Workbench {
     /// (without `actual-size`, which a browser cannot know) and `file` describes the
     /// source (backend, length, layout problems found at open).
     pub fn info(&mut self) -> Result<String, JsValue> {
+        self.info_value().map(|v| v.to_string())
+    }
+
+    /// Run the engine's check; `progress(done, total)` is called as the map is scanned.
+    /// Returns `vdi check --json` (JSON text).
+    pub fn check(&mut self, progress: &js_sys::Function) -> Result<String, JsValue> {
         let name = self.name.clone();
         let img = self.img()?;
-        let h = img.header();
-        let file_len = img.file_len();
-        let map_end = h.offset_bmap as u64 + h.map_bytes();
-        let readable = if map_end > file_len {
-            (file_len.saturating_sub(h.offset_bmap as u64) / 4).min(h.blocks_in_image as u64)
-        } else {
-            h.blocks_in_image as u64
-        };
-        let v = json!({
-            "info": info_json(h, &name, None),
-            "file": {
-                "name": name,
-                "backend": img.storage().kind(),
-                "writable": img.storage().writable(),
-                "length": file_len,
-                "layout-error": img.layout_error(),
-                "map-end": map_end,
-                "readable-entries": readable,
-                "blocks-covering-disk": img.blocks_covering_disk(),
-                "block-stride": h.block_stride(),
-            },
-        });
-        Ok(v.to_string())
+        let r = check_image(img, &mut edit::monitor(progress, None)).map_err(vdi_err)?;
+        Ok(check_json(&r, &name).to_string())
     }
 
     /// `{bytes, calls}` read from the storage since the image was opened.
@@ -203,21 +188,6 @@ impl Workbench {
     pub fn range_info(&mut self, first: u32, end: u32) -> Result<String, JsValue> {
         let img = self.img()?;
         map::range_info(img, first, end).map(|v| v.to_string()).map_err(vdi_err)
-    }
-
-    /// Run the engine's check; `progress(done, total)` is called as the map is scanned.
-    /// Returns `vdi check --json` (JSON text).
-    pub fn check(&mut self, progress: &js_sys::Function) -> Result<String, JsValue> {
-        let name = self.name.clone();
-        let img = self.img()?;
-        let mut mon = FnMonitor {
-            progress: |d: u64, t: u64| {
-                let _ = progress.call2(&JsValue::NULL, &(d as f64).into(), &(t as f64).into());
-            },
-            cancelled: || false,
-        };
-        let r = check_image(img, &mut mon).map_err(vdi_err)?;
-        Ok(check_json(&r, &name).to_string())
     }
 
     /// Read `len` bytes of the virtual disk at `offset` into the transfer buffer.
@@ -382,6 +352,35 @@ impl Workbench {
 
 /// Rust-side access (tests, other Rust callers).
 impl Workbench {
+    /// The report [`Workbench::info`] returns, as a JSON value.
+    pub fn info_value(&mut self) -> Result<Value, JsValue> {
+        let name = self.name.clone();
+        let img = self.img()?;
+        let h = img.header();
+        let file_len = img.file_len();
+        let map_end = h.offset_bmap as u64 + h.map_bytes();
+        let readable = if map_end > file_len {
+            (file_len.saturating_sub(h.offset_bmap as u64) / 4).min(h.blocks_in_image as u64)
+        } else {
+            h.blocks_in_image as u64
+        };
+        let v = json!({
+            "info": info_json(h, &name, None),
+            "file": {
+                "name": name,
+                "backend": img.storage().kind(),
+                "writable": img.storage().writable(),
+                "length": file_len,
+                "layout-error": img.layout_error(),
+                "map-end": map_end,
+                "readable-entries": readable,
+                "blocks-covering-disk": img.blocks_covering_disk(),
+                "block-stride": h.block_stride(),
+            },
+        });
+        Ok(v)
+    }
+
     /// The open image.
     pub fn image(&mut self) -> Option<&mut VdiImage<Backend>> {
         self.img.as_mut()
