@@ -225,6 +225,14 @@ impl Workbench {
     /// before writing pieces at their offsets).
     pub fn export_begin(&mut self) -> Result<f64, JsValue> {
         let img = self.img()?;
+        // An image opened leniently (so Check can name the damage) is for inspection only:
+        // what its broken layout would read is not the disk (`vdi convert` refuses to open it).
+        if let Some(layout) = img.layout_error() {
+            return Err(js_error(
+                "broken-layout",
+                format!("the image was opened for inspection only, its disk cannot be read: {layout}"),
+            ));
+        }
         let size = img.virtual_size();
         let e = Export::begin(img).map_err(vdi_err)?;
         self.export = Some(e);
