@@ -79,29 +79,29 @@ async function runEdit(op, args, { label, unit = 'blocks', cancellable = true })
   const flag = cancellable ? cancelFlag() : null;
   const ui = progressUi('edit');
   $('#edit-cancel').hidden = !cancellable;
+  let failure = null;
+  let answer = null;
   try {
     const j = request(op, { ...args, flag }, { onProgress: (p) => ui.update(p, unit) });
     job = { id: j.id, flag, op, label };
-    return await j.promise;
+    answer = await j.promise;
   } catch (e) {
-    job = null;
-    ui.done();
-    if (e.kind === 'cancelled') {
-      await afterCancel(label).catch(showError);
-    } else {
-      showError(e);
-      // A refused or failed edit changes nothing the engine has not ordered safely; show
-      // the image as it is.
-      await call('info').then(showOpened, () => {});
-    }
-    return null;
-  } finally {
-    job = null;
-    ui.done();
-    $('#edit-cancel').hidden = true;
-    setBusy(-1);
-    refreshDiag();
+    failure = e;
   }
+  job = null;
+  ui.done();
+  $('#edit-cancel').hidden = true;
+  if (failure && failure.kind === 'cancelled') {
+    await afterCancel(label).catch(showError);
+  } else if (failure) {
+    showError(failure);
+    // A refused or failed edit changes nothing the engine has not ordered safely; show the
+    // image as it is.
+    await call('info').then(showOpened, () => {});
+  }
+  setBusy(-1);
+  refreshDiag();
+  return answer;
 }
 
 /** Engine operations run synchronously in the worker: without a shared flag they can only
@@ -127,12 +127,8 @@ async function makeCopy() {
   const r = await runEdit('editCopy', {}, { label: 'Making the editable copy', unit: 'bytes' });
   if (!r) return;
   original = before;
-  setCurrent({ source: r.source, info: r.info, file: r.file });
-  clearResults();
-  renderCurrent(r);
-  renderHeader(r);
-  await loadMap();
-  updateEdit();
+  setCurrent({ source: r.source });
+  await showOpened(r);
   refreshStorage();
   showResult(`Made an editable copy of ${r.file.name} (${human(r.file.length)}) in browser storage. Your file is unchanged.`, { copy: r.source.name });
 }
@@ -146,12 +142,8 @@ async function closeCopy() {
     const back = original;
     original = null;
     if (back && back.source.kind !== 'none') {
-      const r = await call('open', { source: back.source });
-      setCurrent({ source: back.source, info: r.info, file: r.file });
-      clearResults();
-      renderCurrent(r);
-      renderHeader(r);
-      await loadMap();
+      setCurrent({ source: back.source });
+      await showOpened(await call('open', { source: back.source }));
       status('The copy was deleted; the original file is open again (unchanged).');
     } else {
       setCurrent(null);
@@ -338,7 +330,7 @@ async function repairCopyOf() {
   failedFile = null;
   $('#repair-offer').hidden = true;
   original = null;
-  setCurrent({ source: r.source, info: r.opened.info, file: r.opened.file });
+  setCurrent({ source: r.source });
   document.body.classList.add('has-image');
   await showOpened(r.opened);
   $('#edit-actions').replaceChildren(...renderRepair(r.report));
@@ -351,6 +343,14 @@ async function repairCopyOf() {
 }
 
 /* ---------- state ---------- */
+
+/** `n` bytes in the largest binary unit that divides it exactly ("128M", "1536K", "1000"). */
+function exactSize(n) {
+  const units = ['', 'K', 'M', 'G', 'T', 'P'];
+  let u = 0;
+  while (u < units.length - 1 && n > 0 && n % 1024 === 0) { n /= 1024; u += 1; }
+  return `${n}${units[u]}`;
+}
 
 /** Show the controls that fit the open image. */
 export function updateEdit() {
@@ -372,8 +372,7 @@ export function updateEdit() {
   const diff = d['image-type'] === 'diff';
   $('#edit-compact').disabled = diff;
   $('#edit-compact').title = diff ? 'a snapshot is compacted against its parent: use `vdi compact` with the chain' : '';
-  $('#edit-size').value = human(current.info['virtual-size']).replace(' ', '').replace(/iB$/, '');
-  if (parseSize($('#edit-size').value).bytes !== Number(current.info['virtual-size'])) $('#edit-size').value = String(current.info['virtual-size']);
+  $('#edit-size').value = exactSize(Number(current.info['virtual-size']));
   $('#edit-discard-length').value = '1M';
   $('#edit-comment').value = d.comment;
   $('#edit-uuid').value = d.uuid;
