@@ -17,7 +17,7 @@ use crate::image::{all_zero, BlockState, VdiImage};
 use crate::monitor::Monitor;
 use crate::storage::{set_len, ReadAt, Storage};
 use crate::surgery::CompactStats;
-use crate::transfer::{export_disk, BlockDisk, RawSink, TransferStats};
+use crate::transfer::{export_disk, RawSink, TransferStats};
 
 /// Where one block of the chain's disk comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,70 +273,24 @@ impl<S: ReadAt> Chain<S> {
         self.read_in(top, offset, buf)
     }
 
-    /// Visit the chain's disk as merged extents, each with the layer it comes from.
+    /// Visit the chain's disk as merged extents, each with the layer it comes from
+    /// ([`crate::Runs::map`]).
     pub fn extents(&mut self, mut f: impl FnMut(ChainExtent) -> Result<()>) -> Result<()> {
-        let bs = self.block_size();
-        let size = self.virtual_size();
-        let nblocks = size.div_ceil(bs) as u32;
-        let mut cur: Option<ChainExtent> = None;
-        for block in 0..nblocks {
-            let start = block as u64 * bs;
-            let length = bs.min(size - start);
-            let (state, layer, host) = match self.source(block)? {
-                Source::Data { layer, slot } => {
-                    (BlockState::Data, Some(layer), Some(self.layers[layer].header.slot_offset(slot)))
-                }
-                Source::Zero { layer } => (BlockState::Zero, Some(layer), None),
-                Source::Free => (BlockState::Free, None, None),
+        let mut runs = crate::disk::Runs::map();
+        while let Some(r) = runs.next(self)? {
+            let host_offset = match r.block {
+                crate::disk::Block::Data { host, .. } => Some(host),
+                _ => None,
             };
-            if let Some(c) = cur.as_mut() {
-                let contiguous = match (c.host_offset, host) {
-                    (Some(a), Some(b)) => a + c.length == b,
-                    (None, None) => true,
-                    _ => false,
-                };
-                if c.state == state && c.layer == layer && contiguous {
-                    c.length += length;
-                    continue;
-                }
-                f(*c)?;
-            }
-            cur = Some(ChainExtent { start, length, state, layer, host_offset: host });
-        }
-        if let Some(c) = cur {
-            f(c)?;
+            f(ChainExtent { start: r.start, length: r.len, state: r.block.state(), layer: r.block.layer(), host_offset })?;
         }
         Ok(())
     }
 }
 
-impl<S: ReadAt> BlockDisk for Chain<S> {
-    /// Whether the run's blocks are data somewhere in the chain.
-    type Run = bool;
-    fn disk_size(&self) -> u64 {
-        self.virtual_size()
-    }
-    fn disk_block_size(&self) -> u64 {
-        self.block_size()
-    }
-    fn disk_blocks(&self) -> u64 {
-        self.virtual_size().div_ceil(self.block_size())
-    }
-    fn run_at(&mut self, b: u32) -> Result<(bool, bool)> {
-        let data = matches!(self.source(b)?, Source::Data { .. });
-        Ok((data, data))
-    }
-    fn joins(&mut self, run: bool, _n: u64, b: u32) -> Result<bool> {
-        Ok(matches!(self.source(b)?, Source::Data { .. }) == run)
-    }
-    fn read_disk(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.read_at(offset, buf)
-    }
-}
-
-/// Export the chain's whole disk to `sink`, in order, as [`crate::export_raw`] does for one
-/// image: blocks FREE in every layer or ZERO go to [`RawSink::zeros`], the rest is read
-/// through the chain in runs of up to [`crate::transfer::CHUNK`] bytes.
+/// Export the chain's whole disk to `sink`, in order: [`crate::transfer::export_disk`]
+/// over the chain (blocks FREE in every layer or ZERO are zeros, the rest is read through
+/// the layers).
 pub fn export_chain<S: ReadAt>(
     chain: &mut Chain<S>,
     sink: &mut dyn RawSink,

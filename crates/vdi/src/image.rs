@@ -1,6 +1,6 @@
 //! An open VDI image: validated header, lazy block map, reads and writes at any offset.
 
-use crate::block_map::{run_len, BlockMap, Entry, BLOCK_FREE, BLOCK_ZERO};
+use crate::block_map::{BlockMap, Entry};
 use crate::error::{Result, VdiError};
 use crate::header::{Geometry, ImageType, VdiHeader, HEADER_BYTES_MAX, VDI_VERSION_0_2};
 use uuid::Uuid;
@@ -230,46 +230,15 @@ impl<S: ReadAt> VdiImage<S> {
     }
 
     /// Visit the disk as merged extents, in order: adjacent blocks with the same state (and,
-    /// for data, contiguous host offsets) form one extent.
+    /// for data, contiguous host offsets) form one extent ([`crate::Runs::map`]).
     pub fn extents(&mut self, mut f: impl FnMut(Extent) -> Result<()>) -> Result<()> {
-        let bs = self.block_size();
-        let size = self.virtual_size();
-        let nblocks = self.blocks_covering_disk();
-        let header = &self.header;
-        let mut cur: Option<Extent> = None;
-        self.map.scan(&self.storage, 0, nblocks, |first, entries| {
-            let mut k = 0;
-            while k < entries.len() {
-                let raw = entries[k];
-                let block = first as u64 + k as u64;
-                let start = block * bs;
-                // A run of FREE or ZERO entries is one piece (the bulk of a sparse map).
-                let run = if matches!(raw, BLOCK_FREE | BLOCK_ZERO) { run_len(&entries[k..], raw) } else { 1 };
-                k += run;
-                let length = (run as u64 * bs).min(size - start);
-                let (state, host) = match Entry::from_raw(raw) {
-                    Entry::Free => (BlockState::Free, None),
-                    Entry::Zero => (BlockState::Zero, None),
-                    Entry::Data(s) => (BlockState::Data, Some(header.slot_offset(s))),
-                };
-                if let Some(c) = cur.as_mut() {
-                    let contiguous = match (c.host_offset, host) {
-                        (Some(a), Some(b)) => a + c.length == b,
-                        (None, None) => true,
-                        _ => false,
-                    };
-                    if c.state == state && contiguous {
-                        c.length += length;
-                        continue;
-                    }
-                    f(*c)?;
-                }
-                cur = Some(Extent { start, length, state, host_offset: host });
-            }
-            Ok(())
-        })?;
-        if let Some(c) = cur {
-            f(c)?;
+        let mut runs = crate::disk::Runs::map();
+        while let Some(r) = runs.next(self)? {
+            let host_offset = match r.block {
+                crate::disk::Block::Data { host, .. } => Some(host),
+                _ => None,
+            };
+            f(Extent { start: r.start, length: r.len, state: r.block.state(), host_offset })?;
         }
         Ok(())
     }

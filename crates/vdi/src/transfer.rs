@@ -2,7 +2,7 @@
 //!
 //! Neither operation holds more than one chunk ([`CHUNK`] bytes) in memory.
 
-use crate::block_map::Entry;
+use crate::disk::{Disk, Runs};
 use crate::error::{Result, VdiError};
 use crate::image::{all_zero, VdiImage};
 use crate::monitor::Monitor;
@@ -100,60 +100,7 @@ pub struct TransferStats {
     pub zero_bytes: u64,
 }
 
-/// A virtual disk made of blocks, as [`export_disk`] streams it: one image, or a chain of
-/// differencing images.
-pub(crate) trait BlockDisk {
-    /// What a run of blocks is made of; the blocks after its first join it while
-    /// [`BlockDisk::joins`] says so.
-    type Run: Copy;
-    /// Bytes of the virtual disk.
-    fn disk_size(&self) -> u64;
-    /// Bytes per block.
-    fn disk_block_size(&self) -> u64;
-    /// Blocks covering the disk.
-    fn disk_blocks(&self) -> u64;
-    /// The run block `b` starts, and whether its bytes must be read (false: zeros).
-    fn run_at(&mut self, b: u32) -> Result<(Self::Run, bool)>;
-    /// Whether block `b` continues `run`, which started `n` blocks before it.
-    fn joins(&mut self, run: Self::Run, n: u64, b: u32) -> Result<bool>;
-    /// Read the disk.
-    fn read_disk(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
-}
-
-impl<S: ReadAt> BlockDisk for VdiImage<S> {
-    type Run = Entry;
-    fn disk_size(&self) -> u64 {
-        self.virtual_size()
-    }
-    fn disk_block_size(&self) -> u64 {
-        self.block_size()
-    }
-    fn disk_blocks(&self) -> u64 {
-        self.blocks_covering_disk() as u64
-    }
-    fn run_at(&mut self, b: u32) -> Result<(Entry, bool)> {
-        let e = self.entry(b)?;
-        // A FREE block of a diff opened alone is read: the read says which parent it needs.
-        Ok((e, matches!(e, Entry::Data(_)) || (self.is_diff() && e == Entry::Free)))
-    }
-    fn joins(&mut self, run: Entry, n: u64, b: u32) -> Result<bool> {
-        let next = self.entry(b)?;
-        Ok(match (run, next) {
-            // Data joins only when it lies right after the run in the file: one read.
-            (Entry::Data(s), Entry::Data(t)) => s as u64 + n == t as u64 && self.header().block_extra == 0,
-            (Entry::Data(_), _) | (_, Entry::Data(_)) => false,
-            // In a diff, FREE reads the parent and ZERO does not: never merge them.
-            _ => run == next || !self.is_diff(),
-        })
-    }
-    fn read_disk(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.read_at(offset, buf)
-    }
-}
-
-/// Export the whole virtual disk to `sink`, in order. FREE and ZERO blocks go to
-/// [`RawSink::zeros`]; runs of data blocks adjacent in the file are read in one call of up
-/// to [`CHUNK`] bytes. `monitor` sees progress in bytes of the virtual disk.
+/// Export the whole virtual disk of `img` to `sink`: [`export_disk`] over one image.
 pub fn export_raw<S: ReadAt>(
     img: &mut VdiImage<S>,
     sink: &mut dyn RawSink,
@@ -162,50 +109,40 @@ pub fn export_raw<S: ReadAt>(
     export_disk(img, sink, monitor)
 }
 
-/// Stream `disk` to `sink` in runs of at most [`CHUNK`] bytes (see [`BlockDisk`]); data is
-/// read in pieces of the sink's [`RawSink::piece_size`].
-pub(crate) fn export_disk<D: BlockDisk>(
+/// Stream `disk` (an image or a chain) to `sink`, in order, walking [`Runs::export`]:
+/// runs without data go to [`RawSink::zeros`]; data runs (at most [`CHUNK`] bytes, blocks
+/// adjacent in the file read together) are read in pieces of the sink's
+/// [`RawSink::piece_size`]. `monitor` sees progress in bytes of the virtual disk.
+pub fn export_disk<D: Disk + ?Sized>(
     disk: &mut D,
     sink: &mut dyn RawSink,
     monitor: &mut dyn Monitor,
 ) -> Result<TransferStats> {
-    let size = disk.disk_size();
-    let bs = disk.disk_block_size();
-    let chunk_blocks = (CHUNK as u64 / bs).max(1);
-    // At most CHUNK bytes whatever the header says (a block may be 128 MiB): a longer run is
-    // read in pieces, of the size the sink asks for.
+    let size = disk.virtual_size();
+    // At most CHUNK bytes whatever the header says (a block may be 128 MiB).
     let piece = sink.piece_size().clamp(1, CHUNK) as u64;
     let mut buf = vec![0u8; piece.min(size.max(1)) as usize];
     let mut st = TransferStats { total_bytes: size, ..Default::default() };
-    let nblocks = disk.disk_blocks();
-    let mut b = 0u64;
-    while b < nblocks {
+    let mut runs = Runs::export();
+    loop {
         if monitor.cancelled() {
             return Err(VdiError::Cancelled);
         }
-        let start = b * bs;
-        let (run, read) = disk.run_at(b as u32)?;
-        // Extend the run over following blocks of the same kind.
-        let mut n = 1u64;
-        while b + n < nblocks && n < chunk_blocks && disk.joins(run, n, (b + n) as u32)? {
-            n += 1;
-        }
-        let len = (n * bs).min(size - start);
-        if read {
+        let Some(run) = runs.next(disk)? else { break };
+        if run.block.is_read() {
             let mut done = 0u64;
-            while done < len {
-                let part = &mut buf[..(len - done).min(piece) as usize];
-                disk.read_disk(start + done, part)?;
-                sink.data(start + done, part)?;
+            while done < run.len {
+                let part = &mut buf[..(run.len - done).min(piece) as usize];
+                disk.read_at(run.start + done, part)?;
+                sink.data(run.start + done, part)?;
                 done += part.len() as u64;
             }
-            st.data_bytes += len;
+            st.data_bytes += run.len;
         } else {
-            sink.zeros(start, len)?;
-            st.zero_bytes += len;
+            sink.zeros(run.start, run.len)?;
+            st.zero_bytes += run.len;
         }
-        b += n;
-        monitor.progress(start + len, size);
+        monitor.progress(run.start + run.len, size);
     }
     Ok(st)
 }

@@ -1,0 +1,419 @@
+//! The disk seam: what every face of the engine (the CLI, the wasm session, exports, the
+//! formats and filesystems to come) sees of a virtual disk, whether it is one image or a
+//! chain of differencing images.
+//!
+//! ```text
+//! storage ──> VdiImage ─┐
+//!                       ├─ impl Disk ──> Runs (disk order | host order) ──> exports, map, cells
+//! storage ──> Chain ────┘
+//! ```
+//!
+//! A [`Disk`] is a virtual size, a block size, what each block is ([`Block`]: data in which
+//! layer at which host offset, zero, free, or in a parent that is not attached) and a
+//! `read_at`. [`Runs`] is the one walk over it: a pull-based iterator of [`Run`]s — blocks of
+//! one kind merged while they continue each other — bounded in length (data runs by
+//! [`CHUNK`](crate::transfer::CHUNK) for exports, unbounded for a map), in disk order, or
+//! in host order (each layer's file front to back) for readers whose reads are expensive.
+//!
+//! Chosen over a push-style visitor (what `export_raw` used to be): a browser sink is
+//! asynchronous, so the worker must be able to stop between runs and await a write; a
+//! pull-based iterator serves that and the synchronous callers alike.
+
+use crate::block_map::{run_len, Entry, BLOCK_FREE, BLOCK_ZERO};
+use crate::chain::{Chain, Source};
+use crate::error::{Result, VdiError};
+use crate::image::{BlockState, VdiImage};
+use crate::storage::{read_exact, ReadAt};
+use crate::transfer::CHUNK;
+
+/// What one block of a disk is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// Stored data in layer `layer` (0 = the base; a single image is layer 0), whose first
+    /// byte is at `host` in that layer's file.
+    Data {
+        /// Layer index, base first.
+        layer: usize,
+        /// Host byte offset of the block's data in that layer's file.
+        host: u64,
+    },
+    /// A ZERO entry in layer `layer`: reads zeros and hides the layers below.
+    Zero {
+        /// Layer index, base first.
+        layer: usize,
+    },
+    /// FREE in every layer: reads zeros.
+    Free,
+    /// FREE in a differencing image whose parent is not attached: its bytes are in the
+    /// parent, so reading it is an error that names the parent.
+    Parent,
+}
+
+impl Block {
+    /// The state `qemu-img map` would report (a block of a missing parent is "free").
+    pub fn state(self) -> BlockState {
+        match self {
+            Block::Data { .. } => BlockState::Data,
+            Block::Zero { .. } => BlockState::Zero,
+            Block::Free | Block::Parent => BlockState::Free,
+        }
+    }
+
+    /// The layer that decides the block (None: FREE everywhere, or a missing parent).
+    pub fn layer(self) -> Option<usize> {
+        match self {
+            Block::Data { layer, .. } | Block::Zero { layer } => Some(layer),
+            Block::Free | Block::Parent => None,
+        }
+    }
+
+    /// Whether an export reads it (data, or a parent's block, whose read names the parent);
+    /// the others are zeros without reading.
+    pub fn is_read(self) -> bool {
+        matches!(self, Block::Data { .. } | Block::Parent)
+    }
+
+    /// The block `n` bytes further on, if `next` continues `self` that way: same kind and
+    /// layer, and for data, lying right after it in the file.
+    fn continued_by(self, n: u64, next: Block) -> bool {
+        match (self, next) {
+            (Block::Data { layer: a, host: h }, Block::Data { layer: b, host: g }) => a == b && h + n == g,
+            (a, b) => a == b,
+        }
+    }
+
+    /// The same block, `n` bytes further into it.
+    fn advanced(self, n: u64) -> Block {
+        match self {
+            Block::Data { layer, host } => Block::Data { layer, host: host + n },
+            other => other,
+        }
+    }
+}
+
+/// A virtual disk made of blocks: one image or a chain.
+///
+/// The required methods describe the disk; [`Disk::block_runs`] has a default built on
+/// [`Disk::block`] that a disk with a faster bulk view (an image scanning its map) replaces.
+pub trait Disk {
+    /// Bytes of the virtual disk.
+    fn virtual_size(&self) -> u64;
+    /// Bytes per block.
+    fn block_size(&self) -> u64;
+    /// What block `b` is.
+    fn block(&mut self, b: u64) -> Result<Block>;
+    /// Read `buf.len()` bytes of the disk at `offset`.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Read `buf.len()` bytes of layer `layer`'s file at `host` (for host-order readers).
+    fn read_host(&mut self, layer: usize, host: u64, buf: &mut [u8]) -> Result<()>;
+    /// Number of layers (1 for an image).
+    fn layer_count(&self) -> usize {
+        1
+    }
+    /// Blocks covering the disk (the last may be partial).
+    fn block_count(&self) -> u64 {
+        self.virtual_size().div_ceil(self.block_size())
+    }
+    /// Append to `out` the blocks `first..first + max` (at most; at least one unless
+    /// `first` is past the end) as `(count, kind of the first)` runs, each block of a run
+    /// continuing the one before it (same kind and layer; data contiguous in the file).
+    fn block_runs(&mut self, first: u64, max: u64, out: &mut Vec<(u64, Block)>) -> Result<()> {
+        let end = first.saturating_add(max).min(self.block_count());
+        let bs = self.block_size();
+        for b in first..end {
+            let k = self.block(b)?;
+            match out.last_mut() {
+                Some((n, last)) if last.continued_by(*n * bs, k) => *n += 1,
+                _ => out.push((1, k)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Blocks asked of [`Disk::block_runs`] at a time (an image scans its map this many
+/// entries at once: 256 KiB of map).
+const WINDOW: u64 = crate::block_map::SCAN_ENTRIES as u64;
+
+/// A run of the disk: `len` bytes at `start`, every block of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// Virtual byte offset.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// The kind of the run; for data, `host` is that of the run's first byte.
+    pub block: Block,
+}
+
+/// The one walk over a [`Disk`]: see the module docs. Pull runs with [`Runs::next`].
+#[derive(Debug)]
+pub struct Runs {
+    order: Order,
+    /// Longest data run (bytes).
+    max_data: u64,
+    /// Longest run without data (bytes).
+    max_hole: u64,
+}
+
+#[derive(Debug)]
+enum Order {
+    Disk {
+        /// Next virtual byte.
+        pos: u64,
+        /// Runs read ahead from the disk: `(blocks, kind)`, the first starting at block
+        /// `pos / block size`, of which `skip` bytes were already handed out.
+        queue: std::collections::VecDeque<(u64, Block)>,
+        skip: u64,
+        /// First block not yet asked of the disk.
+        asked: u64,
+    },
+    Host {
+        /// `(layer, host, block)` of every data block, sorted; the next to hand out, and
+        /// bytes of it already handed out.
+        blocks: Vec<(usize, u64, u64)>,
+        idx: usize,
+        skip: u64,
+    },
+}
+
+/// Most data blocks [`Runs::host_order`] sorts (32 MiB of triples at 24 bytes each is
+/// 1.4 M blocks: 1.4 TiB of data at the usual 1 MiB blocks); beyond, disk order.
+pub const MAX_HOST_ORDER_BLOCKS: usize = 1_400_000;
+
+impl Runs {
+    /// The whole disk in disk order, data runs at most [`CHUNK`] bytes and runs without
+    /// data at most 1 GiB (nothing is read for them; the bound keeps progress and
+    /// cancellation coming on a huge empty disk): what an export walks.
+    pub fn export() -> Self {
+        Runs::disk_order(CHUNK as u64, 1 << 30)
+    }
+
+    /// The whole disk in disk order, runs as long as they go: what a map shows.
+    pub fn map() -> Self {
+        Runs::disk_order(u64::MAX, u64::MAX)
+    }
+
+    /// Disk order with the given bounds (each at least one byte).
+    pub fn disk_order(max_data: u64, max_hole: u64) -> Self {
+        let order = Order::Disk { pos: 0, queue: Default::default(), skip: 0, asked: 0 };
+        Runs { order, max_data: max_data.max(1), max_hole: max_hole.max(1) }
+    }
+
+    /// The data of the disk in host order: layer by layer, each file front to back, runs
+    /// contiguous both in the file and in the disk, at most [`CHUNK`] bytes; the zeros are
+    /// not reported. `None` when the disk cannot be walked that way: it has blocks in a
+    /// missing parent (reading them must fail, in disk order), or more than
+    /// [`MAX_HOST_ORDER_BLOCKS`] data blocks.
+    pub fn host_order<D: Disk + ?Sized>(disk: &mut D) -> Result<Option<Self>> {
+        let mut blocks = Vec::new();
+        let mut walk = Runs::map();
+        let bs = disk.block_size();
+        while let Some(r) = walk.next(disk)? {
+            match r.block {
+                Block::Parent => return Ok(None),
+                Block::Data { layer, host } => {
+                    let n = r.len.div_ceil(bs);
+                    if blocks.len() as u64 + n > MAX_HOST_ORDER_BLOCKS as u64 {
+                        return Ok(None);
+                    }
+                    let first = r.start / bs;
+                    blocks.extend((0..n).map(|k| (layer, host + k * bs, first + k)));
+                }
+                _ => {}
+            }
+        }
+        blocks.sort_unstable();
+        Ok(Some(Runs { order: Order::Host { blocks, idx: 0, skip: 0 }, max_data: CHUNK as u64, max_hole: 0 }))
+    }
+
+    /// True in host order.
+    pub fn is_host_order(&self) -> bool {
+        matches!(self.order, Order::Host { .. })
+    }
+
+    /// Bytes of data left to hand out in host order (None in disk order).
+    pub fn host_data_bytes<D: Disk + ?Sized>(&self, disk: &D) -> Option<u64> {
+        let Order::Host { blocks, idx, skip } = &self.order else { return None };
+        let (size, bs) = (disk.virtual_size(), disk.block_size());
+        let total: u64 = blocks[*idx..].iter().map(|&(_, _, b)| bs.min(size - b * bs)).sum();
+        Some(total - skip)
+    }
+
+    /// The next run, or None at the end.
+    pub fn next<D: Disk + ?Sized>(&mut self, disk: &mut D) -> Result<Option<Run>> {
+        let (max_data, max_hole) = (self.max_data, self.max_hole);
+        match &mut self.order {
+            Order::Disk { pos, queue, skip, asked } => {
+                let size = disk.virtual_size();
+                if *pos >= size {
+                    return Ok(None);
+                }
+                let bs = disk.block_size();
+                let nblocks = disk.block_count();
+                let mut fill = |queue: &mut std::collections::VecDeque<(u64, Block)>, asked: &mut u64| -> Result<bool> {
+                    if *asked >= nblocks {
+                        return Ok(false);
+                    }
+                    let mut v = Vec::new();
+                    disk.block_runs(*asked, WINDOW, &mut v)?;
+                    let got: u64 = v.iter().map(|r| r.0).sum();
+                    if got == 0 {
+                        return Err(VdiError::InvalidArgument(format!("the disk gave no block at {}", *asked)));
+                    }
+                    *asked += got;
+                    queue.extend(v);
+                    Ok(true)
+                };
+                if queue.is_empty() && !fill(queue, asked)? {
+                    return Ok(None);
+                }
+                let (n0, first) = queue[0];
+                let start = *pos;
+                let block = first.advanced(*skip);
+                let limit = if block.is_read() { max_data } else { max_hole };
+                // Bytes of the run so far: the rest of the front entry.
+                let mut len = n0 * bs - *skip;
+                let mut taken = 1usize;
+                while len < limit {
+                    if taken == queue.len() && !fill(queue, asked)? {
+                        break;
+                    }
+                    let (n, k) = queue[taken];
+                    if !block.continued_by(len, k) {
+                        break;
+                    }
+                    len += n * bs;
+                    taken += 1;
+                }
+                let len = len.min(limit).min(size - start);
+                // Consume `len` bytes of the queue.
+                let mut left = len + *skip;
+                *skip = 0;
+                while let Some(&(n, _)) = queue.front() {
+                    if left >= n * bs {
+                        left -= n * bs;
+                        queue.pop_front();
+                        if left == 0 {
+                            break;
+                        }
+                    } else {
+                        *skip = left;
+                        break;
+                    }
+                }
+                *pos = start + len;
+                if *pos >= size {
+                    queue.clear();
+                }
+                Ok(Some(Run { start, len, block }))
+            }
+            Order::Host { blocks, idx, skip } => {
+                let size = disk.virtual_size();
+                let bs = disk.block_size();
+                let Some(&(layer, host, b)) = blocks.get(*idx) else { return Ok(None) };
+                let start = b * bs + *skip;
+                let run_host = host + *skip;
+                let mut len = 0u64;
+                while let Some(&(l, h, b)) = blocks.get(*idx) {
+                    let at = b * bs + *skip;
+                    if l != layer || h + *skip != run_host + len || at != start + len || len >= max_data {
+                        break;
+                    }
+                    let n = (bs.min(size - b * bs) - *skip).min(max_data - len);
+                    len += n;
+                    *skip += n;
+                    if *skip == bs.min(size - b * bs) {
+                        *idx += 1;
+                        *skip = 0;
+                    }
+                }
+                Ok(Some(Run { start, len, block: Block::Data { layer, host: run_host } }))
+            }
+        }
+    }
+}
+
+impl<S: ReadAt> Disk for VdiImage<S> {
+    fn virtual_size(&self) -> u64 {
+        VdiImage::virtual_size(self)
+    }
+    fn block_size(&self) -> u64 {
+        VdiImage::block_size(self)
+    }
+    fn block(&mut self, b: u64) -> Result<Block> {
+        let b32 = u32::try_from(b).map_err(|_| VdiError::InvalidArgument(format!("block {b} is past the block map")))?;
+        Ok(match self.entry(b32)? {
+            Entry::Data(slot) => Block::Data { layer: 0, host: self.header.slot_offset(slot) },
+            Entry::Zero => Block::Zero { layer: 0 },
+            Entry::Free if self.is_diff() => Block::Parent,
+            Entry::Free => Block::Free,
+        })
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        VdiImage::read_at(self, offset, buf)
+    }
+    fn read_host(&mut self, layer: usize, host: u64, buf: &mut [u8]) -> Result<()> {
+        if layer != 0 {
+            return Err(VdiError::InvalidArgument(format!("an image has one layer, not layer {layer}")));
+        }
+        read_exact(&self.storage, host, buf)
+    }
+    /// Scans the map [`WINDOW`] entries at a time; runs of FREE or ZERO entries are counted
+    /// 64 at a time (a maximum-size map is mostly that).
+    fn block_runs(&mut self, first: u64, max: u64, out: &mut Vec<(u64, Block)>) -> Result<()> {
+        let end = first.saturating_add(max).min(self.block_count());
+        if first >= end {
+            return Ok(());
+        }
+        let (bs, diff, header) = (self.block_size(), self.is_diff(), &self.header);
+        self.map.scan(&self.storage, first as u32, end as u32, |_, entries| {
+            let mut k = 0;
+            while k < entries.len() {
+                let raw = entries[k];
+                let (n, kind) = match raw {
+                    BLOCK_FREE => (run_len(&entries[k..], raw), if diff { Block::Parent } else { Block::Free }),
+                    BLOCK_ZERO => (run_len(&entries[k..], raw), Block::Zero { layer: 0 }),
+                    slot => (1, Block::Data { layer: 0, host: header.slot_offset(slot) }),
+                };
+                k += n;
+                match out.last_mut() {
+                    Some((m, last)) if last.continued_by(*m * bs, kind) => *m += n as u64,
+                    _ => out.push((n as u64, kind)),
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<S: ReadAt> Disk for Chain<S> {
+    fn virtual_size(&self) -> u64 {
+        Chain::virtual_size(self)
+    }
+    fn block_size(&self) -> u64 {
+        Chain::block_size(self)
+    }
+    fn layer_count(&self) -> usize {
+        self.layers().len()
+    }
+    fn block(&mut self, b: u64) -> Result<Block> {
+        let b32 = u32::try_from(b).map_err(|_| VdiError::InvalidArgument(format!("block {b} is past the block map")))?;
+        Ok(match self.source(b32)? {
+            Source::Data { layer, slot } => Block::Data { layer, host: self.layers()[layer].header().slot_offset(slot) },
+            Source::Zero { layer } => Block::Zero { layer },
+            Source::Free => Block::Free,
+        })
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        Chain::read_at(self, offset, buf)
+    }
+    fn read_host(&mut self, layer: usize, host: u64, buf: &mut [u8]) -> Result<()> {
+        let n = self.layers().len();
+        let img = self
+            .layers()
+            .get(layer)
+            .ok_or_else(|| VdiError::InvalidArgument(format!("the chain has {n} layers, not layer {layer}")))?;
+        read_exact(img.storage(), host, buf)
+    }
+}
