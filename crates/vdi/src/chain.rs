@@ -357,6 +357,11 @@ impl<S: Storage> Chain<S> {
         self.write_in(top, offset, data)
     }
 
+    /// Flush every layer (writes land in the top; a commit also writes below it).
+    pub fn flush(&mut self) -> Result<()> {
+        self.layers.iter_mut().try_for_each(|l| l.flush())
+    }
+
     /// Merge the top diff into its parent, so the parent reads as the whole chain does;
     /// then empty the top (all FREE, linked to the parent's new modify UUID), as
     /// `qemu-img commit` does, unless `keep_top`. Stopped midway, the chain still reads the

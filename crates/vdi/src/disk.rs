@@ -23,7 +23,7 @@ use crate::block_map::{run_len, Entry, BLOCK_FREE, BLOCK_ZERO};
 use crate::chain::{Chain, Source};
 use crate::error::{Result, VdiError};
 use crate::image::{BlockState, VdiImage};
-use crate::storage::{read_exact, ReadAt};
+use crate::storage::{read_exact, ReadAt, Storage};
 use crate::transfer::CHUNK;
 
 /// What one block of a disk is.
@@ -106,6 +106,13 @@ pub trait Disk {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
     /// Read `buf.len()` bytes of layer `layer`'s file at `host` (for host-order readers).
     fn read_host(&mut self, layer: usize, host: u64, buf: &mut [u8]) -> Result<()>;
+    /// Refuse a data run whose blocks do not lie whole in their file, with the error a
+    /// read of it would give (what a host-order reader, which reads the file itself,
+    /// checks before planning a read).
+    fn check_run(&mut self, run: &Run) -> Result<()> {
+        let _ = run;
+        Ok(())
+    }
     /// Number of layers (1 for an image).
     fn layer_count(&self) -> usize {
         1
@@ -128,6 +135,33 @@ pub trait Disk {
             }
         }
         Ok(())
+    }
+}
+
+/// A disk that can be written: an image, or a chain (into its top layer, allocating only
+/// there).
+pub trait DiskMut: Disk {
+    /// Write `data` at `offset` of the disk.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()>;
+    /// Make what was written reach the storage.
+    fn flush(&mut self) -> Result<()>;
+}
+
+impl<S: Storage> DiskMut for VdiImage<S> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        VdiImage::write_at(self, offset, data)
+    }
+    fn flush(&mut self) -> Result<()> {
+        VdiImage::flush(self)
+    }
+}
+
+impl<S: Storage> DiskMut for Chain<S> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        Chain::write_at(self, offset, data)
+    }
+    fn flush(&mut self) -> Result<()> {
+        Chain::flush(self)
     }
 }
 
@@ -328,7 +362,9 @@ impl Runs {
                         *skip = 0;
                     }
                 }
-                Ok(Some(Run { start, len, block: Block::Data { layer, host: run_host } }))
+                let run = Run { start, len, block: Block::Data { layer, host: run_host } };
+                disk.check_run(&run)?;
+                Ok(Some(run))
             }
         }
     }
@@ -358,6 +394,9 @@ impl<S: ReadAt> Disk for VdiImage<S> {
             return Err(VdiError::InvalidArgument(format!("an image has one layer, not layer {layer}")));
         }
         read_exact(&self.storage, host, buf)
+    }
+    fn check_run(&mut self, run: &Run) -> Result<()> {
+        check_run_in(self, run)
     }
     /// Scans the map [`WINDOW`] entries at a time; runs of FREE or ZERO entries are counted
     /// 64 at a time (a maximum-size map is mostly that).
@@ -416,4 +455,34 @@ impl<S: ReadAt> Disk for Chain<S> {
             .ok_or_else(|| VdiError::InvalidArgument(format!("the chain has {n} layers, not layer {layer}")))?;
         read_exact(img.storage(), host, buf)
     }
+    fn check_run(&mut self, run: &Run) -> Result<()> {
+        match run.block {
+            Block::Data { layer, .. } => check_run_in(&self.layers()[layer], run),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// [`Disk::check_run`] for a run stored in `img`: every block's slot lies whole in the file
+/// (the rule [`VdiImage::read_at`] enforces), else the engine's `BlockPastEnd` for the first
+/// block that does not.
+fn check_run_in<S>(img: &VdiImage<S>, run: &Run) -> Result<()> {
+    let Block::Data { host, .. } = run.block else { return Ok(()) };
+    let bs = img.header.block_size as u64;
+    let first = run.start / bs;
+    let first_host = host - run.start % bs;
+    let last = (run.start + run.len - 1) / bs;
+    if first_host + (last - first + 1) * bs <= img.file_len {
+        return Ok(());
+    }
+    let base = img.header.slot_offset(0);
+    let stride = img.header.block_stride();
+    for b in first..=last {
+        let at = first_host + (b - first) * bs;
+        if at + bs > img.file_len {
+            let slot = ((at - base) / stride) as u32;
+            return Err(VdiError::BlockPastEnd { block: b, slot, offset: at, len: img.file_len });
+        }
+    }
+    Ok(())
 }

@@ -109,10 +109,8 @@ pub fn export_raw<S: ReadAt>(
     export_disk(img, sink, monitor)
 }
 
-/// Stream `disk` (an image or a chain) to `sink`, in order, walking [`Runs::export`]:
-/// runs without data go to [`RawSink::zeros`]; data runs (at most [`CHUNK`] bytes, blocks
-/// adjacent in the file read together) are read in pieces of the sink's
-/// [`RawSink::piece_size`]. `monitor` sees progress in bytes of the virtual disk.
+/// Stream `disk` (an image or a chain) to `sink`, in order: [`Export::step`] until the
+/// end. `monitor` sees progress in bytes of the virtual disk.
 pub fn export_disk<D: Disk + ?Sized>(
     disk: &mut D,
     sink: &mut dyn RawSink,
@@ -122,13 +120,40 @@ pub fn export_disk<D: Disk + ?Sized>(
     // At most CHUNK bytes whatever the header says (a block may be 128 MiB).
     let piece = sink.piece_size().clamp(1, CHUNK) as u64;
     let mut buf = vec![0u8; piece.min(size.max(1)) as usize];
-    let mut st = TransferStats { total_bytes: size, ..Default::default() };
-    let mut runs = Runs::export();
+    let mut export = Export::new(size);
     loop {
         if monitor.cancelled() {
             return Err(VdiError::Cancelled);
         }
-        let Some(run) = runs.next(disk)? else { break };
+        let Some(done) = export.step(disk, sink, &mut buf)? else { break };
+        monitor.progress(done, size);
+    }
+    Ok(export.stats)
+}
+
+/// An export in steps, walking [`Runs::export`]: each [`Export::step`] moves one run —
+/// zeros to [`RawSink::zeros`], data (at most [`CHUNK`] bytes, blocks adjacent in the file
+/// read together) read in pieces of the buffer's length into [`RawSink::data`]. The one
+/// loop behind [`export_disk`], `vdi convert` and the page's flattened VDI, which steps it
+/// between awaits.
+#[derive(Debug)]
+pub struct Export {
+    runs: Runs,
+    /// What was moved so far.
+    pub stats: TransferStats,
+}
+
+impl Export {
+    /// An export of a disk of `size` bytes, from its start.
+    pub fn new(size: u64) -> Self {
+        Export { runs: Runs::export(), stats: TransferStats { total_bytes: size, ..Default::default() } }
+    }
+
+    /// Move the next run of `disk` to `sink` through `buf` (at least one byte). Returns the
+    /// bytes of the disk done so far, or None at the end.
+    pub fn step<D: Disk + ?Sized>(&mut self, disk: &mut D, sink: &mut dyn RawSink, buf: &mut [u8]) -> Result<Option<u64>> {
+        let Some(run) = self.runs.next(disk)? else { return Ok(None) };
+        let piece = (buf.len() as u64).clamp(1, CHUNK as u64);
         if run.block.is_read() {
             let mut done = 0u64;
             while done < run.len {
@@ -137,14 +162,30 @@ pub fn export_disk<D: Disk + ?Sized>(
                 sink.data(run.start + done, part)?;
                 done += part.len() as u64;
             }
-            st.data_bytes += run.len;
+            self.stats.data_bytes += run.len;
         } else {
             sink.zeros(run.start, run.len)?;
-            st.zero_bytes += run.len;
+            self.stats.zero_bytes += run.len;
         }
-        monitor.progress(run.start + run.len, size);
+        Ok(Some(run.start + run.len))
     }
-    Ok(st)
+}
+
+/// A sink writing a disk into an image from offset 0: data pieces that are all zeros are
+/// not written (a new dynamic image leaves those blocks unallocated), zero runs are
+/// skipped. What `vdi convert -O vdi` and the page's flattened VDI write through.
+pub struct ImageSink<'a, S: Storage>(pub &'a mut VdiImage<S>);
+
+impl<S: Storage> RawSink for ImageSink<'_, S> {
+    fn data(&mut self, offset: u64, buf: &[u8]) -> Result<()> {
+        if all_zero(buf) {
+            return Ok(());
+        }
+        self.0.write_at(offset, buf)
+    }
+    fn zeros(&mut self, _offset: u64, _len: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Write the raw disk in `source` into `img` from offset 0. Blocks that are all zeros are

@@ -282,3 +282,38 @@ fn blocks_larger_than_the_chunk_are_read_in_chunks() {
     vdi::export_disk(&mut img, &mut out, &mut NoMonitor).unwrap();
     assert!(out == model);
 }
+
+#[test]
+fn host_order_refuses_a_block_past_the_end_of_the_file() {
+    let (img, model) = scattered();
+    let mut bytes = img.into_storage().into_vec();
+    bytes.truncate(bytes.len() - 1);
+    let mut img = VdiImage::open_with(MemStorage::from_vec(bytes), vdi::OpenOptions { lenient: true }).unwrap();
+    let mut host = Runs::host_order(&mut img).unwrap().unwrap();
+    let e = loop {
+        match host.next(&mut img) {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("a block past the end must fail the walk"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.kind(), "block-past-end", "{e}");
+    // The same error a read of the disk gives.
+    let mut buf = vec![0u8; model.len()];
+    assert_eq!(img.read_at(0, &mut buf).unwrap_err().to_string(), e.to_string());
+}
+
+#[test]
+fn a_disk_copied_into_a_new_image_reads_the_same() {
+    use vdi::{export_disk, DiskMut, ImageSink};
+    let (mut img, model) = scattered();
+    let mut dst = image(img.virtual_size(), BS, 50);
+    export_disk(&mut img, &mut ImageSink(&mut dst), &mut NoMonitor).unwrap();
+    DiskMut::flush(&mut dst).unwrap();
+    let mut got = vec![0u8; model.len()];
+    dst.read_at(0, &mut got).unwrap();
+    assert!(got == model);
+    // Zero blocks stay unallocated: only the blocks holding bytes are stored.
+    let data_blocks = model.chunks(BS as usize).filter(|c| c.iter().any(|&b| b != 0)).count();
+    assert_eq!(dst.header().blocks_allocated as usize, data_blocks);
+}
