@@ -83,15 +83,9 @@ impl MapCells {
     }
 }
 
-/// Entries of the map that lie inside the file.
+/// Entries of the map that lie inside the file (see [`VdiImage::readable_entries`]).
 pub fn readable_entries(img: &VdiImage<Backend>) -> u32 {
-    let h = img.header();
-    let map_end = h.offset_bmap as u64 + h.map_bytes();
-    if map_end > img.file_len() {
-        (img.file_len().saturating_sub(h.offset_bmap as u64) / 4).min(h.blocks_in_image as u64) as u32
-    } else {
-        h.blocks_in_image
-    }
+    img.readable_entries()
 }
 
 /// Fold the block map into cells of `per` blocks.

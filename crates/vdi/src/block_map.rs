@@ -67,6 +67,131 @@ impl Entry {
     }
 }
 
+/// What one block-map entry means for the image's consistency, judged in map order
+/// against the file by an [`EntryClassifier`]: the one judgement that [`crate::check()`]
+/// reports and [`crate::repair`] acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryClass {
+    /// FREE.
+    Free,
+    /// ZERO.
+    Zero,
+    /// A slot inside the file that no earlier entry names: the block's data.
+    InUse(u32),
+    /// A slot not below `blocks_in_image`.
+    OutOfRange(u32),
+    /// A slot whose data lies (partly) past the end of the file.
+    PastEnd(u32),
+    /// A slot an earlier entry already names; `first` is that entry's block when the
+    /// classifier keeps owners ([`EntryClassifier::with_owners`]).
+    Duplicate {
+        /// The slot named twice.
+        slot: u32,
+        /// The block that named it first.
+        first: Option<u32>,
+    },
+}
+
+/// No block owns the slot.
+const NO_OWNER: u32 = u32::MAX;
+
+/// The slots taken so far: one bit each, or the block that took each.
+#[derive(Debug, Clone)]
+enum Taken {
+    Bits(Vec<u64>),
+    Owners(Vec<u32>),
+}
+
+/// Classifies block-map entries visited in map order (see [`EntryClass`]) and remembers
+/// which slots they take. Memory is bounded by the slots the file really holds, never by
+/// what a header claims: one bit per slot ([`EntryClassifier::new`]), or the owning block
+/// per slot ([`EntryClassifier::with_owners`]).
+#[derive(Debug, Clone)]
+pub struct EntryClassifier {
+    blocks_in_image: u32,
+    slots: u64,
+    taken: Taken,
+    in_use: u64,
+    end: u64,
+}
+
+impl EntryClassifier {
+    /// A classifier for a map of `blocks_in_image` entries over a file holding
+    /// `slots_in_file` whole slots (see [`crate::VdiImage::slots_in_file`]).
+    pub fn new(blocks_in_image: u32, slots_in_file: u64) -> Self {
+        let slots = slots_in_file.min(blocks_in_image as u64);
+        Self::with(blocks_in_image, slots, Taken::Bits(vec![0; slots.div_ceil(64) as usize]))
+    }
+
+    /// Like [`EntryClassifier::new`], remembering which block took each slot, so that a
+    /// duplicate names the block it collides with (4 bytes per slot instead of one bit).
+    pub fn with_owners(blocks_in_image: u32, slots_in_file: u64) -> Self {
+        let slots = slots_in_file.min(blocks_in_image as u64);
+        Self::with(blocks_in_image, slots, Taken::Owners(vec![NO_OWNER; slots as usize]))
+    }
+
+    fn with(blocks_in_image: u32, slots: u64, taken: Taken) -> Self {
+        EntryClassifier { blocks_in_image, slots, taken, in_use: 0, end: 0 }
+    }
+
+    /// Slots an entry may use: those wholly inside the file and below `blocks_in_image`.
+    pub fn slots(&self) -> u64 {
+        self.slots
+    }
+
+    /// Classify the raw entry `raw` of block `block`; entries must come in map order (the
+    /// first entry naming a slot takes it).
+    pub fn classify(&mut self, block: u32, raw: u32) -> EntryClass {
+        let slot = match Entry::from_raw(raw) {
+            Entry::Free => return EntryClass::Free,
+            Entry::Zero => return EntryClass::Zero,
+            Entry::Data(s) if s >= self.blocks_in_image => return EntryClass::OutOfRange(s),
+            Entry::Data(s) if s as u64 >= self.slots => return EntryClass::PastEnd(s),
+            Entry::Data(s) => s,
+        };
+        let i = slot as usize;
+        let first = match &mut self.taken {
+            Taken::Bits(bits) => {
+                let (w, b) = (i / 64, i % 64);
+                let was = bits[w] & (1 << b) != 0;
+                bits[w] |= 1 << b;
+                was.then_some(None)
+            }
+            Taken::Owners(owners) => {
+                let was = owners[i];
+                if was == NO_OWNER {
+                    owners[i] = block;
+                }
+                (was != NO_OWNER).then_some(Some(was))
+            }
+        };
+        if let Some(first) = first {
+            return EntryClass::Duplicate { slot, first };
+        }
+        self.in_use += 1;
+        self.end = self.end.max(slot as u64 + 1);
+        EntryClass::InUse(slot)
+    }
+
+    /// True when an entry classified so far took `slot`.
+    pub fn is_taken(&self, slot: u64) -> bool {
+        match &self.taken {
+            Taken::Bits(bits) => bits[(slot / 64) as usize] & (1 << (slot % 64)) != 0,
+            Taken::Owners(owners) => owners[slot as usize] != NO_OWNER,
+        }
+    }
+
+    /// Entries classified [`EntryClass::InUse`] so far.
+    pub fn in_use(&self) -> u64 {
+        self.in_use
+    }
+
+    /// The highest slot in use + 1 (0 when none is): where the data in use ends, in slots.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+}
+
 /// A lazily-read block map.
 #[derive(Debug)]
 pub struct BlockMap {
@@ -310,6 +435,25 @@ mod tests {
             assert_eq!(fresh.get(&s, i).unwrap(), BLOCK_ZERO);
         }
         assert_eq!(fresh.get(&s, 13).unwrap(), 13);
+    }
+
+    #[test]
+    fn classifier_judges_in_order() {
+        for owners in [false, true] {
+            // 8 entries, 4 whole slots in the file.
+            let mut c = if owners { EntryClassifier::with_owners(8, 4) } else { EntryClassifier::new(8, 4) };
+            assert_eq!(c.classify(0, BLOCK_FREE), EntryClass::Free);
+            assert_eq!(c.classify(1, BLOCK_ZERO), EntryClass::Zero);
+            assert_eq!(c.classify(2, 2), EntryClass::InUse(2));
+            assert_eq!(c.classify(3, 8), EntryClass::OutOfRange(8));
+            assert_eq!(c.classify(4, 5), EntryClass::PastEnd(5));
+            assert_eq!(c.classify(5, 2), EntryClass::Duplicate { slot: 2, first: owners.then_some(2) });
+            assert_eq!(c.classify(6, 0), EntryClass::InUse(0));
+            assert_eq!((c.in_use(), c.end(), c.slots()), (2, 3, 4));
+            assert!(c.is_taken(0) && !c.is_taken(1) && c.is_taken(2) && !c.is_taken(3));
+        }
+        // Never more slots than entries, whatever the file holds.
+        assert_eq!(EntryClassifier::new(3, 100).slots(), 3);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! per data slot that fits in the file (so it is bounded by the file's real size, not by
 //! header claims) plus the first [`MAX_LISTED`] findings.
 
-use crate::block_map::{run_len, Entry, BLOCK_FREE, BLOCK_ZERO};
+use crate::block_map::{run_len, Entry, EntryClass, EntryClassifier, BLOCK_FREE, BLOCK_ZERO};
 use crate::error::{Result, VdiError};
-use crate::header::ImageType;
+use crate::header::{ImageType, VdiHeader};
 use crate::image::{OpenOptions, VdiImage};
 use crate::monitor::Monitor;
 use crate::storage::ReadAt;
@@ -147,25 +147,6 @@ impl CheckReport {
     }
 }
 
-/// A fixed-size bit set.
-struct Bits(Vec<u64>);
-
-impl Bits {
-    fn new(n: u64) -> Self {
-        Bits(vec![0; n.div_ceil(64) as usize])
-    }
-    /// Set bit `i`; returns whether it was already set.
-    fn test_and_set(&mut self, i: u64) -> bool {
-        let (w, b) = ((i / 64) as usize, i % 64);
-        let was = self.0[w] & (1 << b) != 0;
-        self.0[w] |= 1 << b;
-        was
-    }
-    fn get(&self, i: u64) -> bool {
-        self.0[(i / 64) as usize] & (1 << (i % 64)) != 0
-    }
-}
-
 /// Check the image on `storage`. Fails only when the header cannot be read at all (the
 /// `qemu-img check` "could not open" case); everything else becomes a finding.
 /// `monitor` sees progress in block-map entries.
@@ -178,37 +159,52 @@ pub fn check<S: ReadAt>(storage: S, monitor: &mut dyn Monitor) -> Result<CheckRe
 pub fn check_image<S: ReadAt>(img: &mut VdiImage<S>, monitor: &mut dyn Monitor) -> Result<CheckReport> {
     let h = img.header().clone();
     let file_len = img.file_len();
-    let stride = h.block_stride();
     let mut r = CheckReport { total_blocks: h.blocks_in_image as u64, file_len, ..Default::default() };
     if let Some(e) = img.layout_error() {
         r.add(Severity::Corruption, FindingKind::BadLayout, "header", e.to_string());
     }
-    // Slots whose whole data fits in the file.
-    let slots_in_file = if file_len > h.offset_data as u64 {
-        ((file_len - h.offset_data as u64) / stride).min(h.blocks_in_image as u64)
-    } else {
-        0
-    };
-    let mut used = Bits::new(slots_in_file);
-    let map_end = h.offset_bmap as u64 + h.map_bytes();
+    let readable = check_map_in_file(img, &mut r);
+    let mut slots = EntryClassifier::new(h.blocks_in_image, img.slots_in_file());
+    scan_entries(img, readable, &mut slots, &mut r, monitor)?;
+    check_allocated_count(&h, &slots, &mut r);
+    check_leaked_slots(&h, &slots, &mut r);
+    check_file_end(&h, &slots, &mut r);
+    Ok(r)
+}
+
+/// Where the file ends inside the block map, a finding; returns the entries it holds.
+fn check_map_in_file<S: ReadAt>(img: &VdiImage<S>, r: &mut CheckReport) -> u32 {
+    let h = img.header();
+    let readable = img.readable_entries();
     // (An empty map needs no bytes, wherever offset_bmap points.)
-    let readable = if h.blocks_in_image > 0 && map_end > file_len {
-        let n = (file_len.saturating_sub(h.offset_bmap as u64) / 4).min(h.blocks_in_image as u64);
-        r.unreadable_entries = h.blocks_in_image as u64 - n;
+    if readable < h.blocks_in_image {
+        r.unreadable_entries = (h.blocks_in_image - readable) as u64;
         r.add(
             Severity::Corruption,
             FindingKind::MapTruncated,
-            format!("block {n}"),
+            format!("block {readable}"),
             format!(
-                "the block map needs {map_end} bytes but the file ends at {file_len}: entries {n}..{} cannot be read",
+                "the block map needs {} bytes but the file ends at {}: entries {readable}..{} cannot be read",
+                h.offset_bmap as u64 + h.map_bytes(),
+                img.file_len(),
                 h.blocks_in_image
             ),
         );
-        n as u32
-    } else {
-        h.blocks_in_image
-    };
-    let mut max_slot_end: u64 = h.offset_data as u64;
+    }
+    readable
+}
+
+/// Count and judge the first `readable` entries (one scan of the map, in chunks): the
+/// totals of `r`, and a finding for each entry `slots` classifies as bad.
+fn scan_entries<S: ReadAt>(
+    img: &VdiImage<S>,
+    readable: u32,
+    slots: &mut EntryClassifier,
+    r: &mut CheckReport,
+    monitor: &mut dyn Monitor,
+) -> Result<()> {
+    let h = img.header();
+    let (file_len, stride) = (img.file_len(), h.block_stride());
     let mut prev_slot: Option<u32> = None;
     let total = h.blocks_in_image as u64;
     let fixed = h.kind() == Some(ImageType::Fixed);
@@ -220,7 +216,7 @@ pub fn check_image<S: ReadAt>(img: &mut VdiImage<S>, monitor: &mut dyn Monitor) 
         let mut k = 0;
         while k < entries.len() {
             let raw = entries[k];
-            let block = first as u64 + k as u64;
+            let block = first + k as u32;
             k += 1;
             // Runs of FREE (not in a fixed image, where each is a finding) and ZERO entries
             // are counted at once: a maximum-size map is 512 Mi entries, nearly all FREE.
@@ -234,69 +230,60 @@ pub fn check_image<S: ReadAt>(img: &mut VdiImage<S>, monitor: &mut dyn Monitor) 
                 }
                 continue;
             }
-            match Entry::from_raw(raw) {
-                Entry::Free => {
-                    r.free_blocks += 1;
-                    if fixed {
-                        r.add(
-                            Severity::Corruption,
-                            FindingKind::FixedNotAllocated,
-                            format!("block {block}"),
-                            format!("block {block} of a fixed image is FREE"),
-                        );
-                    }
+            if let Entry::Data(slot) = Entry::from_raw(raw) {
+                r.allocated_blocks += 1;
+                if prev_slot.is_some_and(|p| p.wrapping_add(1) != slot) {
+                    r.fragmented_blocks += 1;
                 }
-                Entry::Zero => r.zero_blocks += 1,
-                Entry::Data(slot) => {
-                    r.allocated_blocks += 1;
-                    if prev_slot.is_some_and(|p| p.wrapping_add(1) != slot) {
-                        r.fragmented_blocks += 1;
-                    }
-                    prev_slot = Some(slot);
-                    if slot >= h.blocks_in_image {
-                        r.add(
-                            Severity::Corruption,
-                            FindingKind::EntryOutOfRange,
-                            format!("block {block}"),
-                            format!("block {block} maps to slot {slot}, which is not below blocks_in_image ({})", h.blocks_in_image),
-                        );
-                    } else if slot as u64 >= slots_in_file {
-                        let off = h.offset_data as u64 + slot as u64 * stride;
-                        r.add(
-                            Severity::Corruption,
-                            FindingKind::EntryPastEnd,
-                            format!("block {block}"),
-                            format!(
-                                "block {block} maps to slot {slot} at {off}..{}, past the end of the file ({file_len} bytes)",
-                                off + stride
-                            ),
-                        );
-                    } else if used.test_and_set(slot as u64) {
-                        r.add(
-                            Severity::Corruption,
-                            FindingKind::DuplicateEntry,
-                            format!("block {block}"),
-                            format!("block {block} maps to slot {slot}, which an earlier block already uses"),
-                        );
-                    } else {
-                        max_slot_end = max_slot_end.max(h.offset_data as u64 + (slot as u64 + 1) * stride);
-                    }
-                }
+                prev_slot = Some(slot);
             }
+            let (kind, message) = match slots.classify(block, raw) {
+                EntryClass::Free => {
+                    r.free_blocks += 1;
+                    // (Only a fixed image's FREE entries come here.)
+                    (FindingKind::FixedNotAllocated, format!("block {block} of a fixed image is FREE"))
+                }
+                EntryClass::Zero => {
+                    r.zero_blocks += 1;
+                    continue;
+                }
+                EntryClass::InUse(_) => continue,
+                EntryClass::OutOfRange(slot) => (
+                    FindingKind::EntryOutOfRange,
+                    format!("block {block} maps to slot {slot}, which is not below blocks_in_image ({})", h.blocks_in_image),
+                ),
+                EntryClass::PastEnd(slot) => {
+                    let off = h.offset_data as u64 + slot as u64 * stride;
+                    (
+                        FindingKind::EntryPastEnd,
+                        format!(
+                            "block {block} maps to slot {slot} at {off}..{}, past the end of the file ({file_len} bytes)",
+                            off + stride
+                        ),
+                    )
+                }
+                EntryClass::Duplicate { slot, .. } => (
+                    FindingKind::DuplicateEntry,
+                    format!("block {block} maps to slot {slot}, which an earlier block already uses"),
+                ),
+            };
+            r.add(Severity::Corruption, kind, format!("block {block}"), message);
         }
         report_every += 1;
         if report_every % 16 == 0 {
             monitor.progress(first as u64 + entries.len() as u64, total);
         }
         Ok(())
-    })
-    ?;
+    })?;
     monitor.progress(total, total);
+    Ok(())
+}
 
-    // blocks_allocated is where the next block goes (VirtualBox and QEMU append at that
-    // slot). Below the highest slot in use it is dangerous; above the count it only wastes.
+/// blocks_allocated is where the next block goes (VirtualBox and QEMU append at that
+/// slot). Below the highest slot in use it is dangerous; above the count it only wastes.
+fn check_allocated_count(h: &VdiHeader, slots: &EntryClassifier, r: &mut CheckReport) {
     let ba = h.blocks_allocated as u64;
-    let max_end = (max_slot_end - h.offset_data as u64) / stride;
+    let max_end = slots.end();
     if max_end > ba {
         r.add(
             Severity::Corruption,
@@ -320,26 +307,35 @@ pub fn check_image<S: ReadAt>(img: &mut VdiImage<S>, monitor: &mut dyn Monitor) 
             ),
         );
     }
-    // Slots inside the counted data area that nobody references.
-    let counted = (h.blocks_allocated as u64).min(slots_in_file);
+}
+
+/// Slots inside the counted data area that nobody references.
+fn check_leaked_slots(h: &VdiHeader, slots: &EntryClassifier, r: &mut CheckReport) {
+    let counted = (h.blocks_allocated as u64).min(slots.slots());
     let mut leaked = 0u64;
-    let mut first_leak = None;
-    for s in 0..counted {
-        if !used.get(s) {
-            leaked += 1;
-            first_leak.get_or_insert(s);
-            if leaked as usize <= MAX_LISTED {
-                r.add(
-                    Severity::Leak,
-                    FindingKind::LeakedSlot,
-                    format!("slot {s}"),
-                    format!("slot {s} (at {}) is inside the data area but no block maps to it", h.offset_data as u64 + s * stride),
-                );
-            } else {
-                r.leaks += 1;
-            }
+    for s in (0..counted).filter(|&s| !slots.is_taken(s)) {
+        leaked += 1;
+        if leaked as usize <= MAX_LISTED {
+            r.add(
+                Severity::Leak,
+                FindingKind::LeakedSlot,
+                format!("slot {s}"),
+                format!(
+                    "slot {s} (at {}) is inside the data area but no block maps to it",
+                    h.offset_data as u64 + s * h.block_stride()
+                ),
+            );
+        } else {
+            r.leaks += 1;
         }
     }
+}
+
+/// The file against what its blocks need: too short (a corruption) or with bytes past the
+/// last slot in use (a leak). Sets `image_end_offset`.
+fn check_file_end(h: &VdiHeader, slots: &EntryClassifier, r: &mut CheckReport) {
+    let file_len = r.file_len;
+    let stride = h.block_stride();
     let needed = h.offset_data as u64 + h.blocks_allocated as u64 * stride;
     if file_len < needed && h.blocks_allocated > 0 {
         r.add(
@@ -352,7 +348,9 @@ pub fn check_image<S: ReadAt>(img: &mut VdiImage<S>, monitor: &mut dyn Monitor) 
             ),
         );
     }
-    let end = needed.max(max_slot_end).max(map_end.min(file_len));
+    let slots_end = h.offset_data as u64 + slots.end() * stride;
+    let map_end = h.offset_bmap as u64 + h.map_bytes();
+    let end = needed.max(slots_end).max(map_end.min(file_len));
     r.image_end_offset = end;
     if file_len > end {
         r.add(
@@ -362,7 +360,6 @@ pub fn check_image<S: ReadAt>(img: &mut VdiImage<S>, monitor: &mut dyn Monitor) 
             format!("the file has {} bytes past the end of its last block (at {end})", file_len - end),
         );
     }
-    Ok(r)
 }
 
 #[cfg(test)]

@@ -75,6 +75,13 @@ pub fn read_header<S: ReadAt + ?Sized>(storage: &S) -> Result<VdiHeader> {
     })
 }
 
+/// How many whole slots (prefix and data) the file holds after `offset_data`: the one
+/// "slots in file" computation. Not capped at `blocks_in_image`; safe on a header not yet
+/// validated (a zero stride counts as one byte).
+pub(crate) fn slots_in_file(h: &VdiHeader, file_len: u64) -> u64 {
+    file_len.saturating_sub(h.offset_data as u64) / h.block_stride().max(1)
+}
+
 /// True when `storage` starts with a VDI pre-header (signature check only).
 pub fn probe<S: ReadAt + ?Sized>(storage: &S) -> bool {
     let mut b = [0u8; 0x44];
@@ -135,6 +142,22 @@ impl<S: ReadAt> VdiImage<S> {
     /// Length of the underlying file when opened (kept up to date by writes).
     pub fn file_len(&self) -> u64 {
         self.file_len
+    }
+    /// How many whole slots the file holds after `offset_data` (not capped at
+    /// `blocks_in_image`).
+    pub fn slots_in_file(&self) -> u64 {
+        slots_in_file(&self.header, self.file_len)
+    }
+    /// How many block-map entries lie inside the file: `blocks_in_image`, or fewer when the
+    /// file ends inside the map (an image opened leniently).
+    pub fn readable_entries(&self) -> u32 {
+        let h = &self.header;
+        let map_end = h.offset_bmap as u64 + h.map_bytes();
+        if map_end > self.file_len {
+            (self.file_len.saturating_sub(h.offset_bmap as u64) / 4).min(h.blocks_in_image as u64) as u32
+        } else {
+            h.blocks_in_image
+        }
     }
     /// A layout rule broken by the header, when opened leniently.
     pub fn layout_error(&self) -> Option<&str> {

@@ -1,0 +1,244 @@
+//! Repair: rebuild what check finds broken and can be inferred, clear the rest.
+
+use crate::block_map::{EntryClass, EntryClassifier, BLOCK_FREE};
+use crate::check::{check_image, CheckReport, MAX_LISTED};
+use crate::error::{Result, VdiError};
+use crate::header::{ImageType, VdiHeader, MAX_BLOCKS_IN_IMAGE, SECTOR_SIZE, VDI_SIGNATURE, VDI_VERSION_0_2};
+use crate::image::{read_header, slots_in_file, VdiImage};
+use crate::monitor::{Monitor, NoMonitor};
+use crate::storage::{flush, read_exact, storage_len, write_all, ReadAt, Storage};
+
+/// One change [`repair`] makes (or would make, in a dry run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairAction {
+    /// What is done, for people.
+    pub message: String,
+    /// True when data that was reachable before is lost (it was already unreliable).
+    pub data_lost: bool,
+}
+
+/// The result of [`repair`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// True when nothing was written.
+    pub dry_run: bool,
+    /// The changes, in order (the first [`crate::check::MAX_LISTED`] per kind are listed).
+    pub actions: Vec<RepairAction>,
+    /// Header values that could not be read and were guessed.
+    pub guessed: Vec<String>,
+    /// The check before repairing.
+    pub before: CheckReport,
+    /// The check after repairing (None in a dry run).
+    pub after: Option<CheckReport>,
+}
+
+/// Repair what check finds and can be fixed: entries out of range, past the end of the file
+/// or duplicated are cleared (the data they named is reported lost), `blocks_allocated` is
+/// recomputed, leaked slots are reclaimed, trailing bytes are cut, an odd `disk_size` is
+/// rounded up to a sector. Header fields that break a rule but can be inferred are rebuilt
+/// and listed in `guessed`. With `dry_run` nothing is written.
+pub fn repair<S: Storage>(storage: S, dry_run: bool, monitor: &mut dyn Monitor) -> Result<(RepairReport, S)> {
+    let mut rep = RepairReport { dry_run, ..Default::default() };
+    let mut img = open_for_repair(storage, dry_run, &mut rep.guessed)?;
+    let file_len = img.file_len;
+    rep.before = check_image(&mut img, &mut NoMonitor)?;
+    let plan = EntryFixes::plan(&mut img)?;
+    plan.describe(&img, file_len, &mut rep.actions);
+    if dry_run {
+        return Ok((rep, img.storage));
+    }
+    plan.apply(&mut img, monitor)?;
+    flush(&mut img.storage)?;
+    rep.after = Some(check_image(&mut img, &mut NoMonitor)?);
+    Ok((rep, img.storage))
+}
+
+/// Read the header (restoring a damaged signature), rebuild the fields that can be inferred
+/// (written back unless `dry_run`) and open the image on it.
+fn open_for_repair<S: Storage>(mut storage: S, dry_run: bool, guessed: &mut Vec<String>) -> Result<VdiImage<S>> {
+    let mut header = read_header(&storage).or_else(|e| match e {
+        VdiError::BadSignature { .. } => {
+            let h = restore_signature(&storage)?;
+            guessed.push("signature at 0x40 was damaged; restored from the header text and version".into());
+            Ok(h)
+        }
+        e => Err(e),
+    })?;
+    if header.version == VDI_VERSION_0_2 {
+        // Refused in a dry run too: it would list changes that cannot be written.
+        return Err(VdiError::Unsupported("repairing a legacy v0.2 image (v0.2 images are read-only)".into()));
+    }
+    let file_len = storage_len(&storage)?;
+    guess_fields(&mut header, file_len, guessed)?;
+    header.validate_fields()?;
+    header.validate_layout(file_len)?;
+    if !guessed.is_empty() && !dry_run {
+        let b = header.to_bytes()?;
+        write_all(&mut storage, 0, &b)?;
+    }
+    VdiImage::with_header(storage, header, file_len)
+}
+
+/// What repair does to the block map, worked out from one scan of it.
+struct EntryFixes {
+    /// Entries to clear (block, why).
+    clear: Vec<(u32, String)>,
+    /// FREE entries.
+    free: u64,
+    /// Entries that keep their slot.
+    used: u64,
+    /// The highest slot kept + 1.
+    max_end: u64,
+    /// Slots an entry may use (in the file, below blocks_in_image).
+    slots: u64,
+    /// A fixed image that loses blocks becomes a dynamic one.
+    to_dynamic: bool,
+}
+
+impl EntryFixes {
+    /// Classify every entry; each one check calls a corruption is to be cleared.
+    fn plan<S: Storage>(img: &mut VdiImage<S>) -> Result<Self> {
+        let h = img.header.clone();
+        let mut slots = EntryClassifier::with_owners(h.blocks_in_image, img.slots_in_file());
+        let mut clear: Vec<(u32, String)> = Vec::new();
+        let mut free = 0u64;
+        img.map.scan(&img.storage, 0, h.blocks_in_image, |first, entries| {
+            for (k, &raw) in entries.iter().enumerate() {
+                let b = first + k as u32;
+                let off = || h.virtual_size().min(b as u64 * h.block_size as u64);
+                let why = match slots.classify(b, raw) {
+                    EntryClass::Free => {
+                        free += 1;
+                        continue;
+                    }
+                    EntryClass::Zero | EntryClass::InUse(_) => continue,
+                    EntryClass::OutOfRange(s) => format!(
+                        "block {b} (disk offset {}) named slot {s}, not below blocks_in_image; cleared, its data is lost",
+                        off()
+                    ),
+                    EntryClass::PastEnd(s) => format!(
+                        "block {b} (disk offset {}) named slot {s}, past the end of the file; cleared, its data was never stored",
+                        off()
+                    ),
+                    EntryClass::Duplicate { slot: s, first } => format!(
+                        "block {b} (disk offset {}) shared slot {s} with {}; cleared, block {b} now reads zeros",
+                        off(),
+                        first.map_or("an earlier block".to_string(), |f| format!("block {f}"))
+                    ),
+                };
+                clear.push((b, why));
+            }
+            Ok(())
+        })?;
+        // A fixed image has every block allocated; one that has lost blocks (entries cleared
+        // here, or FREE already: a truncated fixed image) can only be a dynamic one. Growing
+        // the file back to the size its header claims could take any amount of space.
+        let to_dynamic = h.kind() == Some(ImageType::Fixed) && free + clear.len() as u64 > 0;
+        Ok(EntryFixes { clear, free, used: slots.in_use(), max_end: slots.end(), slots: slots.slots(), to_dynamic })
+    }
+
+    /// The actions, for people, in the order they are done.
+    fn describe<S: Storage>(&self, img: &VdiImage<S>, file_len: u64, actions: &mut Vec<RepairAction>) {
+        let mut say = |message: String, data_lost: bool| actions.push(RepairAction { message, data_lost });
+        for (_, m) in self.clear.iter().take(MAX_LISTED) {
+            say(m.clone(), true);
+        }
+        if self.clear.len() > MAX_LISTED {
+            say(format!("... and {} more entries cleared", self.clear.len() - MAX_LISTED), true);
+        }
+        if self.to_dynamic {
+            say(
+                format!(
+                    "image_type set from 2 (fixed) to 1 (dynamic): {} block(s) are no longer allocated and read as zeros",
+                    self.free + self.clear.len() as u64
+                ),
+                false,
+            );
+        }
+        let used = self.used;
+        let ba = img.header.blocks_allocated;
+        if ba as u64 != used {
+            say(format!("blocks_allocated set from {ba} to {used}"), false);
+        }
+        let leaked = self.max_end - used;
+        if leaked > 0 {
+            say(format!("{leaked} leaked slot(s) reclaimed by moving blocks from the end of the file"), false);
+        }
+        let end = img.slot_base(used);
+        if file_len > end {
+            say(format!("file truncated to {end} bytes (from {file_len})"), false);
+        }
+    }
+
+    /// Write the fixes, in a crash-safe order.
+    fn apply<S: Storage>(&self, img: &mut VdiImage<S>, monitor: &mut dyn Monitor) -> Result<()> {
+        // 1. The header count covers every slot still in use (never below: crash-safe).
+        let ba = img.header.blocks_allocated as u64;
+        let recount = ba < self.max_end || ba > self.slots;
+        if recount {
+            img.header.blocks_allocated = self.max_end as u32;
+        }
+        if self.to_dynamic {
+            img.header.image_type = ImageType::Normal.raw();
+        }
+        if recount || self.to_dynamic {
+            img.write_header()?;
+        }
+        // 2. Clear the bad entries.
+        for (b, _) in &self.clear {
+            img.map.set(&img.storage, *b, BLOCK_FREE)?;
+        }
+        img.map.flush(&mut img.storage)?;
+        // 3. Fill holes, set the count, truncate.
+        img.reclaim_unchecked(monitor)?;
+        Ok(())
+    }
+}
+
+/// Rebuild a header whose signature was damaged, when the rest still reads as a v1.1 header.
+fn restore_signature<S: ReadAt>(storage: &S) -> Result<VdiHeader> {
+    let len = storage_len(storage)?;
+    let mut buf = vec![0u8; len.min(0x200) as usize];
+    read_exact(storage, 0, &mut buf)?;
+    if buf.len() < 0x1D8 || !buf.starts_with(b"<<< ") || !buf[..64].windows(10).any(|w| w == b"Disk Image") {
+        return Err(VdiError::BadSignature { found: u32::from_le_bytes([buf[0x40], buf[0x41], buf[0x42], buf[0x43]]) });
+    }
+    buf[0x40..0x44].copy_from_slice(&VDI_SIGNATURE.to_le_bytes());
+    VdiHeader::parse(&buf)
+}
+
+/// Fix header fields that break a rule but can be inferred; say what was guessed.
+fn guess_fields(h: &mut VdiHeader, file_len: u64, guessed: &mut Vec<String>) -> Result<()> {
+    if h.kind().is_none() {
+        guessed.push(format!("image_type {} is invalid; set to 1 (dynamic)", h.image_type));
+        h.image_type = 1;
+    }
+    if h.legacy_geometry.sector_size != SECTOR_SIZE && h.version != VDI_VERSION_0_2 {
+        guessed.push(format!("sector_size {} set to 512", h.legacy_geometry.sector_size));
+        h.legacy_geometry.sector_size = SECTOR_SIZE;
+    }
+    if let Some(l) = h.lchs.as_mut() {
+        if l.sector_size != SECTOR_SIZE && l.sector_size != 0 {
+            guessed.push(format!("LCHS sector_size {} set to 512", l.sector_size));
+            l.sector_size = SECTOR_SIZE;
+        }
+    }
+    if h.block_size.is_power_of_two() && h.blocks_in_image <= MAX_BLOCKS_IN_IMAGE {
+        let cap = h.blocks_in_image as u64 * h.block_size as u64;
+        if h.disk_size > cap {
+            guessed.push(format!("disk_size {} exceeds blocks_in_image * block_size; set to {cap}", h.disk_size));
+            h.disk_size = cap;
+        }
+    }
+    if h.disk_size % SECTOR_SIZE as u64 != 0 {
+        let r = h.virtual_size();
+        guessed.push(format!("disk_size {} rounded up to {r} (a whole sector)", h.disk_size));
+        h.disk_size = r;
+    }
+    if h.blocks_allocated > h.blocks_in_image {
+        let v = slots_in_file(h, file_len).min(h.blocks_in_image as u64) as u32;
+        guessed.push(format!("blocks_allocated {} exceeds blocks_in_image; set to {v} from the file size", h.blocks_allocated));
+        h.blocks_allocated = v;
+    }
+    Ok(())
+}
