@@ -18,7 +18,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{File, FileSystemSyncAccessHandle};
 
 use crate::storage::{Backend, FileStorage, OpfsStorage};
-use crate::{js_error, no_image, vdi_err, Workbench, CHUNK};
+use crate::{js_error, vdi_err, Session, CHUNK};
 
 /// A monitor over the page's callbacks (without `cancelled`, never cancelled).
 pub(crate) fn monitor<'a>(progress: &'a Function, cancelled: Option<&'a Function>) -> impl Monitor + 'a {
@@ -62,9 +62,9 @@ fn uuid_field(v: &Value, key: &str) -> Result<Option<Uuid>, JsValue> {
 }
 
 #[wasm_bindgen]
-impl Workbench {
+impl Session {
     fn writable_img(&mut self) -> Result<&mut VdiImage<Backend>, JsValue> {
-        let img = self.img.as_mut().ok_or_else(no_image)?;
+        let img = self.image_for("editing")?;
         if !img.storage().writable() {
             return Err(js_error(
                 "read-only",
@@ -138,7 +138,7 @@ impl Workbench {
 
     /// Flush the open image's storage (metadata first, then the storage itself).
     pub fn flush(&mut self) -> Result<(), JsValue> {
-        self.img.as_mut().ok_or_else(no_image)?.flush().map_err(vdi_err)
+        self.image_for("flushing")?.flush().map_err(vdi_err)
     }
 
     /// Set header fields from JSON `{uuid?, modify_uuid?, parent_uuid?, parent_modify_uuid?,
@@ -168,41 +168,20 @@ impl Workbench {
         if !dry_run {
             self.writable_img()?;
         }
-        let name = self.name.clone();
-        let img = self.img.take().ok_or_else(no_image)?;
-        let storage = img.into_storage();
-        let keep = match &storage {
-            Backend::Opfs(o) => Some(o.handle().clone()),
-            _ => None,
-        };
+        let name = self.names.first().cloned().unwrap_or_default();
+        let storage = self.take_image("repair")?.into_storage();
         let mut mon = monitor(progress, Some(cancelled));
-        match vdi::repair(storage, dry_run, &mut mon) {
-            Ok((rep, storage)) => {
-                // Reopen on the same storage: the repaired image, or the unchanged one.
-                match VdiImage::open_with(storage, OpenOptions { lenient: true }) {
-                    Ok(img) => self.img = Some(img),
-                    Err(e) => {
-                        if let Some(h) = keep {
-                            h.close();
-                        }
-                        return Err(vdi_err(e));
-                    }
-                }
-                Ok(repair_json(&rep, &name).to_string())
-            }
-            Err(e) => {
-                // The storage went with the failed call: close its handle so the file can be
-                // opened again; the page reopens it.
-                if let Some(h) = keep {
-                    h.close();
-                }
-                Err(vdi_err(e))
-            }
-        }
+        // On failure the storage goes with the call (an OPFS handle is released as it
+        // drops, so the file can be opened again; the page reopens it).
+        let (rep, storage) = vdi::repair(storage, dry_run, &mut mon).map_err(vdi_err)?;
+        // Reopen on the same storage: the repaired image, or the unchanged one.
+        let img = VdiImage::open_with(storage, OpenOptions { lenient: true }).map_err(vdi_err)?;
+        self.set_image(img, &name);
+        Ok(repair_json(&rep, &name).to_string())
     }
 
     /// Create a new image in the OPFS file behind `handle` (options as for
-    /// [`Workbench::create_image`], JSON) holding the raw disk `file`: all-zero blocks are not
+    /// [`Session::create_image`], JSON) holding the raw disk `file`: all-zero blocks are not
     /// written, so a dynamic image stores only the data. The new image stays open. Returns
     /// `{info, import: {data-bytes, zero-bytes}}`; on failure the handle is closed.
     pub fn import_raw(
@@ -213,37 +192,26 @@ impl Workbench {
         progress: &Function,
         cancelled: &Function,
     ) -> Result<String, JsValue> {
-        let keep = handle.clone();
-        let r = (|| {
-            let o = crate::parse_create_options(opts)?;
-            let src = FileStorage::new(file).map_err(|e| js_error("io", e.message))?;
-            let mut mon = monitor(progress, Some(cancelled));
-            let mut img = vdi::create(Backend::Opfs(OpfsStorage::new(handle)), &o, &mut vdi::NoMonitor).map_err(vdi_err)?;
-            let st = vdi::import_raw(&src, &mut img, &mut mon).map_err(vdi_err)?;
-            img.flush().map_err(vdi_err)?;
-            Ok::<_, JsValue>((img, st))
-        })();
-        match r {
-            Ok((img, st)) => {
-                self.close();
-                self.img = Some(img);
-                self.name = file.name();
-                Ok(json!({
-                    "info": self.info_value()?,
-                    "import": { "data-bytes": st.data_bytes, "zero-bytes": st.zero_bytes },
-                })
-                .to_string())
-            }
-            Err(e) => {
-                keep.close();
-                Err(e)
-            }
-        }
+        // On failure the handle is released as the storage drops.
+        let target = Backend::Opfs(OpfsStorage::new(handle));
+        let o = crate::parse_create_options(opts)?;
+        let src = FileStorage::new(file).map_err(|e| js_error(crate::storage_kind(&e), e.message))?;
+        let mut mon = monitor(progress, Some(cancelled));
+        let mut img = vdi::create(target, &o, &mut vdi::NoMonitor).map_err(vdi_err)?;
+        let st = vdi::import_raw(&src, &mut img, &mut mon).map_err(vdi_err)?;
+        img.flush().map_err(vdi_err)?;
+        self.close();
+        self.set_image(img, &file.name());
+        Ok(json!({
+            "info": self.info_value()?,
+            "import": { "data-bytes": st.data_bytes, "zero-bytes": st.zero_bytes },
+        })
+        .to_string())
     }
 
     /// What repair would do to `file` (read-only: a dry run), for files that do not open.
     pub fn repair_plan(&mut self, file: &File) -> Result<String, JsValue> {
-        let s = FileStorage::new(file).map_err(|e| js_error("io", e.message))?;
+        let s = FileStorage::new(file).map_err(|e| js_error(crate::storage_kind(&e), e.message))?;
         let (rep, _) = vdi::repair(Backend::File(s), true, &mut vdi::NoMonitor).map_err(vdi_err)?;
         Ok(repair_json(&rep, &file.name()).to_string())
     }
@@ -257,25 +225,12 @@ impl Workbench {
         progress: &Function,
         cancelled: &Function,
     ) -> Result<String, JsValue> {
-        let keep = handle.clone();
+        // On failure the handle is released as the storage drops.
         let mut mon = monitor(progress, Some(cancelled));
-        let r = vdi::repair(Backend::Opfs(OpfsStorage::new(handle)), false, &mut mon)
-            .map_err(vdi_err)
-            .and_then(|(rep, storage)| {
-                let img = VdiImage::open_with(storage, OpenOptions { lenient: true }).map_err(vdi_err)?;
-                Ok((rep, img))
-            });
-        match r {
-            Ok((rep, img)) => {
-                self.close();
-                self.img = Some(img);
-                self.name = name.to_string();
-                Ok(repair_json(&rep, name).to_string())
-            }
-            Err(e) => {
-                keep.close();
-                Err(e)
-            }
-        }
+        let (rep, storage) = vdi::repair(Backend::Opfs(OpfsStorage::new(handle)), false, &mut mon).map_err(vdi_err)?;
+        let img = VdiImage::open_with(storage, OpenOptions { lenient: true }).map_err(vdi_err)?;
+        self.close();
+        self.set_image(img, name);
+        Ok(repair_json(&rep, name).to_string())
     }
 }

@@ -159,7 +159,8 @@ fn at(offset: u64) -> Result<FileSystemReadWriteOptions, StorageError> {
 }
 
 impl OpfsStorage {
-    /// Wrap an open handle. The caller keeps ownership of closing it ([`OpfsStorage::close`]).
+    /// Wrap an open handle; the storage owns it from now on: dropping the storage releases
+    /// it (see the `Drop` impl).
     pub fn new(handle: FileSystemSyncAccessHandle) -> Self {
         OpfsStorage { handle, stats: ReadStats::default() }
     }
@@ -171,10 +172,19 @@ impl OpfsStorage {
     pub fn stats(&self) -> &ReadStats {
         &self.stats
     }
-    /// Flush and close the handle (releasing the file's lock).
+    /// Flush and close the handle (releasing the file's lock). Closing twice is harmless.
     pub fn close(&self) {
         let _ = self.handle.flush();
         self.handle.close();
+    }
+}
+
+/// Dropping the storage releases the handle and the file's lock: whatever drops an image
+/// opened on OPFS (a close, a failed open or create, an operation that took the storage
+/// and failed) lets the file be opened again, with no hand-written close on each path.
+impl Drop for OpfsStorage {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

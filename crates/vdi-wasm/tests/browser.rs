@@ -10,7 +10,7 @@ use serde_json::Value;
 use vdi::report::{check_json, info_json};
 use vdi::{create, CreateOptions, Entry, Layout, MemStorage, NoMonitor, Storage, Uuid, VdiImage};
 use vdi_wasm::storage::{Backend, FileStorage, OpfsStorage};
-use vdi_wasm::{PieceKind, Workbench, CHUNK};
+use vdi_wasm::{PieceKind, Session, CHUNK};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -72,7 +72,7 @@ fn error_of(e: JsValue) -> (String, String) {
 
 /// Run a whole raw export through the piece API into a Vec, checking that the pieces
 /// cover every data byte exactly once and that the progress counters end at the total.
-fn export_all(wb: &mut Workbench) -> Vec<u8> {
+fn export_all(wb: &mut Session) -> Vec<u8> {
     let size = wb.export_begin().unwrap() as usize;
     let host_order = wb.export_host_order();
     let mut out = vec![0u8; size];
@@ -106,7 +106,7 @@ fn export_all(wb: &mut Workbench) -> Vec<u8> {
 
 /// The same export the way the worker runs it for a `File`: the bindings plan each run of
 /// the file, the caller reads it (here straight from `file`) and places the pieces.
-fn export_planned(wb: &mut Workbench, file: &[u8]) -> Vec<u8> {
+fn export_planned(wb: &mut Session, file: &[u8]) -> Vec<u8> {
     let size = wb.export_begin().unwrap() as usize;
     assert!(wb.export_host_order());
     let mut out = vec![0u8; size];
@@ -172,7 +172,7 @@ async fn opfs_remove(dir: &FileSystemDirectoryHandle, name: &str) {
 
 #[wasm_bindgen_test]
 fn memory_backend_sample_fills_every_panel() {
-    let mut wb = Workbench::new();
+    let mut wb = Session::new();
     let info = json(&wb.open_sample().unwrap());
     let d = &info["info"]["format-specific"]["data"];
     assert_eq!(info["info"]["virtual-size"], 128 * MIB);
@@ -214,7 +214,7 @@ fn file_backend_reads_in_place_and_matches_the_engine() {
     for layout in [Layout::Vbox, Layout::Qemu] {
         let (bytes, raw) = small_image(layout);
         let file = file_of(&[&bytes_js(&bytes)], "small.vdi");
-        let mut wb = Workbench::new();
+        let mut wb = Session::new();
         let info = json(&wb.open_file(&file).unwrap());
         // Opening reads the header only.
         let st = json(&wb.read_stats().unwrap());
@@ -276,7 +276,7 @@ fn file_backend_reads_past_4_gib() {
     let file = File::new_with_blob_sequence(&parts, "big.vdi").unwrap();
     assert_eq!(file.size() as u64, 2 * MIB + N as u64 * MIB);
 
-    let mut wb = Workbench::new();
+    let mut wb = Session::new();
     json(&wb.open_file(&file).unwrap());
     let b = json(&wb.block_info(N - 1).unwrap());
     let host = b["host-offset"].as_u64().unwrap();
@@ -317,7 +317,7 @@ async fn opfs_backend_holds_a_fixed_image_over_4_gib() {
     let dir = opfs_dir().await;
     let name = "vdi-wasm-test-fixed.vdi";
     let (_fh, ah) = opfs_handle(&dir, name).await;
-    let mut wb = Workbench::new();
+    let mut wb = Session::new();
     let opts = r#"{"size": 5368709120, "fixed": true, "block_size": 1048576, "layout": "vbox", "comment": "opfs"}"#;
     let info = json(&wb.create_image(opts, Some(ah)).unwrap());
     assert_eq!(info["file"]["backend"], "opfs");
@@ -331,7 +331,7 @@ async fn opfs_backend_holds_a_fixed_image_over_4_gib() {
     wb.close();
 
     let (_fh, ah) = opfs_handle(&dir, name).await;
-    let mut wb = Workbench::new();
+    let mut wb = Session::new();
     let info = json(&wb.open_opfs(ah, name).unwrap());
     assert_eq!(info["file"]["writable"], true);
     let b = json(&wb.block_info(5119).unwrap());
@@ -366,7 +366,7 @@ async fn opfs_backend_holds_a_fixed_image_over_4_gib() {
 
 #[wasm_bindgen_test]
 fn errors_reach_js_as_kind_and_message() {
-    let mut wb = Workbench::new();
+    let mut wb = Session::new();
     let (kind, msg) = error_of(wb.open_bytes(vec![0x42; 1024], "junk").unwrap_err());
     assert_eq!(kind, "bad-signature");
     assert_eq!(msg, "not a VDI image: signature at offset 0x40 is 0x42424242, expected 0xbeda107f");
@@ -405,7 +405,7 @@ fn differencing_image_export_names_the_parent() {
     bytes[0x4C..0x50].copy_from_slice(&4u32.to_le_bytes()); // image_type diff
     let parent = Uuid::from_u128(0x1234_5678);
     bytes[0x1A8..0x1B8].copy_from_slice(&parent.to_bytes_le()); // uuid_link
-    let mut wb = Workbench::new();
+    let mut wb = Session::new();
     let info = json(&wb.open_bytes(bytes, "diff.vdi").unwrap());
     assert!(info["info"]["notes"].to_string().contains("differencing"), "{info}");
     wb.export_begin().unwrap();
@@ -427,7 +427,7 @@ fn differencing_image_export_names_the_parent() {
 
 #[wasm_bindgen_test]
 fn create_in_memory_keeps_only_metadata() {
-    let mut wb = Workbench::new();
+    let mut wb = Session::new();
     let opts = r#"{"size": 3145729, "fixed": true, "block_size": 1048576, "layout": "qemu", "comment": "<img src=x>"}"#;
     let info = json(&wb.create_image(opts, None).unwrap());
     let d = &info["info"]["format-specific"]["data"];
@@ -455,7 +455,7 @@ fn check_reports_findings_and_progress() {
     let bmap = MIB as usize;
     bytes[bmap + 9 * 4..][..4].copy_from_slice(&1u32.to_le_bytes());
     bytes[bmap + 8 * 4..][..4].copy_from_slice(&9u32.to_le_bytes());
-    let mut wb = Workbench::new();
+    let mut wb = Session::new();
     json(&wb.open_file(&file_of(&[&bytes_js(&bytes)], "bad.vdi")).unwrap());
     let calls = Array::new();
     let record = js_sys::Function::new_with_args("d, t", "this.push([d, t])").bind0(&calls);
@@ -478,7 +478,7 @@ fn map_cells_aggregate_many_blocks() {
         img.write_at(b * MIB, &[1]).unwrap();
     }
     img.set_entry(70, Entry::Zero).unwrap();
-    let mut wb = Workbench::new();
+    let mut wb = Session::new();
     json(&wb.open_bytes(img.into_storage().into_vec(), "agg.vdi").unwrap());
     let c = wb.map_cells(64).unwrap();
     assert_eq!((c.cells(), c.per(), c.blocks()), (64, 64, 4096));
@@ -521,7 +521,7 @@ fn export_handles_block_extra_partial_blocks_and_random_slots() {
     bytes[0x184..0x188].copy_from_slice(&(blocks.len() as u32).to_le_bytes());
     let want = engine_raw(&bytes);
     assert_eq!(want.len() as u64, 6 * MIB + 1024);
-    let mut wb = Workbench::new();
+    let mut wb = Session::new();
     json(&wb.open_bytes(bytes.clone(), "extra.vdi").unwrap());
     assert!(export_all(&mut wb) == want);
     // Through a File too.

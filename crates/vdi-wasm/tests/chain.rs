@@ -1,4 +1,4 @@
-//! `ChainBench` in headless Chromium (a dedicated worker): a base and two snapshots built by
+//! A chain opened in a `Session` in headless Chromium (a dedicated worker): a base and two snapshots built by
 //! the engine in memory, handed over as `File`s in shuffled order.
 //!
 //! Run with `cargo test -p vdi-wasm --target wasm32-unknown-unknown --tests`.
@@ -7,7 +7,8 @@
 use js_sys::{Array, Reflect, Uint8Array};
 use serde_json::Value;
 use vdi::{create, Chain, CreateOptions, MemStorage, NoMonitor, Uuid, VdiImage};
-use vdi_wasm::chain::{ChainBench, NO_LAYER};
+use vdi_wasm::cells::NO_LAYER;
+use vdi_wasm::Session;
 use vdi_wasm::storage::{Backend, OpfsStorage};
 use vdi_wasm::PieceKind;
 use wasm_bindgen::{JsCast, JsValue};
@@ -80,8 +81,8 @@ fn error_of(e: JsValue) -> (String, String) {
 #[wasm_bindgen_test]
 fn shuffled_files_make_one_chain_with_maps_and_a_flattened_raw_disk() {
     let (f, raw, ids) = three_layers();
-    let mut cb = ChainBench::new();
-    let info: Value = serde_json::from_str(&cb.open(&files(&[(&f[1], "s1.vdi"), (&f[2], "s2.vdi"), (&f[0], "base.vdi")])).unwrap()).unwrap();
+    let mut cb = Session::new();
+    let info: Value = serde_json::from_str(&cb.open_files(&files(&[(&f[1], "s1.vdi"), (&f[2], "s2.vdi"), (&f[0], "base.vdi")])).unwrap()).unwrap();
     let names: Vec<&str> = info["layers"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["base.vdi", "s1.vdi", "s2.vdi"]);
     let index: Vec<u64> = info["layers"].as_array().unwrap().iter().map(|l| l["index"].as_u64().unwrap()).collect();
@@ -89,7 +90,7 @@ fn shuffled_files_make_one_chain_with_maps_and_a_flattened_raw_disk() {
     assert_eq!(info["layers"][1]["info"]["format-specific"]["data"]["parent-uuid"], ids[0].to_string());
 
     // Combined map, one block per cell: who supplies each block.
-    let m = cb.combined_cells(1).unwrap();
+    let m = cb.map_cells(1).unwrap();
     let l = m.layers();
     assert_eq!(m.cells(), 8);
     assert_eq!((l[0], m.zero_counts()[0]), (NO_LAYER, 1), "block 0: ZERO in s1 hides the base");
@@ -100,7 +101,7 @@ fn shuffled_files_make_one_chain_with_maps_and_a_flattened_raw_disk() {
     assert_eq!(s["free"], 4);
     // Folded: 3 cells of up to 3 blocks, the dominant layer per cell (a tie goes to the
     // upper layer: blocks 3 and 5 come from s1 and s2).
-    let m = cb.combined_cells(3).unwrap();
+    let m = cb.map_cells(3).unwrap();
     assert_eq!(m.layers(), &[1, 2, NO_LAYER]);
     assert_eq!(m.data_counts(), &[1, 2, 0]);
     assert_eq!(m.zero_counts(), &[1, 0, 0]);
@@ -126,15 +127,15 @@ fn shuffled_files_make_one_chain_with_maps_and_a_flattened_raw_disk() {
             }
         }
     }
-    assert_eq!(cb.export_done(), 0.0, "the export is over");
+    assert_eq!(cb.export_done(), cb.export_total(), "the export is over");
     assert!(got == raw, "the flattened raw disk equals the writes");
 }
 
 #[wasm_bindgen_test]
 fn missing_parent_and_separate_chains_name_the_files() {
     let (f, _, ids) = three_layers();
-    let mut cb = ChainBench::new();
-    let (kind, msg) = error_of(cb.open(&files(&[(&f[2], "s2.vdi"), (&f[1], "s1.vdi")])).unwrap_err());
+    let mut cb = Session::new();
+    let (kind, msg) = error_of(cb.open_files(&files(&[(&f[2], "s2.vdi"), (&f[1], "s1.vdi")])).unwrap_err());
     assert_eq!(kind, "missing-parent");
     assert!(msg.contains(&ids[0].to_string()) && msg.contains("s1.vdi"), "{msg}");
     assert!(!cb.is_open());
@@ -142,13 +143,13 @@ fn missing_parent_and_separate_chains_name_the_files() {
         .unwrap()
         .into_storage()
         .into_vec();
-    let (kind, msg) = error_of(cb.open(&files(&[(&f[1], "s1.vdi"), (&other, "other.vdi"), (&f[0], "base.vdi")])).unwrap_err());
+    let (kind, msg) = error_of(cb.open_files(&files(&[(&f[1], "s1.vdi"), (&other, "other.vdi"), (&f[0], "base.vdi")])).unwrap_err());
     assert_eq!(kind, "broken-chain");
     assert!(msg.contains("\u{201c}base.vdi\u{201d} \u{2192} \u{201c}s1.vdi\u{201d}") && msg.contains("other.vdi"), "{msg}");
-    let (kind, msg) = error_of(cb.open(&files(&[(&f[0], "a.vdi"), (&f[0], "b.vdi")])).unwrap_err());
+    let (kind, msg) = error_of(cb.open_files(&files(&[(&f[0], "a.vdi"), (&f[0], "b.vdi")])).unwrap_err());
     assert_eq!(kind, "broken-chain");
     assert!(msg.contains("a.vdi") && msg.contains("b.vdi"), "duplicates name both files: {msg}");
-    let (kind, msg) = error_of(cb.open(&files(&[(&f[0], "base.vdi"), (b"not an image", "junk.vdi")])).unwrap_err());
+    let (kind, msg) = error_of(cb.open_files(&files(&[(&f[0], "base.vdi"), (b"not an image", "junk.vdi")])).unwrap_err());
     assert!(msg.contains("junk.vdi"), "{kind}: {msg}");
 }
 
@@ -167,8 +168,8 @@ async fn opfs_handle(dir: &FileSystemDirectoryHandle, name: &str) -> FileSystemS
 #[wasm_bindgen_test]
 async fn flattened_vdi_is_written_through_an_opfs_handle() {
     let (f, raw, _) = three_layers();
-    let mut cb = ChainBench::new();
-    cb.open(&files(&[(&f[2], "s2.vdi"), (&f[0], "base.vdi"), (&f[1], "s1.vdi")])).unwrap();
+    let mut cb = Session::new();
+    cb.open_files(&files(&[(&f[2], "s2.vdi"), (&f[0], "base.vdi"), (&f[1], "s1.vdi")])).unwrap();
     let dir = opfs_dir().await;
     let name = "chain-test-flat.vdi";
     let size = cb.flat_begin(opfs_handle(&dir, name).await).unwrap();
@@ -196,4 +197,28 @@ async fn flattened_vdi_is_written_through_an_opfs_handle() {
     cb.flat_cancel();
     opfs_handle(&dir, name).await.close();
     let _ = JsFuture::from(dir.remove_entry(name)).await;
+}
+
+/// One session holds an image or a chain: what only an image has is refused for a chain
+/// with a kind the page can switch on, and opening an image after a chain works.
+#[wasm_bindgen_test]
+fn one_session_for_a_chain_and_an_image() {
+    let (f, _, _) = three_layers();
+    let mut s = Session::new();
+    s.open_files(&files(&[(&f[0], "base.vdi"), (&f[1], "s1.vdi")])).unwrap();
+    assert!(s.is_chain());
+    let (kind, msg) = error_of(s.check(&js_sys::Function::new_no_args("")).unwrap_err());
+    assert_eq!(kind, "unsupported", "{msg}");
+    assert!(msg.contains("chain of 2 images"), "{msg}");
+    assert_eq!(error_of(s.block_info(0).unwrap_err()).0, "unsupported");
+    let info: Value = serde_json::from_str(&s.open_file(&file(&f[0], "base.vdi")).unwrap()).unwrap();
+    assert!(!s.is_chain());
+    assert_eq!(info["file"]["name"], "base.vdi");
+    assert_eq!(s.layer_cells(0, 1).unwrap().cells(), 8);
+    assert!(s.check(&js_sys::Function::new_no_args("")).is_ok());
+    // The limits the page draws with are the engine's.
+    let l: Value = serde_json::from_str(&vdi_wasm::limits()).unwrap();
+    assert_eq!(l["max-cells"], vdi_wasm::MAX_CELLS);
+    assert_eq!(l["max-files"], vdi_wasm::MAX_FILES);
+    assert_eq!(l["chunk"], vdi_wasm::CHUNK as u64);
 }
