@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use vdi::{Chain, Uuid, VdiError, VdiImage};
+use vdi::{Chain, DiskMut, Uuid, VdiError, VdiImage};
 use vdi_cli::FileStorage;
 
 /// A chain and the file of each layer (base first).
@@ -115,4 +115,22 @@ pub fn open(top: &Path, explicit: &[PathBuf], rw: Rw) -> Result<Layers> {
     let top_img = imgs.pop().expect("a layer");
     let chain = Chain::resolve(top_img, imgs)?;
     Ok(Layers { chain, paths })
+}
+
+/// The disk at `path`, as every command that reads or writes the disk takes it: the image,
+/// or — for a differencing image — its chain, with the parents found as [`open`] finds
+/// them. With `write`, the image (or the chain's top) is opened for writing.
+pub fn open_disk(path: &Path, explicit: &[PathBuf], write: bool) -> Result<Box<dyn DiskMut>> {
+    let img = crate::open_image(path)?;
+    if img.is_diff() {
+        drop(img);
+        let rw = if write { Rw::Top } else { Rw::None };
+        return Ok(Box::new(open(path, explicit, rw)?.chain));
+    }
+    if !write {
+        return Ok(Box::new(img));
+    }
+    drop(img);
+    let f = FileStorage::open_rw(path).with_context(|| format!("could not open {} for writing", path.display()))?;
+    Ok(Box::new(VdiImage::open(f).with_context(|| format!("could not open {}", path.display()))?))
 }

@@ -593,52 +593,10 @@ impl<W: Write> RawSink for StreamSink<W> {
     }
 }
 
-/// Writes into a VDI image; all-zero blocks stay unallocated.
-struct ImageSink<'a>(&'a mut VdiImage<FileStorage>);
-
-impl RawSink for ImageSink<'_> {
-    fn data(&mut self, offset: u64, buf: &[u8]) -> vdi::Result<()> {
-        self.0.write_at(offset, buf)
-    }
-    fn zeros(&mut self, _offset: u64, _len: u64) -> vdi::Result<()> {
-        Ok(())
-    }
-}
-
 fn is_seekable_file(path: &Path) -> bool {
     match std::fs::metadata(path) {
         Ok(m) => m.is_file(),
         Err(_) => true, // does not exist yet: we create a regular file
-    }
-}
-
-/// What `convert` reads from: one image, or a differencing chain flattened.
-enum Input {
-    Single(Box<VdiImage<FileStorage>>),
-    Chain(Box<layers::Layers>),
-}
-
-impl Input {
-    fn open(path: &Path, chain: &[PathBuf]) -> Result<Self> {
-        let img = open_image(path)?;
-        if img.is_diff() {
-            drop(img);
-            return Ok(Input::Chain(Box::new(layers::open(path, chain, layers::Rw::None)?)));
-        }
-        Ok(Input::Single(Box::new(img)))
-    }
-    fn size(&self) -> u64 {
-        match self {
-            Input::Single(i) => i.virtual_size(),
-            Input::Chain(l) => l.chain.virtual_size(),
-        }
-    }
-    fn export(&mut self, sink: &mut dyn RawSink, bar: &mut Bar) -> Result<()> {
-        match self {
-            Input::Single(i) => vdi::export_raw(i, sink, bar)?,
-            Input::Chain(l) => vdi::export_chain(&mut l.chain, sink, bar)?,
-        };
-        Ok(())
     }
 }
 
@@ -658,8 +616,8 @@ fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layout: &
     match (is_vdi, format) {
         (true, "raw") => {
             drop(src);
-            let mut img = Input::open(input, chain)?;
-            let size = img.size();
+            let mut disk = layers::open_disk(input, chain, false)?;
+            let size = disk.virtual_size();
             let stream = output.as_os_str() == "-" || !is_seekable_file(output);
             if stream {
                 let out: Box<dyn Write> = if output.as_os_str() == "-" {
@@ -672,19 +630,19 @@ fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layout: &
                     Box::new(File::options().write(true).open(output).with_context(|| format!("could not open {}", output.display()))?)
                 };
                 let mut sink = StreamSink { out, zeros: vec![0u8; vdi::transfer::CHUNK] };
-                img.export(&mut sink, &mut bar)?;
+                vdi::export_disk(&mut *disk, &mut sink, &mut bar)?;
                 sink.out.flush()?;
             } else {
                 let f = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
                 let mut sink = SparseSink::new(f, size)?;
-                img.export(&mut sink, &mut bar)?;
+                vdi::export_disk(&mut *disk, &mut sink, &mut bar)?;
             }
         }
         (false, "raw") => bail!("{} is not a VDI image (no VDI signature at offset 0x40); raw to raw is a plain copy", input.display()),
         (_, "vdi") => {
-            let mut from = if is_vdi { Some(Input::open(input, chain)?) } else { None };
+            let mut from = if is_vdi { Some(layers::open_disk(input, chain, false)?) } else { None };
             let size = if let Some(f) = &from {
-                f.size()
+                f.virtual_size()
             } else {
                 vdi::ReadAt::len(&src).map_err(|e| anyhow!("{e}"))?
             };
@@ -695,7 +653,7 @@ fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layout: &
             let f = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
             let mut dst = vdi::create(f, &opts, &mut vdi::NoMonitor)?;
             if let Some(f) = from.as_mut() {
-                f.export(&mut ImageSink(&mut dst), &mut bar)?;
+                vdi::export_disk(&mut **f, &mut vdi::ImageSink(&mut dst), &mut bar)?;
             } else {
                 vdi::import_raw(&src, &mut dst, &mut bar)?;
             }

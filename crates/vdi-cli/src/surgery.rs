@@ -180,35 +180,11 @@ pub fn set(path: &Path, a: SetArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Where `vdi write` writes: an image, or the top of a differencing chain.
-enum Target {
-    Image(Box<VdiImage<FileStorage>>),
-    Chain(Box<layers::Layers>),
-}
-
-impl Target {
-    fn virtual_size(&self) -> u64 {
-        match self {
-            Target::Image(i) => i.virtual_size(),
-            Target::Chain(l) => l.chain.virtual_size(),
-        }
-    }
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> vdi::Result<()> {
-        match self {
-            Target::Image(i) => i.write_at(offset, buf),
-            Target::Chain(l) => l.chain.write_at(offset, buf),
-        }
-    }
-}
-
 pub fn write(path: &Path, data: &Path, offset: u64, chain: &[PathBuf]) -> Result<u8> {
     let mut src = std::fs::File::open(data).with_context(|| format!("could not open {}", data.display()))?;
     let len = src.metadata()?.len();
-    let mut img = if is_diff(path)? {
-        Target::Chain(Box::new(layers::open(path, chain, Rw::Top)?))
-    } else {
-        Target::Image(Box::new(open_rw(path)?))
-    };
+    crate::open_file(path)?; // the same clear errors as the read-only commands
+    let mut img = layers::open_disk(path, chain, true)?;
     let size = img.virtual_size();
     if offset.checked_add(len).is_none_or(|e| e > size) {
         bail!(
@@ -226,9 +202,7 @@ pub fn write(path: &Path, data: &Path, offset: u64, chain: &[PathBuf]) -> Result
         pos += n as u64;
         vdi::Monitor::progress(&mut bar, pos, len);
     }
-    if let Target::Image(i) = &mut img {
-        i.flush()?;
-    }
+    img.flush()?;
     println!("{}: wrote {len} bytes at offset {offset}", path.display());
     Ok(0)
 }
