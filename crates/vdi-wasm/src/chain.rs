@@ -19,6 +19,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 use uuid::Uuid;
+use vdi::error::ChainError;
 use vdi::report::info_json;
 use vdi::{all_zero, create, Chain, CreateOptions, Entry, Layout, OpenOptions, Source, VdiError, VdiImage};
 use wasm_bindgen::prelude::*;
@@ -252,8 +253,11 @@ impl ChainBench {
                 return Err(js_error(e.kind(), msg));
             }
             Err(e) => {
-                let text = e.to_string();
-                let msg = if text.contains("separate chains") || text.contains("not part of the chain") {
+                let apart = matches!(
+                    e,
+                    VdiError::Chain(ChainError::SeparateChains { .. } | ChainError::NotInChain { .. })
+                );
+                let msg = if apart {
                     let g = groups(&heads);
                     format!(
                         "the {n} files do not form one chain but {} separate chains: {}. Drop the files of one chain at a time",
@@ -261,7 +265,7 @@ impl ChainBench {
                         g.join("; ")
                     )
                 } else {
-                    decorate(&text, &by_uuid)
+                    decorate(&e.to_string(), &by_uuid)
                 };
                 return Err(js_error(e.kind(), msg));
             }
