@@ -147,6 +147,8 @@ enum Cmd {
     },
     /// Change the virtual size in place (grow; shrink only when the cut part is all zeros).
     Resize {
+        #[command(flatten)]
+        out: Output,
         /// The image (modified in place).
         image: PathBuf,
         /// New virtual size: bytes or 64M, 8G, 1T; "+N" / "-N" relative to the current size.
@@ -154,6 +156,8 @@ enum Cmd {
     },
     /// Discard a byte range in place: whole blocks become ZERO and their space is reclaimed.
     Discard {
+        #[command(flatten)]
+        out: Output,
         /// Start of the range (bytes or 1M, ...).
         #[arg(long, value_parser = parse_size)]
         offset: u64,
@@ -289,8 +293,8 @@ fn run(cli: Cli) -> Result<u8> {
             convert(&input, &output, &format, block_size, &layout, fixed, &chain.chain)
         }
         Cmd::Compact { free, out, chain, image } => surgery::compact(&image, free, out.json(), &chain.chain),
-        Cmd::Resize { image, size } => surgery::resize(&image, &size),
-        Cmd::Discard { offset, length, image } => surgery::discard(&image, offset, length),
+        Cmd::Resize { out, image, size } => surgery::resize(&image, &size, out.json()),
+        Cmd::Discard { out, offset, length, image } => surgery::discard(&image, offset, length, out.json()),
         Cmd::Repair { dry_run, out, image } => surgery::repair(&image, dry_run, out.json()),
         Cmd::Set { image, uuid, modify_uuid, parent_uuid, parent_modify_uuid, comment, clear_comment, lchs } => {
             let comment = if clear_comment { Some(String::new()) } else { comment };

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 use uuid::Uuid;
 use vdi::error::ChainError;
-use vdi::report::info_json;
+use vdi::report::{chain_layer_json, info_json};
 use vdi::{all_zero, create, Chain, CreateOptions, Entry, Layout, OpenOptions, Source, VdiError, VdiImage};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -307,8 +307,8 @@ impl ChainBench {
         self.chain.as_mut().ok_or_else(|| js_error("no-image", "no chain is open"))
     }
 
-    /// The chain: `{layers: [{name, info, file-length, readable-entries}], warnings,
-    /// virtual-size, block-size, blocks}` (layers base first; `info` is `vdi info --json`).
+    /// The chain: `{layers, warnings, virtual-size, block-size, blocks}`, layers base first
+    /// as [`vdi::report::chain_layer_json`] (`index`: where the file was among those given).
     pub fn info(&mut self) -> Result<String, JsValue> {
         let names = self.names.clone();
         let indices = self.indices.clone();
@@ -318,16 +318,7 @@ impl ChainBench {
             .layers()
             .iter()
             .zip(names.iter().zip(&indices))
-            .map(|(l, (name, index))| {
-                json!({
-                    "name": name,
-                    "index": index,
-                    "info": info_json(l.header(), name, None),
-                    "file-length": l.file_len(),
-                    "readable-entries": readable_entries(l),
-                    "layout-error": l.layout_error(),
-                })
-            })
+            .map(|(l, (name, index))| chain_layer_json(l, name, *index))
             .collect();
         let warnings: Vec<String> = chain.warnings().iter().map(|w| decorate(w, &by_uuid)).collect();
         let v = json!({
