@@ -40,9 +40,11 @@ export function parseJson(text) {
 
 const view = (ptr, len) => new Uint8Array(wasm.memory.buffer, ptr, len);
 
-/** A report that changed the image: the kept report is stale. */
-function changed(text) {
+/** Run `call` that changes the image: the kept report is dropped first (a call that
+ * fails or is cancelled halfway may have changed the image too). Returns its parsed JSON. */
+function changing(call) {
   infoCache = null;
+  const text = call();
   return text === undefined ? undefined : parseJson(text);
 }
 
@@ -66,7 +68,12 @@ export const image = {
   openFile: (file) => opened(wb.open_file(file), file),
   /** Open an OPFS file read-write through its sync access handle (the engine closes it). */
   openOpfs: (handle, label) => opened(wb.open_opfs(handle, label)),
-  openSample: () => opened(wb.open_sample()),
+  /** The sample (built in memory); the open image is closed first, even if this fails. */
+  openSample() {
+    infoCache = null;
+    currentFile = null;
+    return opened(wb.open_sample());
+  },
   close() { wb.close(); infoCache = null; currentFile = null; },
   /** The report {info, file}: kept from the last change. Do not modify it. */
   info() {
@@ -124,31 +131,31 @@ export const image = {
   /** Create an image from `options`, in memory (no handle) or in the OPFS file behind
    * `handle`; it becomes the open image. Returns its report. */
   create(options, handle) {
-    const r = opened(wb.create_image(JSON.stringify(options), handle));
-    return r;
+    infoCache = null;
+    return opened(wb.create_image(JSON.stringify(options), handle));
   },
   /** The stored bytes of an image built in memory (the rest of its file is zeros). */
   createdMeta: () => view(wb.created_meta_ptr(), wb.created_meta_len()),
   /** Build an image holding the raw disk `file` in the OPFS file behind `handle`. */
   importRaw(file, options, handle, progress, cancelled) {
+    infoCache = null;
     const r = parseJson(wb.import_raw(file, JSON.stringify(options), handle, progress, cancelled));
-    infoCache = r.info;
     currentFile = null;
     return r;
   },
 
-  compact: (free, progress, cancelled) => changed(wb.compact(free, progress, cancelled)),
-  resize: (size, progress, cancelled) => changed(wb.resize(size, progress, cancelled)),
-  discard: (offset, length, progress, cancelled) => changed(wb.discard(offset, length, progress, cancelled)),
-  repair: (dryRun, progress, cancelled) => changed(wb.repair(dryRun, progress, cancelled)),
-  setFields(fields) { wb.set_fields(JSON.stringify(fields)); changed(); },
-  writeDisk(offset, bytes) { wb.write_disk(offset, bytes); infoCache = null; },
+  compact: (free, progress, cancelled) => changing(() => wb.compact(free, progress, cancelled)),
+  resize: (size, progress, cancelled) => changing(() => wb.resize(size, progress, cancelled)),
+  discard: (offset, length, progress, cancelled) => changing(() => wb.discard(offset, length, progress, cancelled)),
+  repair: (dryRun, progress, cancelled) => changing(() => wb.repair(dryRun, progress, cancelled)),
+  setFields(fields) { changing(() => { wb.set_fields(JSON.stringify(fields)); }); },
+  writeDisk(offset, bytes) { changing(() => { wb.write_disk(offset, bytes); }); },
   flush: () => wb.flush(),
   repairPlan: (file) => parseJson(wb.repair_plan(file)),
   /** Repair the OPFS file behind `handle` and open it; returns the repair report. */
   repairOpfs(handle, label, progress, cancelled) {
-    const r = parseJson(wb.repair_opfs(handle, label, progress, cancelled));
     infoCache = null;
+    const r = parseJson(wb.repair_opfs(handle, label, progress, cancelled));
     currentFile = null;
     return r;
   },
