@@ -154,7 +154,7 @@ describe('snapshot chains', () => {
     assert.match(v.legend[0], /^base\.vdi: 1 block/);
     assert.match(v.legend[2], /^snap2\.vdi: 4 blocks/);
     // The canvas really shows each layer's colour in the cells it supplies.
-    const colours = await page.evaluate(async () => (await import('./chain.js')).LAYER_COLORS.slice(0, 3));
+    const colours = await page.evaluate(async () => (await import('./core/cells.js')).LAYER_COLORS.slice(0, 3));
     assert.deepEqual(await combinedColours(page, colours), [1, 2, 4]);
     // The header panel shows the top, and says it is the top of the chain.
     assert.equal(await page.$eval('#cur-name', (e) => e.textContent), 'snap2.vdi');
@@ -307,10 +307,11 @@ describe('snapshot chains', () => {
     // The cancel is sent in the same tick as the job, so it is seen before the job ends.
     for (const op of ['chainExportVdi', 'chainExportRaw']) {
       const r = await page.evaluate(async (o) => {
-        const m = await import('./main.js');
-        const job = m.request(o, { target: { kind: 'opfs' }, name: 'e2e-cancel-flat.bin' });
-        m.call('cancel', { target: job.id });
-        try { await job.promise; return 'finished'; } catch (e) { return e.kind; }
+        const { bridge } = await import('./core/bridge.js');
+        const ctl = new AbortController();
+        const job = bridge.call(o, { target: { kind: 'opfs' }, name: 'e2e-cancel-flat.bin' }, { signal: ctl.signal });
+        ctl.abort();
+        try { await job; return 'finished'; } catch (e) { return e.kind; }
       }, op);
       assert.equal(r, 'cancelled', op);
     }
@@ -330,7 +331,7 @@ describe('snapshot chains', () => {
   });
 
   test('after the worker restarts (a cancelled check) the chain is reopened for an export', async () => {
-    await page.evaluate(async () => (await import('./main.js')).restartWorker());
+    await page.evaluate(async () => (await import('./core/bridge.js')).bridge.restart());
     await removeSavePicker(page);
     const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#chain-export-raw')]);
     const got = tmp.file('restarted.raw');

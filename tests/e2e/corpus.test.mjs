@@ -164,7 +164,7 @@ async function assertAlive(page, what) {
   const pageMs = Date.now() - t0;
   assert.ok(pageMs < FROZEN_MS, `${what}: the page took ${pageMs} ms to answer`);
   const stats = await page.evaluate((ms) => Promise.race([
-    import('./main.js').then((m) => m.call('stats')),
+    import('./core/bridge.js').then((m) => m.bridge.ops.stats()),
     new Promise((resolve) => setTimeout(() => resolve(null), ms)),
   ]), FROZEN_MS);
   assert.ok(stats && stats.memory > 0, `${what}: the worker did not answer a stats request within ${FROZEN_MS} ms`);
@@ -326,7 +326,7 @@ describe(`the damaged-image corpus through the page (${MANIFEST.cases.length} fi
 
       if (ch.files.length === 1) {
         // One file is not a chain to the page: it keeps the single-image workbench (by design;
-        // main.js opens chain mode for two files or more). The engine's missing parent shows
+        // the page opens chain mode for two files or more). The engine's missing parent shows
         // as the header's note, the notice naming the parent's UUID, and Export raw failing
         // with `needs-parent` on the first block the diff does not hold, naming that UUID.
         assert.equal(want.ok, false, 'one differencing file cannot be a whole chain');

@@ -59,7 +59,7 @@ export function stopServer() {
  * A fresh headless Chromium (Debian's, never a downloaded one) with a new profile, and a page
  * on the workbench. Every request the page makes is recorded in `requests`.
  */
-export async function openWorkbench({ viewport = { width: 1280, height: 900 }, beforeGoto = null } = {}) {
+export async function openWorkbench({ viewport = { width: 1280, height: 900 }, beforeGoto = null, colorScheme = 'light' } = {}) {
   const url = await serverUrl();
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'vdi-e2e-profile-'));
   const downloads = fs.mkdtempSync(path.join(os.tmpdir(), 'vdi-e2e-dl-'));
@@ -67,6 +67,7 @@ export async function openWorkbench({ viewport = { width: 1280, height: 900 }, b
     executablePath: '/usr/bin/chromium',
     args: CHROMIUM_ARGS,
     viewport,
+    colorScheme,
     acceptDownloads: true,
     downloadsPath: downloads,
   });
@@ -81,6 +82,7 @@ export async function openWorkbench({ viewport = { width: 1280, height: 900 }, b
   if (beforeGoto) await beforeGoto(context);
   await page.goto(url);
   await page.waitForFunction(() => document.querySelector('#storage-text') !== null);
+  autoReveal(page);
   const origin = new URL(url).origin;
   return {
     url, origin, context, page, requests, dialogs, consoleErrors,
@@ -94,6 +96,38 @@ export async function openWorkbench({ viewport = { width: 1280, height: 900 }, b
       fs.rmSync(downloads, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The page is an app of views (Overview, Header, Block map, ...) in a tablist; a control
+ * in a view that is not shown cannot be used until its view is. Like a user, the tests pick
+ * the view first: `reveal` clicks the tab of the view that holds `selector` when that view
+ * is hidden (the real tab, so the router is exercised).
+ */
+export async function reveal(page, selector) {
+  const tab = await page.evaluate((sel) => {
+    let e = null;
+    try { e = document.querySelector(sel); } catch { return null; }
+    const panel = e?.closest('[role=tabpanel]');
+    return panel && panel.hidden ? panel.getAttribute('aria-labelledby') : null;
+  }, selector);
+  if (!tab) return;
+  await page.locator(`#${tab}`).click();
+  await page.waitForFunction((id) => {
+    const t = document.getElementById(id);
+    return t.getAttribute('aria-selected') === 'true' && !document.getElementById(t.getAttribute('aria-controls')).hidden;
+  }, tab);
+}
+
+/** page.click, fill, check, ... reveal the view of their element first (see `reveal`). */
+function autoReveal(page) {
+  for (const m of ['click', 'fill', 'check', 'uncheck', 'selectOption', 'hover', 'focus', 'setInputFiles']) {
+    const original = page[m].bind(page);
+    page[m] = async (selector, ...rest) => {
+      await reveal(page, selector);
+      return original(selector, ...rest);
+    };
+  }
 }
 
 /** Open `file` through the page's file input and wait until header and map are shown. */
@@ -192,6 +226,7 @@ export function fixture(name) {
 
 export async function screenshot(page, name, selector) {
   fs.mkdirSync(OUT, { recursive: true });
+  if (selector) await reveal(page, selector);
   const file = path.join(OUT, `${name}.png`);
   if (selector) await page.locator(selector).screenshot({ path: file });
   else await page.screenshot({ path: file, fullPage: true });
@@ -254,6 +289,7 @@ export async function mapSummary(page) {
  * cannot be hit exactly (sub-pixel rounding, edges): then click near it (which pins the
  * cell) and step to it with the arrow keys, as a keyboard user would. */
 export async function hoverBlock(page, block) {
+  await reveal(page, '#map-canvas');
   const geo = await page.$eval('#map-canvas', (c) => ({
     cols: +c.dataset.cols, cell: +c.dataset.cell, per: +c.dataset.per, w: c.clientWidth, h: c.clientHeight,
   }));

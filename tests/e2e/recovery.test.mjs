@@ -30,7 +30,7 @@ async function waitRestarts(page, n) {
 /** The live worker answers (a stats request). */
 async function workerStats(page) {
   return page.evaluate(() => Promise.race([
-    import('./main.js').then((m) => m.call('stats')),
+    import('./core/bridge.js').then((m) => m.bridge.ops.stats()),
     new Promise((_, reject) => setTimeout(() => reject(new Error('the worker did not answer within 10 s')), 10000)),
   ]));
 }

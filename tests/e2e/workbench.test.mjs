@@ -374,13 +374,51 @@ describe('workbench', () => {
     await openImage(page, img.dynamic);
     await page.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
     const seen = [];
-    for (let i = 0; i < 40; i++) {
-      await page.keyboard.press('Tab');
-      seen.push(await page.evaluate(() => document.activeElement?.id || document.activeElement?.getAttribute('name') || document.activeElement?.tagName));
+    const focused = () => page.evaluate(() => {
+      const a = document.activeElement;
+      const style = a ? getComputedStyle(a) : null;
+      return {
+        id: a?.id || a?.getAttribute('name') || a?.tagName,
+        role: a?.getAttribute('role'),
+        view: a?.dataset?.view,
+        outlined: !!style && style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0,
+      };
+    });
+    const tab = async (n) => {
+      for (let i = 0; i < n; i++) {
+        await page.keyboard.press('Tab');
+        const f = await focused();
+        seen.push(f.id);
+        if (f.role === 'tab') return f;
+      }
+      return null;
+    };
+    // The side panel (open controls) comes first, then the views' tablist: one tab stop.
+    const first = await tab(40);
+    assert.ok(first, `Tab reaches the views' tabs (seen: ${seen.join(' ')})`);
+    assert.ok(first.outlined, 'the focused tab shows its focus');
+    // Each view: arrow keys move along the tabs, Enter shows one, Tab goes into it.
+    for (const view of ['map', 'check', 'export', 'create']) {
+      await page.focus('[role=tab][aria-selected=true]');
+      for (let i = 0; i < 12 && (await focused()).view !== view; i++) await page.keyboard.press('ArrowRight');
+      assert.equal((await focused()).view, view, `the arrow keys reach the ${view} tab`);
+      await page.keyboard.press('Enter');
+      await page.waitForFunction((v) => document.documentElement.dataset.view === v && location.hash === `#${v}`, view);
+      for (let i = 0; i < 25; i++) {
+        await page.keyboard.press('Tab');
+        const f = await focused();
+        seen.push(f.id);
+        if (f.id === 'BODY') break;
+      }
     }
     for (const id of ['file-input', 'sample', 'map-canvas', 'check-run', 'export-raw', 'export-image', 'create-size', 'create-comment', 'create-run']) {
       assert.ok(seen.includes(id), `${id} is reachable with Tab (seen: ${seen.join(' ')})`);
     }
+    // Back and forward move between the views the hash named.
+    await page.goBack();
+    await page.waitForFunction(() => document.documentElement.dataset.view === 'export');
+    await page.goForward();
+    await page.waitForFunction(() => document.documentElement.dataset.view === 'create');
     await page.focus('#map-canvas');
     await page.keyboard.press('Home');
     await page.keyboard.press('ArrowRight');

@@ -90,6 +90,14 @@ fn a_snapshot_chain_reads_flattened() {
     assert_eq!(chain.len(), 3, "{i}");
     assert_eq!(chain[0]["filename"], vm.base.as_str());
     assert_eq!(chain[2]["image-type"], "diff");
+    // The page's layer shape (vdi::report::chain_layer_json): each layer's whole info too.
+    for (k, l) in chain.iter().enumerate() {
+        assert_eq!(l["index"], k, "{l}");
+        assert_eq!(l["info"]["format-specific"]["data"]["uuid"], l["uuid"], "{l}");
+        assert_eq!(l["readable-entries"], l["info"]["format-specific"]["data"]["blocks-in-image"], "{l}");
+        assert!(l["file-length"].as_u64().unwrap() > 0 && l["layout-error"].is_null(), "{l}");
+    }
+    assert_eq!(chain[1]["parent-uuid"], chain[0]["uuid"]);
     assert_eq!(i["backing-filename"], vm.s1.as_str());
     let h = ok(&mut vdi(&["info", &vm.s2]));
     assert!(h.contains("chain (base first)") && h.contains("base.vdi"), "{h}");

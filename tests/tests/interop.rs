@@ -166,6 +166,19 @@ fn convert_to_a_stream_writes_every_byte() {
     use std::os::unix::fs::MetadataExt;
     assert!(std::fs::metadata(&sparse).unwrap().blocks() * 512 <= 2 << 20);
     ok(&mut vdi(&["convert", "-O", "raw", &img_path, "/dev/null"]));
+    // A reader that goes away (`| head -c 1`): the engine's output error keeps the broken
+    // pipe's kind, so vdi stops quietly with 141, as a SIGPIPE would.
+    let mut child = vdi(&["convert", "-O", "raw", &img_path, "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(141), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
     // raw -> vdi leaves zero blocks unallocated and qemu-img agrees on the content.
     let back = p(&dir, "back.vdi");
     ok(&mut vdi(&["convert", "-O", "vdi", &sparse, &back]));

@@ -92,7 +92,9 @@ fn resize_grows_and_shrinks() {
     let o = run(&mut vdi(&["resize", &img2, "8M"]));
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("would discard"), "{}", String::from_utf8_lossy(&o.stderr));
-    ok(&mut vdi(&["resize", &img2, "11M"]));
+    let st = json(&ok(&mut vdi(&["resize", "--json", &img2, "11M"])));
+    assert_eq!((st["old-size"].as_u64(), st["new-size"].as_u64()), (Some((16 << 20) + (1 << 30)), Some(11 * MB as u64)), "{st}");
+    assert_eq!((&st["map-moved"], &st["filename"]), (&serde_json::json!(false), &serde_json::json!(img2)), "{st}");
     qemu_clean(&img2);
     disk.truncate(11 * MB);
     let raw3 = p(&dir, "short.raw");
@@ -109,7 +111,8 @@ fn discard_zeroes_and_reclaims() {
     let (img, raw, mut disk) = sample(&dir, "vbox");
     let len0 = std::fs::metadata(&img).unwrap().len();
     // From the middle of block 1 to the middle of block 4: block 2, 3 whole; 1 and 4 partly.
-    ok(&mut vdi(&["discard", "--offset", "1572864", "--length", "3M", &img]));
+    let st = json(&ok(&mut vdi(&["discard", "--json", "--offset", "1572864", "--length", "3M", &img])));
+    assert_eq!((st["blocks-discarded"].as_u64(), st["bytes-reclaimed"].as_u64()), (Some(1), Some(MB as u64)), "{st}");
     disk[MB + MB / 2..4 * MB + MB / 2].fill(0);
     std::fs::write(&raw, &disk).unwrap();
     qemu_clean(&img);
@@ -132,9 +135,17 @@ fn repair_makes_qemu_img_check_pass() {
     let dry = ok(&mut vdi(&["repair", "--dry-run", &img]));
     assert!(dry.contains("dry run") && dry.contains("block 12"), "{dry}");
     assert_eq!(std::fs::read(&img).unwrap(), b, "--dry-run wrote");
+    let plan = json(&ok(&mut vdi(&["repair", "--dry-run", "--json", &img])));
+    assert_eq!(plan["dry-run"], true, "{plan}");
+    assert!(plan["after"].is_null() && plan["corruptions-after"].is_null(), "{plan}");
+    assert_eq!(plan["before"]["corruptions"], plan["corruptions-before"], "{plan}");
     let rep = json(&ok(&mut vdi(&["repair", "--json", &img])));
     assert_eq!(rep["corruptions-after"], 0, "{rep}");
     assert_eq!(rep["leaks-after"], 0, "{rep}");
+    // The page's keys: the same report (vdi::report::repair_json).
+    assert_eq!((&rep["after"]["corruptions"], &rep["after"]["leaks"]), (&serde_json::json!(0), &serde_json::json!(0)), "{rep}");
+    assert!(rep["actions"].as_array().unwrap().iter().any(|a| a["data-lost"] == true && a["message"].is_string()), "{rep}");
+    assert!(rep["guessed"].is_array(), "{rep}");
     qemu_clean(&img);
     // Undamaged blocks still hold their data.
     let mut img = VdiImage::open(FileStorage::open(Path::new(&img)).unwrap()).unwrap();
@@ -160,6 +171,16 @@ fn set_changes_header_fields_only() {
     ok(&mut vdi(&["set", &img, "--clear-comment", "--parent-uuid", "null"]));
     let i = json(&ok(&mut vdi(&["info", "--json", &img])));
     assert_eq!(i["format-specific"]["data"]["comment"], "");
+    // Every word of vdi::header::UuidArg: the page's "" is null here too.
+    let nil = "00000000-0000-0000-0000-000000000000";
+    for (word, null) in [("new", false), ("nil", true), ("RANDOM", false), ("none", true), ("", true)] {
+        ok(&mut vdi(&["set", &img, "--parent-modify-uuid", word]));
+        let d = json(&ok(&mut vdi(&["info", "--json", &img])))["format-specific"]["data"].clone();
+        assert_eq!(d["parent-modify-uuid"] == nil, null, "{word:?}: {d}");
+    }
+    let o = run(&mut vdi(&["set", &img, "--modify-uuid", "zzz"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && err.contains("invalid --modify-uuid") && err.contains("\"zzz\" is not a UUID"), "{err}");
     qemu_clean(&img);
     ok(&mut qemu_img(&["compare", "-f", "raw", &raw, &img]));
     for (args, want) in [

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use uuid::Uuid;
-use vdi::report::check_json;
+use vdi::report::{chain_extent_json, chain_layer_json, check_json};
 use vdi::{BlockState, CreateOptions};
 use vdi_cli::FileStorage;
 
@@ -77,23 +77,14 @@ pub fn stream(image: &Path, chain: &[PathBuf]) -> Result<u8> {
     Ok(0)
 }
 
+/// The layers, base first (`index` is the place in the chain).
 fn layer_json(l: &Layers) -> Vec<Value> {
     l.chain
         .layers()
         .iter()
         .zip(&l.paths)
-        .map(|(img, p)| {
-            let h = img.header();
-            json!({
-                "filename": p.display().to_string(),
-                "uuid": h.uuid_create.to_string(),
-                "modify-uuid": h.uuid_modify.to_string(),
-                "parent-uuid": h.uuid_link.to_string(),
-                "image-type": h.kind().map(|k| k.name()).unwrap_or("unknown"),
-                "virtual-size": h.virtual_size(),
-                "blocks-allocated": h.blocks_allocated,
-            })
-        })
+        .enumerate()
+        .map(|(i, (img, p))| chain_layer_json(img, &p.display().to_string(), i))
         .collect()
 }
 
@@ -199,22 +190,8 @@ pub fn map(l: &mut Layers, json: bool) -> Result<u8> {
         let v: Vec<Value> = entries
             .iter()
             .map(|e| {
-                let data = e.state == BlockState::Data;
-                let mut j = json!({
-                    "start": e.start,
-                    "length": e.length,
-                    "depth": e.layer.map(|x| n - 1 - x).unwrap_or(n),
-                    "present": e.layer.is_some(),
-                    "zero": !data,
-                    "data": data,
-                    "compressed": false,
-                    "state": e.state.name(),
-                });
-                if let (Some(off), Some(layer)) = (e.host_offset, e.layer) {
-                    j["offset"] = json!(off);
-                    j["filename"] = json!(paths[layer].display().to_string());
-                }
-                j
+                let file = e.layer.map(|l| paths[l].display().to_string());
+                chain_extent_json(e, n, file.as_deref())
             })
             .collect();
         drop(o);

@@ -13,8 +13,15 @@ pub struct FileStorage {
     file: File,
 }
 
+/// The error with its kind kept; a disk quota exceeded (EDQUOT, which std names only from
+/// Rust 1.85) is a full disk too.
 fn err(e: io::Error) -> StorageError {
-    StorageError { past_end: e.kind() == io::ErrorKind::UnexpectedEof, message: e.to_string() }
+    let quota = rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::DQUOT);
+    let mut s = StorageError::from(e);
+    if quota {
+        s.kind = io::ErrorKind::StorageFull;
+    }
+    s
 }
 
 impl FileStorage {
@@ -100,5 +107,22 @@ mod tests {
             assert!(a > (6 << 20) && b <= 8 << 20, "{a}..{b}");
         }
         assert_eq!(f.next_data(8 << 20).unwrap(), None);
+    }
+
+    #[test]
+    fn errors_keep_their_io_kind() {
+        let e = err(io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()));
+        assert!(e.is_no_space() && !e.past_end, "{e:?}");
+        let e = err(io::Error::from_raw_os_error(rustix::io::Errno::DQUOT.raw_os_error()));
+        assert!(e.is_no_space(), "{e:?}");
+        let e = err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        assert!(e.past_end && e.kind == io::ErrorKind::UnexpectedEof, "{e:?}");
+        let e = err(io::Error::from_raw_os_error(rustix::io::Errno::ACCESS.raw_os_error()));
+        assert_eq!(e.kind, io::ErrorKind::PermissionDenied);
+        // A read past the end of a real file.
+        let dir = tempfile::tempdir().unwrap();
+        let f = FileStorage::create(&dir.path().join("short")).unwrap();
+        let e = f.read_at(0, &mut [0u8; 4]).unwrap_err();
+        assert!(e.past_end, "{e:?}");
     }
 }

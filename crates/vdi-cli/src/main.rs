@@ -147,6 +147,8 @@ enum Cmd {
     },
     /// Change the virtual size in place (grow; shrink only when the cut part is all zeros).
     Resize {
+        #[command(flatten)]
+        out: Output,
         /// The image (modified in place).
         image: PathBuf,
         /// New virtual size: bytes or 64M, 8G, 1T; "+N" / "-N" relative to the current size.
@@ -154,6 +156,8 @@ enum Cmd {
     },
     /// Discard a byte range in place: whole blocks become ZERO and their space is reclaimed.
     Discard {
+        #[command(flatten)]
+        out: Output,
         /// Start of the range (bytes or 1M, ...).
         #[arg(long, value_parser = parse_size)]
         offset: u64,
@@ -238,7 +242,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)) => {
+        Err(e) if broken_pipe(&e) => {
             // The reader went away (`vdi map | head`): stop quietly, as a SIGPIPE would.
             ExitCode::from(141)
         }
@@ -247,6 +251,16 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// True when the error is a write to a reader that went away (an `io::Error` of ours, or
+/// the engine's output error, which keeps the I/O kind).
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<vdi::VdiError>()
+                .is_some_and(|e| matches!(e, vdi::VdiError::Output { .. }) && e.io_kind() == Some(io::ErrorKind::BrokenPipe))
+    })
 }
 
 /// The error and its causes on one line, without repeating a cause already in the message.
@@ -279,8 +293,8 @@ fn run(cli: Cli) -> Result<u8> {
             convert(&input, &output, &format, block_size, &layout, fixed, &chain.chain)
         }
         Cmd::Compact { free, out, chain, image } => surgery::compact(&image, free, out.json(), &chain.chain),
-        Cmd::Resize { image, size } => surgery::resize(&image, &size),
-        Cmd::Discard { offset, length, image } => surgery::discard(&image, offset, length),
+        Cmd::Resize { out, image, size } => surgery::resize(&image, &size, out.json()),
+        Cmd::Discard { out, offset, length, image } => surgery::discard(&image, offset, length, out.json()),
         Cmd::Repair { dry_run, out, image } => surgery::repair(&image, dry_run, out.json()),
         Cmd::Set { image, uuid, modify_uuid, parent_uuid, parent_modify_uuid, comment, clear_comment, lchs } => {
             let comment = if clear_comment { Some(String::new()) } else { comment };
@@ -548,7 +562,7 @@ fn map(path: &Path, json: bool, chain: &[PathBuf]) -> Result<u8> {
         img.extents(|e| {
             let sep = if first { "" } else { ",\n" };
             first = false;
-            write!(o, "{sep}{}", extent_json(&e)).map_err(|e| vdi::VdiError::Unsupported(e.to_string()))
+            write!(o, "{sep}{}", extent_json(&e)).map_err(|e| vdi::VdiError::output("the map", e))
         })?;
         writeln!(o, "]")?;
     } else {
@@ -562,7 +576,7 @@ fn map(path: &Path, json: bool, chain: &[PathBuf]) -> Result<u8> {
                     format!("{:#x}", e.length),
                     format!("{:#x}", e.host_offset.unwrap_or(0))
                 )
-                .map_err(|e| vdi::VdiError::Unsupported(e.to_string()))?;
+                .map_err(|e| vdi::VdiError::output("the map", e))?;
             }
             Ok(())
         })?;
@@ -579,14 +593,14 @@ struct StreamSink<W: Write> {
 
 impl<W: Write> RawSink for StreamSink<W> {
     fn data(&mut self, _offset: u64, buf: &[u8]) -> vdi::Result<()> {
-        self.out.write_all(buf).map_err(|e| vdi::VdiError::Unsupported(format!("writing the output: {e}")))
+        self.out.write_all(buf).map_err(|e| vdi::VdiError::output("the output", e))
     }
     fn zeros(&mut self, _offset: u64, mut len: u64) -> vdi::Result<()> {
         while len > 0 {
             let n = len.min(self.zeros.len() as u64) as usize;
             self.out
                 .write_all(&self.zeros[..n])
-                .map_err(|e| vdi::VdiError::Unsupported(format!("writing the output: {e}")))?;
+                .map_err(|e| vdi::VdiError::output("the output", e))?;
             len -= n as u64;
         }
         Ok(())

@@ -5,8 +5,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::json;
 use uuid::Uuid;
+use vdi::header::UuidArg;
+use vdi::report::{compact_json, discard_json, repair_json, resize_json};
 use vdi::VdiImage;
 use vdi_cli::{parse_size, FileStorage};
 
@@ -25,7 +26,8 @@ fn is_diff(path: &Path) -> Result<bool> {
 }
 
 pub fn compact(path: &Path, free: bool, json: bool, chain: &[PathBuf]) -> Result<u8> {
-    let st = if is_diff(path)? {
+    let diff = is_diff(path)?;
+    let st = if diff {
         // A snapshot: blocks equal to what its parents read become FREE.
         let mut l = layers::open(path, chain, Rw::Top)?;
         l.chain.compact_top(&mut Bar::new("compacting"))?
@@ -39,14 +41,7 @@ pub fn compact(path: &Path, free: bool, json: bool, chain: &[PathBuf]) -> Result
         st
     };
     if json {
-        return print_json(&json!({
-            "filename": path.display().to_string(),
-            "blocks-zeroed": st.blocks_zeroed,
-            "blocks-moved": st.blocks_moved,
-            "bytes-reclaimed": st.bytes_reclaimed,
-            "file-length-before": st.file_len_before,
-            "file-length-after": st.file_len_after,
-        }));
+        return print_json(&compact_json(&st, &path.display().to_string(), (!diff).then_some(free)));
     }
     println!(
         "{}: {} zero block(s) marked {}, {} block(s) moved, {} reclaimed ({} -> {} bytes)",
@@ -61,7 +56,7 @@ pub fn compact(path: &Path, free: bool, json: bool, chain: &[PathBuf]) -> Result
     Ok(0)
 }
 
-pub fn resize(path: &Path, size: &str) -> Result<u8> {
+pub fn resize(path: &Path, size: &str, json: bool) -> Result<u8> {
     let mut img = open_rw(path)?;
     let cur = img.virtual_size();
     let new = if let Some(d) = size.strip_prefix('+') {
@@ -77,6 +72,9 @@ pub fn resize(path: &Path, size: &str) -> Result<u8> {
         img.resize(new, &mut bar)?
     };
     img.flush()?;
+    if json {
+        return print_json(&resize_json(&st, img.header(), &path.display().to_string()));
+    }
     let verb = if st.new_size >= st.old_size { "grown" } else { "shrunk (everything cut was zeros)" };
     println!("{}: {verb} from {} to {} bytes", path.display(), st.old_size, st.new_size);
     if st.map_moved {
@@ -89,10 +87,13 @@ pub fn resize(path: &Path, size: &str) -> Result<u8> {
     Ok(0)
 }
 
-pub fn discard(path: &Path, offset: u64, length: u64) -> Result<u8> {
+pub fn discard(path: &Path, offset: u64, length: u64, json: bool) -> Result<u8> {
     let mut img = open_rw(path)?;
     let (blocks, reclaimed) = img.discard(offset, length, &mut Bar::new("discarding"))?;
     img.flush()?;
+    if json {
+        return print_json(&discard_json(blocks, reclaimed, &path.display().to_string()));
+    }
     println!("{}: {blocks} whole block(s) discarded, {} reclaimed", path.display(), human(reclaimed));
     Ok(0)
 }
@@ -105,16 +106,7 @@ pub fn repair(path: &Path, dry_run: bool, json: bool) -> Result<u8> {
         .with_context(|| format!("could not repair {}", path.display()))?;
     let clean = rep.after.as_ref().map(|a| a.is_clean());
     if json {
-        print_json(&json!({
-            "filename": path.display().to_string(),
-            "dry-run": dry_run,
-            "guessed": rep.guessed,
-            "actions": rep.actions.iter().map(|a| json!({"message": a.message, "data-lost": a.data_lost})).collect::<Vec<_>>(),
-            "corruptions-before": rep.before.corruptions,
-            "leaks-before": rep.before.leaks,
-            "corruptions-after": rep.after.as_ref().map(|a| a.corruptions),
-            "leaks-after": rep.after.as_ref().map(|a| a.leaks),
-        }))?;
+        print_json(&repair_json(&rep, &path.display().to_string()))?;
     } else {
         let would = if dry_run { "would " } else { "" };
         for g in &rep.guessed {
@@ -144,11 +136,8 @@ pub struct SetArgs {
 }
 
 fn uuid_arg(flag: &str, v: &str) -> Result<Uuid> {
-    match v {
-        "random" | "new" => Ok(Uuid::new_v4()),
-        "null" | "nil" | "none" => Ok(Uuid::nil()),
-        _ => Uuid::parse_str(v).map_err(|e| anyhow!("invalid {flag} {v:?}: {e}")),
-    }
+    let arg = UuidArg::parse(v).with_context(|| format!("invalid {flag}"))?;
+    Ok(arg.resolve(Uuid::new_v4))
 }
 
 pub fn set(path: &Path, a: SetArgs) -> Result<u8> {

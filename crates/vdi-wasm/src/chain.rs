@@ -10,7 +10,8 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 use uuid::Uuid;
-use vdi::report::info_json;
+use vdi::error::ChainError;
+use vdi::report::chain_layer_json;
 use vdi::{Chain, OpenOptions, VdiError, VdiImage};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -134,8 +135,8 @@ pub fn open(files: &js_sys::Array) -> Result<OpenedChain, JsValue> {
             return Err(js_error(e.kind(), msg));
         }
         Err(e) => {
-            let text = e.to_string();
-            let msg = if text.contains("separate chains") || text.contains("not part of the chain") {
+            let apart = matches!(e, VdiError::Chain(ChainError::SeparateChains { .. } | ChainError::NotInChain { .. }));
+            let msg = if apart {
                 let g = groups(&heads);
                 format!(
                     "the {n} files do not form one chain but {} separate chains: {}. Drop the files of one chain at a time",
@@ -143,7 +144,7 @@ pub fn open(files: &js_sys::Array) -> Result<OpenedChain, JsValue> {
                     g.join("; ")
                 )
             } else {
-                decorate(&text, &by_uuid)
+                decorate(&e.to_string(), &by_uuid)
             };
             return Err(js_error(e.kind(), msg));
         }
@@ -161,25 +162,11 @@ pub fn open(files: &js_sys::Array) -> Result<OpenedChain, JsValue> {
     Ok(OpenedChain { chain, names, indices, by_uuid })
 }
 
-/// The chain: `{layers: [{name, index, info, file-length, readable-entries, layout-error}],
-/// warnings, virtual-size, block-size, blocks}` (layers base first; `info` is
-/// `vdi info --json`).
+/// The chain: `{layers, warnings, virtual-size, block-size, blocks}`, layers base first as
+/// [`vdi::report::chain_layer_json`] (`index`: where the file was among those given).
 pub fn describe(chain: &Chain<Backend>, names: &[String], indices: &[usize], by_uuid: &[(String, String)]) -> Value {
-    let layers: Vec<Value> = chain
-        .layers()
-        .iter()
-        .zip(names.iter().zip(indices))
-        .map(|(l, (name, index))| {
-            json!({
-                "name": name,
-                "index": index,
-                "info": info_json(l.header(), name, None),
-                "file-length": l.file_len(),
-                "readable-entries": l.readable_entries(),
-                "layout-error": l.layout_error(),
-            })
-        })
-        .collect();
+    let layers: Vec<Value> =
+        chain.layers().iter().zip(names.iter().zip(indices)).map(|(l, (name, index))| chain_layer_json(l, name, *index)).collect();
     let warnings: Vec<String> = chain.warnings().iter().map(|w| decorate(w, by_uuid)).collect();
     json!({
         "layers": layers,

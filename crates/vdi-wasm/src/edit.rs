@@ -12,8 +12,9 @@
 use js_sys::Function;
 use serde_json::{json, Value};
 use uuid::Uuid;
-use vdi::report::check_json;
-use vdi::{FnMonitor, Geometry, HeaderEdit, Monitor, OpenOptions, RepairReport, VdiImage};
+use vdi::header::UuidArg;
+use vdi::report::{compact_json, discard_json, repair_json, resize_json};
+use vdi::{FnMonitor, Geometry, HeaderEdit, Monitor, OpenOptions, VdiImage};
 use wasm_bindgen::prelude::*;
 use web_sys::{File, FileSystemSyncAccessHandle};
 
@@ -40,25 +41,11 @@ fn bytes_arg(what: &str, v: f64) -> Result<u64, JsValue> {
     Ok(v as u64)
 }
 
-fn repair_json(rep: &RepairReport, name: &str) -> Value {
-    json!({
-        "dry-run": rep.dry_run,
-        "guessed": rep.guessed,
-        "actions": rep.actions.iter().map(|a| json!({"message": a.message, "data-lost": a.data_lost})).collect::<Vec<_>>(),
-        "before": check_json(&rep.before, name),
-        "after": rep.after.as_ref().map(|a| check_json(a, name)),
-    })
-}
-
+/// A UUID field of `set_fields`: a UUID or a word ([`UuidArg`]).
 fn uuid_field(v: &Value, key: &str) -> Result<Option<Uuid>, JsValue> {
-    match v.get(key).and_then(Value::as_str) {
-        None => Ok(None),
-        Some("random") => Ok(Some(Uuid::new_v4())),
-        Some("null") | Some("") => Ok(Some(Uuid::nil())),
-        Some(s) => Uuid::parse_str(s.trim())
-            .map(Some)
-            .map_err(|e| js_error("invalid-argument", format!("{key} {s:?} is not a UUID: {e}"))),
-    }
+    let Some(s) = v.get(key).and_then(Value::as_str) else { return Ok(None) };
+    let arg = UuidArg::parse(s).map_err(|e| js_error(e.kind(), format!("{key}: {e}")))?;
+    Ok(Some(arg.resolve(Uuid::new_v4)))
 }
 
 #[wasm_bindgen]
@@ -75,47 +62,31 @@ impl Session {
     }
 
     /// Compact the open image (all-zero blocks become ZERO, or FREE with `free`; holes are
-    /// filled from the end; the file shrinks). Returns `{blocks-zeroed, blocks-moved,
-    /// bytes-reclaimed, file-length-before, file-length-after}` as JSON text.
+    /// filled from the end; the file shrinks). Returns [`vdi::report::compact_json`] as JSON
+    /// text.
     pub fn compact(&mut self, free: bool, progress: &Function, cancelled: &Function) -> Result<String, JsValue> {
         let img = self.writable_img()?;
         let mut mon = monitor(progress, Some(cancelled));
         let r = img.compact(free, &mut mon);
         img.flush().map_err(vdi_err)?;
         let st = r.map_err(vdi_err)?;
-        Ok(json!({
-            "blocks-zeroed": st.blocks_zeroed,
-            "blocks-moved": st.blocks_moved,
-            "bytes-reclaimed": st.bytes_reclaimed,
-            "file-length-before": st.file_len_before,
-            "file-length-after": st.file_len_after,
-            "marked": if free { "free" } else { "zero" },
-        })
-        .to_string())
+        Ok(compact_json(&st, &self.name(), Some(free)).to_string())
     }
 
     /// Resize the virtual disk to `new_size` bytes (grow; shrink only over zeros). Returns
-    /// `{old-size, new-size, blocks-relocated, map-moved, offset-bmap, offset-data}`.
+    /// [`vdi::report::resize_json`].
     pub fn resize(&mut self, new_size: f64, progress: &Function, cancelled: &Function) -> Result<String, JsValue> {
         let new_size = bytes_arg("size", new_size)?;
+        let name = self.name();
         let img = self.writable_img()?;
         let mut mon = monitor(progress, Some(cancelled));
         let r = img.resize(new_size, &mut mon);
         img.flush().map_err(vdi_err)?;
         let st = r.map_err(vdi_err)?;
-        let h = img.header();
-        Ok(json!({
-            "old-size": st.old_size,
-            "new-size": st.new_size,
-            "blocks-relocated": st.blocks_relocated,
-            "map-moved": st.map_moved,
-            "offset-bmap": h.offset_bmap,
-            "offset-data": h.offset_data,
-        })
-        .to_string())
+        Ok(resize_json(&st, img.header(), &name).to_string())
     }
 
-    /// Discard `length` bytes at `offset`. Returns `{blocks-discarded, bytes-reclaimed}`.
+    /// Discard `length` bytes at `offset`. Returns [`vdi::report::discard_json`].
     pub fn discard(&mut self, offset: f64, length: f64, progress: &Function, cancelled: &Function) -> Result<String, JsValue> {
         let (offset, length) = (bytes_arg("offset", offset)?, bytes_arg("length", length)?);
         let img = self.writable_img()?;
@@ -123,7 +94,7 @@ impl Session {
         let r = img.discard(offset, length, &mut mon);
         img.flush().map_err(vdi_err)?;
         let (blocks, reclaimed) = r.map_err(vdi_err)?;
-        Ok(json!({ "blocks-discarded": blocks, "bytes-reclaimed": reclaimed }).to_string())
+        Ok(discard_json(blocks, reclaimed, &self.name()).to_string())
     }
 
     /// Write `data` at `offset` of the virtual disk (the page feeds a file in chunks of at
@@ -142,7 +113,8 @@ impl Session {
     }
 
     /// Set header fields from JSON `{uuid?, modify_uuid?, parent_uuid?, parent_modify_uuid?,
-    /// comment?, lchs?}`. UUIDs take `"random"` or `"null"`; `lchs` is `"C/H/S"`; an empty
+    /// comment?, lchs?}`. UUIDs take a UUID or a word of [`UuidArg`] (`"random"`, `"null"`,
+    /// `""`...); `lchs` is `"C/H/S"`; an empty
     /// comment clears it. Returns the info report.
     pub fn set_fields(&mut self, fields: &str) -> Result<String, JsValue> {
         let v: Value = serde_json::from_str(fields)
@@ -162,13 +134,13 @@ impl Session {
     }
 
     /// Repair the open (writable) image, or with `dry_run` list what would be done (any
-    /// image). The image is reopened afterwards. Returns `{dry-run, guessed, actions,
-    /// before, after}` (checks as `vdi check --json`).
+    /// image). The image is reopened afterwards. Returns [`vdi::report::repair_json`] (the
+    /// shape of `vdi repair --json`).
     pub fn repair(&mut self, dry_run: bool, progress: &Function, cancelled: &Function) -> Result<String, JsValue> {
         if !dry_run {
             self.writable_img()?;
         }
-        let name = self.names.first().cloned().unwrap_or_default();
+        let name = self.name();
         let storage = self.take_image("repair")?.into_storage();
         let mut mon = monitor(progress, Some(cancelled));
         // On failure the storage goes with the call (an OPFS handle is released as it

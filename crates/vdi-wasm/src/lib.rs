@@ -68,8 +68,11 @@ fn vdi_err(e: VdiError) -> JsValue {
 
 /// The kind the page sees for a storage failure outside an engine call.
 pub(crate) fn storage_kind(e: &StorageError) -> &'static str {
-    let _ = e;
-    "io"
+    if e.is_no_space() {
+        "no-space"
+    } else {
+        "io"
+    }
 }
 
 fn no_image() -> JsValue {

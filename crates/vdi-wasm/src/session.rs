@@ -158,7 +158,7 @@ impl Session {
     /// Run the engine's check of the image; `progress(done, total)` is called as the map is
     /// scanned. Returns `vdi check --json` (JSON text).
     pub fn check(&mut self, progress: &js_sys::Function) -> Result<String, JsValue> {
-        let name = self.names.first().cloned().unwrap_or_default();
+        let name = self.name();
         let img = self.image_for("checking")?;
         let r = check_image(img, &mut crate::edit::monitor(progress, None)).map_err(vdi_err)?;
         Ok(check_json(&r, &name).to_string())
@@ -421,9 +421,9 @@ impl Session {
 
     /// The report [`Session::info`] returns, as a JSON value.
     pub fn info_value(&mut self) -> Result<Value, JsValue> {
+        let name = self.name();
         match self.open.as_mut().ok_or_else(no_image)? {
             Opened::Image(img) => {
-                let name = self.names.first().cloned().unwrap_or_default();
                 let h = img.header();
                 let file_len = img.file_len();
                 Ok(json!({
@@ -481,6 +481,11 @@ impl Session {
             "unsupported",
             format!("{what} works on one image, and a chain of {} images is open", self.names.len()),
         )
+    }
+
+    /// The name of the open image (of a chain's top).
+    pub(crate) fn name(&self) -> String {
+        self.names.last().cloned().unwrap_or_default()
     }
 
     /// The open disk (an image or a chain).

@@ -13,6 +13,7 @@
 //! image reads only the header and the block map.
 
 use std::cell::Cell;
+use std::io::ErrorKind;
 
 use js_sys::Uint8Array;
 use vdi::{ReadAt, Storage, StorageError};
@@ -36,8 +37,27 @@ pub fn js_error_text(e: &JsValue) -> String {
     }
 }
 
+/// The I/O kind of a JS exception, from its `name` (a DOMException's): an exceeded storage
+/// quota is a full disk ([`ErrorKind::StorageFull`], which the engine reports as
+/// "no-space"); anything unknown is [`ErrorKind::Other`].
+pub fn js_error_kind(e: &JsValue) -> ErrorKind {
+    let name = js_sys::Reflect::get(e, &JsValue::from_str("name")).ok().and_then(|v| v.as_string());
+    dom_error_kind(name.as_deref().unwrap_or(""))
+}
+
+/// The I/O kind for a DOMException name.
+pub fn dom_error_kind(name: &str) -> ErrorKind {
+    match name {
+        "QuotaExceededError" => ErrorKind::StorageFull,
+        "NotFoundError" => ErrorKind::NotFound,
+        "NotAllowedError" | "SecurityError" => ErrorKind::PermissionDenied,
+        "NoModificationAllowedError" => ErrorKind::ResourceBusy,
+        _ => ErrorKind::Other,
+    }
+}
+
 fn js_err(what: &str, e: JsValue) -> StorageError {
-    StorageError::new(format!("{what}: {}", js_error_text(&e)))
+    StorageError::with_kind(js_error_kind(&e), format!("{what}: {}", js_error_text(&e)))
 }
 
 fn check_end(offset: u64, len: usize, size: u64) -> Result<u64, StorageError> {
@@ -222,7 +242,8 @@ impl Storage for OpfsStorage {
                 .write_with_u8_array_and_options(&buf[done..], &at(offset + done as u64)?)
                 .map_err(|e| js_err("writing the OPFS file failed", e))? as usize;
             if n == 0 {
-                return Err(StorageError::new(format!(
+                // As the worker reads a write of nothing: the browser's storage is full.
+                return Err(StorageError::no_space(format!(
                     "writing {} bytes at offset {} of the OPFS file wrote nothing (out of space?)",
                     buf.len() - done,
                     offset + done as u64
@@ -317,7 +338,7 @@ impl Storage for SparseMem {
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= self.limit as u64)
             .ok_or_else(|| {
-                StorageError::new(format!(
+                StorageError::with_kind(ErrorKind::OutOfMemory, format!(
                     "writing {} bytes at offset {offset} would exceed the {} MiB kept in memory",
                     buf.len(),
                     self.limit >> 20

@@ -313,6 +313,22 @@ async fn opfs_backend_reads_and_writes_past_4_gib() {
 }
 
 #[wasm_bindgen_test]
+fn js_exceptions_keep_their_storage_kind() {
+    use std::io::ErrorKind;
+    use vdi_wasm::storage::{dom_error_kind, js_error_kind};
+    // OPFS writes over the origin's quota throw a QuotaExceededError: a full disk.
+    let quota = js_sys::Error::new("the quota has been exceeded");
+    quota.set_name("QuotaExceededError");
+    assert_eq!(js_error_kind(&quota.into()), ErrorKind::StorageFull);
+    let e = vdi::VdiError::Io { op: "write", offset: 0, len: 1, source: vdi::StorageError::with_kind(ErrorKind::StorageFull, "x") };
+    assert_eq!(e.kind(), "no-space");
+    assert_eq!(dom_error_kind("NotFoundError"), ErrorKind::NotFound);
+    assert_eq!(dom_error_kind("NotAllowedError"), ErrorKind::PermissionDenied);
+    assert_eq!(dom_error_kind("InvalidStateError"), ErrorKind::Other);
+    assert_eq!(js_error_kind(&JsValue::from_str("plain text")), ErrorKind::Other);
+}
+
+#[wasm_bindgen_test]
 async fn opfs_backend_holds_a_fixed_image_over_4_gib() {
     let dir = opfs_dir().await;
     let name = "vdi-wasm-test-fixed.vdi";

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::block_map::{Entry, BLOCK_FREE, BLOCK_ZERO};
-use crate::error::{Result, VdiError};
+use crate::error::{ChainError, Result, VdiError};
 use crate::header::ImageType;
 use crate::image::{all_zero, BlockState, VdiImage};
 use crate::monitor::Monitor;
@@ -92,28 +92,26 @@ impl<S: ReadAt> Chain<S> {
             let link = cur.header.uuid_link;
             let child = cur.header.uuid_create;
             if link.is_nil() {
-                return Err(VdiError::BrokenChain(format!(
-                    "differencing image {child} has a null parent UUID (uuid_link)"
-                )));
+                return Err(ChainError::NullParent { child }.into());
             }
             if layers.iter().any(|l| l.header.uuid_create == link) {
-                return Err(VdiError::BrokenChain(format!("cycle: image {child} names {link} as its parent, which is already in the chain")));
+                return Err(ChainError::Cycle { child, parent: link }.into());
             }
             let mut found = by_uuid.remove(&link).unwrap_or_default();
             if found.len() > 1 {
-                return Err(VdiError::BrokenChain(format!(
-                    "{} images have the image UUID {link} that {child} needs as its parent",
-                    found.len()
-                )));
+                return Err(ChainError::DuplicateUuid { uuid: link, count: found.len(), needed_by: Some(child) }.into());
             }
             let Some(parent) = found.pop() else {
                 return Err(VdiError::MissingParent { child: child.to_string(), parent: link.to_string(), hint: String::new() });
             };
             if parent.header.block_size != cur.header.block_size {
-                return Err(VdiError::BrokenChain(format!(
-                    "image {child} has {}-byte blocks but its parent {link} has {}-byte blocks",
-                    cur.header.block_size, parent.header.block_size
-                )));
+                return Err(ChainError::BlockSizeMismatch {
+                    child,
+                    child_block_size: cur.header.block_size,
+                    parent: link,
+                    parent_block_size: parent.header.block_size,
+                }
+                .into());
             }
             let recorded = cur.header.uuid_parent_modify;
             if !recorded.is_nil() && recorded != parent.header.uuid_modify {
@@ -144,18 +142,22 @@ impl<S: ReadAt> Chain<S> {
         }
         let n = images.len();
         let mut seen: HashMap<Uuid, usize> = HashMap::new();
+        for img in &images {
+            *seen.entry(img.header.uuid_create).or_default() += 1;
+        }
+        // The first UUID (in the order given) that more than one image has.
+        if let Some((uuid, count)) =
+            images.iter().map(|i| i.header.uuid_create).map(|u| (u, seen[&u])).find(|&(_, c)| c > 1)
+        {
+            return Err(ChainError::DuplicateUuid { uuid, count, needed_by: None }.into());
+        }
         let mut claimed: HashMap<Uuid, Uuid> = HashMap::new();
         for img in &images {
             let u = img.header.uuid_create;
-            if seen.insert(u, 1).is_some() {
-                return Err(VdiError::BrokenChain(format!("two images have the same image UUID {u}")));
-            }
             if needs_parent(img) {
                 let p = img.header.uuid_link;
                 if let Some(other) = claimed.insert(p, u) {
-                    return Err(VdiError::BrokenChain(format!(
-                        "images {other} and {u} both claim {p} as their parent (two snapshots of one image: open them one at a time)"
-                    )));
+                    return Err(ChainError::Fork { parent: p, first: other, second: u }.into());
                 }
             }
         }
@@ -171,25 +173,22 @@ impl<S: ReadAt> Chain<S> {
         let tops: Vec<usize> =
             (0..n).filter(|&i| !claimed.contains_key(&images[i].header.uuid_create)).collect();
         if tops.is_empty() {
-            return Err(VdiError::BrokenChain("the images' parent links form a cycle".into()));
+            return Err(ChainError::CycleInSet { images: n }.into());
         }
         if tops.len() > 1 {
-            let names: Vec<String> = tops.iter().map(|&i| images[i].header.uuid_create.to_string()).collect();
-            return Err(VdiError::BrokenChain(format!(
-                "the images form {} separate chains (tops: {})",
-                tops.len(),
-                names.join(", ")
-            )));
+            let tops = tops.iter().map(|&i| images[i].header.uuid_create).collect();
+            return Err(ChainError::SeparateChains { tops }.into());
         }
         let mut images = images;
         let top = images.remove(tops[0]);
         let chain = Chain::resolve(top, images)?;
         if chain.layers.len() != n {
-            return Err(VdiError::BrokenChain(format!(
-                "{} of the {n} images are not part of the chain ending at {}",
-                n - chain.layers.len(),
-                chain.top().header.uuid_create
-            )));
+            return Err(ChainError::NotInChain {
+                extra: n - chain.layers.len(),
+                total: n,
+                top: chain.top().header.uuid_create,
+            }
+            .into());
         }
         Ok(chain)
     }

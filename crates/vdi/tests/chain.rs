@@ -6,9 +6,10 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use vdi::error::ChainError;
 use vdi::{
     create, export_chain, Chain, CreateOptions, Entry, MemStorage, NoMonitor, ReadAt, Storage,
-    StorageError, Uuid, VdiImage,
+    StorageError, Uuid, VdiError, VdiImage,
 };
 
 const BS: u32 = 64 * 1024;
@@ -144,22 +145,26 @@ fn broken_chains_are_named() {
     let other = diff_of(&VdiImage::open(layers[1].storage().clone()).unwrap(), 77);
     let mut set = open_all(&layers, &[0, 1, 2]);
     set.push(other);
-    let e = Chain::from_set(set).unwrap_err().to_string();
-    assert!(e.contains("both claim"), "{e}");
+    let e = Chain::from_set(set).unwrap_err();
+    assert_eq!(chain_error(&e), &ChainError::Fork { parent: Uuid::from_u128(2), first: Uuid::from_u128(3), second: Uuid::from_u128(77) });
+    assert!(e.to_string().contains("both claim"), "{e}");
     // Two images with one UUID.
-    let e = Chain::from_set(open_all(&layers, &[0, 1, 1])).unwrap_err().to_string();
-    assert!(e.contains("same image UUID"), "{e}");
+    let e = Chain::from_set(open_all(&layers, &[0, 1, 1])).unwrap_err();
+    assert_eq!(chain_error(&e), &ChainError::DuplicateUuid { uuid: Uuid::from_u128(2), count: 2, needed_by: None });
+    assert!(e.to_string().contains("same image UUID"), "{e}");
     // Unrelated images.
     let mut set = open_all(&layers, &[0, 1, 2]);
     set.push(base_image(500));
-    let e = Chain::from_set(set).unwrap_err().to_string();
-    assert!(e.contains("separate chains"), "{e}");
+    let e = Chain::from_set(set).unwrap_err();
+    assert_eq!(chain_error(&e), &ChainError::SeparateChains { tops: vec![Uuid::from_u128(3), Uuid::from_u128(500)] });
+    assert!(e.to_string().contains("separate chains"), "{e}");
     // A cycle: d1 made to name d2 as its parent.
     let mut s1 = layers[1].storage().clone();
     s1.write_at(0x1A8, &Uuid::from_u128(3).to_bytes_le()).unwrap();
     let imgs = vec![VdiImage::open(s1).unwrap(), VdiImage::open(layers[2].storage().clone()).unwrap()];
-    let e = Chain::from_set(imgs).unwrap_err().to_string();
-    assert!(e.contains("cycle"), "{e}");
+    let e = Chain::from_set(imgs).unwrap_err();
+    assert_eq!(chain_error(&e).kind(), "cycle");
+    assert!(e.to_string().contains("cycle"), "{e}");
     // The parent was written after the snapshot: a warning, not an error.
     let mut s0 = layers[0].storage().clone();
     s0.write_at(0x198, &Uuid::from_u128(4242).to_bytes_le()).unwrap();
@@ -172,8 +177,32 @@ fn broken_chains_are_named() {
     let mut o = CreateOptions::diff_of(layers[0].header(), Uuid::from_u128(90), Uuid::from_u128(91));
     o.block_size = BS * 2;
     let odd = create(MemStorage::new(), &o, &mut NoMonitor).unwrap();
-    let e = Chain::resolve(odd, open_all(&layers, &[0])).unwrap_err().to_string();
-    assert!(e.contains("byte blocks"), "{e}");
+    let e = Chain::resolve(odd, open_all(&layers, &[0])).unwrap_err();
+    assert_eq!(
+        chain_error(&e),
+        &ChainError::BlockSizeMismatch {
+            child: Uuid::from_u128(90),
+            child_block_size: BS * 2,
+            parent: Uuid::from_u128(1),
+            parent_block_size: BS
+        }
+    );
+    assert!(e.to_string().contains("byte blocks"), "{e}");
+    // A null parent link.
+    let mut s1 = layers[1].storage().clone();
+    s1.write_at(0x1A8, &Uuid::nil().to_bytes_le()).unwrap();
+    let e = Chain::resolve(VdiImage::open(s1).unwrap(), open_all(&layers, &[0])).unwrap_err();
+    assert_eq!(chain_error(&e), &ChainError::NullParent { child: Uuid::from_u128(2) });
+    assert!(e.to_string().contains("null parent UUID"), "{e}");
+}
+
+/// The chain error inside a [`VdiError::Chain`] (its kind is always "broken-chain").
+fn chain_error(e: &VdiError) -> &ChainError {
+    assert_eq!(e.kind(), "broken-chain", "{e}");
+    match e {
+        VdiError::Chain(c) => c,
+        _ => panic!("not a chain error: {e:?}"),
+    }
 }
 
 #[test]

@@ -1,0 +1,53 @@
+// Saving: a save dialog where the browser has one (the worker streams into the file it
+// returns), else the worker stages the file in browser storage and the page downloads it.
+
+import { el } from './dom.js';
+import { duration, human, rate } from './format.js';
+
+/** Benchmark only (?sink=null): exports are read and thrown away, to time reading alone. */
+const NULL_SINK = new URLSearchParams(location.search).get('sink') === 'null';
+
+/** Where to save `suggestedName`: {kind: 'handle', handle} | {kind: 'opfs'} | {kind: 'null'},
+ * or null when the user closed the dialog. Call it from the click (user activation). */
+export async function pickTarget(suggestedName, description, ext) {
+  if (NULL_SINK) return { kind: 'null' };
+  if (typeof window.showSaveFilePicker !== 'function') return { kind: 'opfs' };
+  try {
+    const handle = await window.showSaveFilePicker({
+      suggestedName,
+      types: [{ description, accept: { 'application/octet-stream': [ext] } }],
+    });
+    return { kind: 'handle', handle };
+  } catch (e) {
+    if (e && e.name === 'AbortError') return null; // the user closed the dialog
+    return { kind: 'opfs' }; // not allowed here (e.g. in a frame): fall back
+  }
+}
+
+/** Hand `file` to the browser's downloads as `name`. */
+export function download(file, name) {
+  const url = URL.createObjectURL(file);
+  const a = el('a', { href: url, download: name, hidden: '' });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  // The download has its own reference once started.
+  setTimeout(() => URL.revokeObjectURL(url), 120000);
+}
+
+export function baseName(name) {
+  return String(name).replace(/\.vdi$/i, '') || 'disk';
+}
+
+/** The worker's answer to a save ({kind, name, size, ms, file?}): the download started if
+ * it is one, and the sentence that says what happened. `what` names the output
+ * (" (flattened VDI)"), `data` adds how much of it was data. */
+export function finishSave(r, { what = '', data = '' } = {}) {
+  const speed = r.ms > 0 ? `, ${rate(r.size, r.ms)}` : '';
+  if (r.kind === 'download') {
+    download(r.file, r.name);
+    return `${r.name}${what}: ${human(r.size)}${data} ready in ${duration(r.ms)}${speed}; your browser is saving it to your downloads.`;
+  }
+  if (r.kind === 'saved') return `Saved ${r.name}${what}: ${human(r.size)}${data} in ${duration(r.ms)}${speed}.`;
+  return `Read ${human(r.size)}${data} in ${duration(r.ms)}${speed} (output discarded).`;
+}

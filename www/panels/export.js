@@ -1,0 +1,77 @@
+// The Export view: the virtual disk as a raw file, or the image file itself, streamed to
+// a file the user picks (or staged in browser storage, then downloaded); and the browser
+// storage the worker uses.
+
+import { bridge } from '../core/bridge.js';
+import { $, showError, status } from '../core/dom.js';
+import { human } from '../core/format.js';
+import { progressUi } from '../core/progress.js';
+import { baseName, finishSave, pickTarget } from '../core/save.js';
+import { emit, on, setBusy, state } from '../core/state.js';
+
+let job = null; // the running export's AbortController
+
+/** Export the open image: kind 'raw' (its disk) or 'image' (its file). Call it from a click. */
+export async function runExport(kind) {
+  const { current } = state;
+  if (!current) return;
+  showError(null);
+  const raw = kind === 'raw';
+  const fileName = current.file.name;
+  const name = raw ? `${baseName(fileName)}.raw` : (/\.vdi$/i.test(fileName) ? fileName : `${fileName}.vdi`);
+  const result = $('#export-result');
+  result.hidden = true;
+  const target = await pickTarget(name, raw ? 'Raw disk image' : 'VirtualBox disk image', raw ? '.raw' : '.vdi');
+  if (!target) { status('Save cancelled.'); return; }
+  setBusy(1);
+  $('#export-cancel').hidden = false;
+  const ui = progressUi('export');
+  job = new AbortController();
+  try {
+    const r = await bridge.call(raw ? 'exportRaw' : 'exportImage', { target, name }, { signal: job.signal, onProgress: (p) => ui.update(p) });
+    const data = raw && r.dataBytes != null && r.dataBytes !== r.size ? ` (${human(r.dataBytes)} of data)` : '';
+    result.textContent = finishSave(r, { data });
+    result.dataset.ms = String(r.ms);
+    result.dataset.finishMs = String(r.finishMs ?? 0);
+    result.dataset.size = String(r.size);
+    result.hidden = false;
+    status(result.textContent);
+  } catch (e) {
+    if (e.kind === 'cancelled') status('Export cancelled; the partial file was removed.'); else showError(e);
+  } finally {
+    job = null;
+    ui.done();
+    emit('diag');
+    $('#export-cancel').hidden = true;
+    setBusy(-1);
+    refreshStorage();
+  }
+}
+
+/** How much browser storage is used, and by how many staged files. */
+export async function refreshStorage() {
+  try {
+    const s = await bridge.ops.storage();
+    const staged = s.staged.reduce((a, f) => a + f.size, 0);
+    const parts = [];
+    if (s.quota != null) parts.push(`Browser storage: ${human(s.usage)} used of ${human(s.quota)} allowed`);
+    if (s.staged.length) parts.push(`${s.staged.length} staged file(s), ${human(staged)}`);
+    $('#storage-text').textContent = parts.join(' · ');
+    $('#storage-free').hidden = s.staged.length === 0;
+  } catch {
+    $('#storage-text').textContent = '';
+  }
+}
+
+export function initExport() {
+  $('#export-raw').addEventListener('click', () => runExport('raw'));
+  $('#export-image').addEventListener('click', () => runExport('image'));
+  $('#export-cancel').addEventListener('click', () => job?.abort());
+  $('#storage-free').addEventListener('click', async () => {
+    await bridge.ops.freeStorage().catch(showError);
+    refreshStorage();
+  });
+  on('image', () => { $('#export-result').hidden = true; });
+  on('storage', refreshStorage);
+  refreshStorage();
+}
