@@ -17,7 +17,6 @@ use crate::image::{all_zero, BlockState, VdiImage};
 use crate::monitor::Monitor;
 use crate::storage::{set_len, ReadAt, Storage};
 use crate::surgery::CompactStats;
-use crate::transfer::{export_disk, RawSink, TransferStats};
 
 /// Where one block of the chain's disk comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,25 +276,11 @@ impl<S: ReadAt> Chain<S> {
     pub fn extents(&mut self, mut f: impl FnMut(ChainExtent) -> Result<()>) -> Result<()> {
         let mut runs = crate::disk::Runs::map();
         while let Some(r) = runs.next(self)? {
-            let host_offset = match r.block {
-                crate::disk::Block::Data { host, .. } => Some(host),
-                _ => None,
-            };
-            f(ChainExtent { start: r.start, length: r.len, state: r.block.state(), layer: r.block.layer(), host_offset })?;
+            let (state, layer, host_offset) = (r.block.state(), r.block.layer(), r.block.host());
+            f(ChainExtent { start: r.start, length: r.len, state, layer, host_offset })?;
         }
         Ok(())
     }
-}
-
-/// Export the chain's whole disk to `sink`, in order: [`crate::transfer::export_disk`]
-/// over the chain (blocks FREE in every layer or ZERO are zeros, the rest is read through
-/// the layers).
-pub fn export_chain<S: ReadAt>(
-    chain: &mut Chain<S>,
-    sink: &mut dyn RawSink,
-    monitor: &mut dyn Monitor,
-) -> Result<TransferStats> {
-    export_disk(chain, sink, monitor)
 }
 
 impl<S: Storage> Chain<S> {

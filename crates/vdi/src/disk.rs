@@ -67,6 +67,14 @@ impl Block {
         }
     }
 
+    /// The host offset of a data block's first byte (None for the others).
+    pub fn host(self) -> Option<u64> {
+        match self {
+            Block::Data { host, .. } => Some(host),
+            _ => None,
+        }
+    }
+
     /// Whether an export reads it (data, or a parent's block, whose read names the parent);
     /// the others are zeros without reading.
     pub fn is_read(self) -> bool {

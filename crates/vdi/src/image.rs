@@ -257,11 +257,7 @@ impl<S: ReadAt> VdiImage<S> {
     pub fn extents(&mut self, mut f: impl FnMut(Extent) -> Result<()>) -> Result<()> {
         let mut runs = crate::disk::Runs::map();
         while let Some(r) = runs.next(self)? {
-            let host_offset = match r.block {
-                crate::disk::Block::Data { host, .. } => Some(host),
-                _ => None,
-            };
-            f(Extent { start: r.start, length: r.len, state: r.block.state(), host_offset })?;
+            f(Extent { start: r.start, length: r.len, state: r.block.state(), host_offset: r.block.host() })?;
         }
         Ok(())
     }

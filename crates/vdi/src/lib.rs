@@ -41,9 +41,10 @@ pub mod report;
 pub mod storage;
 pub mod surgery;
 pub mod transfer;
+pub mod uuid_arg;
 
 pub use block_map::{BlockMap, Entry, BLOCK_FREE, BLOCK_ZERO};
-pub use chain::{export_chain, Chain, ChainExtent, CommitStats, Source};
+pub use chain::{Chain, ChainExtent, CommitStats, Source};
 pub use check::{check, check_image, CheckReport, Finding, FindingKind, Severity};
 pub use create::{create, CreateOptions, Layout};
 pub use disk::{Block, Disk, DiskMut, Run, Runs};

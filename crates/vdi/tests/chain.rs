@@ -3,29 +3,19 @@
 //! stream and compact of the top keep the chain's content; commit survives a stop after
 //! any write.
 
+mod common;
+use common::pattern;
 use std::cell::Cell;
 use std::rc::Rc;
 
 use vdi::error::ChainError;
 use vdi::{
-    create, export_chain, Chain, CreateOptions, Entry, MemStorage, NoMonitor, ReadAt, Storage,
+    create, export_disk, Chain, CreateOptions, Entry, MemStorage, NoMonitor, ReadAt, Storage,
     StorageError, Uuid, VdiError, VdiImage,
 };
 
 const BS: u32 = 64 * 1024;
 const BLOCKS: u64 = 12;
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn base_image(id: u128) -> VdiImage<MemStorage> {
     let mut o = CreateOptions::new(BLOCKS * BS as u64 - 1536, Uuid::from_u128(id), Uuid::from_u128(id + 1000));
@@ -123,7 +113,7 @@ fn chain_reads_equal_the_model() {
         assert_eq!(c.source(10).unwrap(), vdi::Source::Free);
         // Flattened export.
         let mut out = Vec::new();
-        export_chain(&mut c, &mut out, &mut NoMonitor).unwrap();
+        export_disk(&mut c, &mut out, &mut NoMonitor).unwrap();
         assert_eq!(out, model);
     }
 }

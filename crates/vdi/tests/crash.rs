@@ -3,6 +3,8 @@
 //! read for every block either the data from before or the data from after the operation,
 //! and check clean (at worst with leaks).
 
+mod common;
+use common::pattern;
 use std::cell::Cell;
 
 use vdi::{
@@ -53,18 +55,6 @@ impl Storage for Faulty {
 }
 
 const BS: u32 = 64 * 1024;
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A 24-block image with data, all-zero data blocks, holes, out of order slots.
 fn image(layout: Layout, fixed: bool, size: u64) -> MemStorage {

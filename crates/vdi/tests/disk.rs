@@ -10,20 +10,10 @@
 //!   `read_host` returns there is the disk's bytes;
 //! - the bulk view (`block_runs`) agrees with the default one built on `block`.
 
+mod common;
+use common::pattern;
 use vdi::transfer::CHUNK;
 use vdi::{create, Block, Chain, CreateOptions, Disk, MemStorage, NoMonitor, Run, Runs, Uuid, VdiImage};
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn image(size: u64, bs: u32, id: u128) -> VdiImage<MemStorage> {
     let mut o = CreateOptions::new(size, Uuid::from_u128(id), Uuid::from_u128(id + 1000));
