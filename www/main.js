@@ -7,7 +7,7 @@ import { bridge } from './core/bridge.js';
 import { showBusy } from './core/dom.js';
 import { go, initRouter } from './core/router.js';
 import { on } from './core/state.js';
-import { initChain } from './panels/chain.js';
+import { initChain, runChainExport } from './panels/chain.js';
 import { initCheck, runCheck } from './panels/check.js';
 import { initCreate } from './panels/create.js';
 import { initEdit, makeCopy } from './panels/edit.js';
@@ -17,7 +17,7 @@ import { initHeader } from './panels/header.js';
 import { initMap } from './panels/map.js';
 import { initOpen } from './panels/open.js';
 import { initOverview } from './panels/overview.js';
-import { initRepair } from './panels/repair.js';
+import { initRepair, previewRepairOfOpen } from './panels/repair.js';
 
 on('busy', showBusy);
 on('image', ({ current }) => document.body.classList.toggle('has-image', !!current));
@@ -27,12 +27,14 @@ bridge.start();
 initOpen();
 initOverview({
   check: () => runCheck(),
-  repair: () => go('edit'),
+  repair: () => { go('edit'); previewRepairOfOpen(); },
   'export-raw': () => { go('export'); runExport('raw'); },
   'save-image': () => { go('export'); runExport('image'); },
   'edit-copy': () => { go('edit'); makeCopy(); },
   edit: () => go('edit'),
   chain: () => go('chain'),
+  'chain-export-raw': () => { go('chain'); runChainExport('raw'); },
+  'chain-export-vdi': () => { go('chain'); runChainExport('vdi'); },
   header: () => go('header'),
   map: () => go('map'),
 });

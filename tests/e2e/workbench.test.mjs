@@ -428,6 +428,58 @@ describe('workbench', () => {
     await page.keyboard.press('Escape');
   });
 
+  test('the overview: the verdict of the check run on open, the facts, the actions; views follow the URL hash', async () => {
+    await page.goto(`${wb.url}#overview`);
+    await page.waitForFunction(() => document.querySelector('#storage-text') !== null);
+    await openImage(page, img.corrupt);
+    await page.waitForFunction(() => document.querySelector('#ov-verdict').dataset.status === 'done');
+    const want = vdiCheckJson(img.corrupt);
+    const ov = await page.evaluate(() => ({
+      verdict: document.querySelector('#ov-verdict').className,
+      text: document.querySelector('#ov-verdict-text').textContent,
+      facts: Object.fromEntries([...document.querySelectorAll('#ov-facts dd')].map((d) => [d.dataset.k, d.textContent])),
+      actions: [...document.querySelectorAll('#ov-actions button')].map((b) => b.dataset.action),
+      view: document.documentElement.dataset.view,
+    }));
+    assert.equal(ov.view, 'overview');
+    assert.equal(ov.verdict, 'verdict bad');
+    assert.equal(ov.text, `${want.corruptions} corruptions and ${want.leaks} leak${want.leaks === 1 ? '' : 's'} found.`);
+    assert.equal(ov.facts.name, 'corrupt.vdi');
+    assert.match(ov.facts.type, /^Dynamic/);
+    assert.match(ov.facts['virtual-size'], /^64 MiB \(67108864 bytes\)$/);
+    assert.match(ov.facts.allocation, /^7 blocks of 64 allocated/);
+    assert.equal(ov.facts.depth, '1 (a single image)');
+    for (const a of ['check', 'repair', 'export-raw', 'save-image', 'edit-copy', 'header', 'map']) assert.ok(ov.actions.includes(a), `${a} in ${ov.actions}`);
+    // An action button shows its view (and a new history entry names it).
+    await page.click('#ov-actions button[data-action=header]');
+    await page.waitForFunction(() => location.hash === '#header' && !document.querySelector('#header-panel').hidden);
+    assert.equal(await page.isHidden('#overview-panel'), true);
+    await page.goBack();
+    await page.waitForFunction(() => document.documentElement.dataset.view === 'overview' && !document.querySelector('#overview-panel').hidden);
+    // A clean image checks clean; with the check on open turned off, the overview says so.
+    await openImage(page, img.dynamic);
+    await page.waitForFunction(() => document.querySelector('#ov-verdict').dataset.status === 'done');
+    assert.equal(await page.textContent('#ov-verdict-text'), 'No errors were found on the image.');
+    await page.uncheck('#auto-check');
+    await openImage(page, img.static);
+    assert.equal(await page.textContent('#ov-verdict-text'), 'Not checked yet.');
+    await page.check('#auto-check');
+    await screenshot(page, 'overview', '#overview-panel');
+    assert.deepEqual(wb.consoleErrors, []);
+  });
+
+  test('dark theme from prefers-color-scheme', async () => {
+    const bg = () => page.$eval('#overview-panel', (e) => getComputedStyle(e).backgroundColor);
+    await page.emulateMedia({ colorScheme: 'light' });
+    const light = await bg();
+    await page.emulateMedia({ colorScheme: 'dark' });
+    const dark = await bg();
+    assert.equal(light, 'rgb(255, 255, 255)');
+    assert.notEqual(dark, light);
+    await screenshot(page, 'overview-dark', 'body');
+    await page.emulateMedia({ colorScheme: 'light' });
+  });
+
   test('readable on a phone-width window', async () => {
     await page.setViewportSize({ width: 390, height: 844 });
     await openImage(page, img.vbox);

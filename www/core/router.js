@@ -29,12 +29,22 @@ function show(view) {
     const panel = document.getElementById(t.getAttribute('aria-controls'));
     if (panel) panel.hidden = !on;
   }
+  keepInView(tab);
   if (shown !== view) {
     shown = view;
     document.documentElement.dataset.view = view;
     emit('view', { view });
   }
   return true;
+}
+
+/** Scroll the tablist sideways (never the page) so `tab` shows. */
+function keepInView(tab) {
+  const list = tab.parentElement;
+  const lr = list.getBoundingClientRect();
+  const tr = tab.getBoundingClientRect();
+  if (tr.left < lr.left) list.scrollLeft -= lr.left - tr.left + 8;
+  else if (tr.right > lr.right) list.scrollLeft += tr.right - lr.right + 8;
 }
 
 /** The view shown. */

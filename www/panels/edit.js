@@ -16,16 +16,18 @@ let original = null;
 const backend = () => (state.current ? state.current.file.backend : null);
 const headerData = () => state.current.info['format-specific'].data;
 
-/** Copy the open file into browser storage and open the copy for editing. */
+/** Copy the open file into browser storage and open the copy for editing; true when
+ * the open image is an editable copy afterwards. */
 export async function makeCopy() {
-  if (backend() !== 'file') return;
+  if (backend() !== 'file') return backend() === 'opfs' || backend() === 'memory';
   const before = state.current;
   const r = await runEdit('editCopy', {}, { label: 'Making the editable copy', unit: 'bytes' });
-  if (!r) return;
+  if (!r) return false;
   original = before;
   await present({ source: r.source, info: r.info, file: r.file }, 'changed');
   emit('storage');
   showResult(`Made an editable copy of ${r.file.name} (${human(r.file.length)}) in browser storage. Your file is unchanged.`, { copy: r.source.name });
+  return true;
 }
 
 async function closeCopy() {

@@ -76,6 +76,7 @@ const BACKENDS = {
 
 function renderCurrent(current) {
   $('#current').hidden = !current;
+  $('#diag').hidden = !current;
   $('#cur-time').textContent = '';
   if (!current) return;
   const f = current.file;
@@ -199,7 +200,7 @@ export function initOpen() {
     diffNotice();
   });
   on('opened', ({ headerMs, mapMs }) => {
-    if (mapMs != null) $('#cur-time').textContent = `${duration(mapMs)} (header shown after ${duration(headerMs)}, block map after ${duration(mapMs)})`;
+    if (mapMs != null) $('#cur-time').textContent = `${duration(mapMs)} (header ${duration(headerMs)}, block map ${duration(mapMs)})`;
   });
   on('diag', refreshDiag);
   bridge.addEventListener('restarted', onRestarted);

@@ -77,7 +77,15 @@ function buttons(current) {
   const bad = check?.of === current && check.status === 'done' && check.report.corruptions + check.report.leaks > 0;
   if (!running) add('check', check?.of === current && check.status === 'done' ? 'Check again' : 'Check now', !check || check.of !== current);
   if (bad) add('repair', b === 'file' ? 'Repair a copy…' : 'Repair…', true);
-  add('export-raw', 'Export raw disk…');
+  // A snapshot's disk is read through its parents: the chain's flattened exports.
+  const d = current.info['format-specific'].data;
+  const inChain = state.chain?.info.layers.some((l) => l.info['format-specific'].data.uuid === d.uuid);
+  if (inChain) {
+    add('chain-export-raw', 'Export flattened raw disk…');
+    add('chain-export-vdi', 'Save flattened VDI…');
+  } else if (d['image-type'] !== 'diff') {
+    add('export-raw', 'Export raw disk…');
+  }
   add('save-image', b === 'file' ? 'Save image file…' : 'Save edited image…');
   if (b === 'file') add('edit-copy', 'Make an editable copy');
   else add('edit', 'Edit…');
@@ -101,7 +109,8 @@ function render() {
   $('#ov-actions').replaceChildren(...(current ? buttons(current) : []));
 }
 
-/** `wired`: {check, repair, 'export-raw', 'save-image', 'edit-copy', edit, chain, header, map}. */
+/** `wired`: {check, repair, 'export-raw', 'save-image', 'edit-copy', edit, chain,
+ * 'chain-export-raw', 'chain-export-vdi', header, map}: name -> function. */
 export function initOverview(wired) {
   actions = wired;
   $('#ov-actions').addEventListener('click', (ev) => {

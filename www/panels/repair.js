@@ -6,6 +6,7 @@ import { bridge } from '../core/bridge.js';
 import { $, el } from '../core/dom.js';
 import { present } from '../core/session.js';
 import { emit, on } from '../core/state.js';
+import { makeCopy } from './edit.js';
 import { runEdit, showOpened, showResult } from './edit-run.js';
 
 /** The last file that failed to open (offered for repair). */
@@ -73,6 +74,12 @@ async function repairCopyOf() {
   });
   emit('storage');
   emit('opened', { report: r.opened });
+}
+
+/** From the Overview: an editable copy (if the image is read from a file), then what
+ * repair would do to it. */
+export async function previewRepairOfOpen() {
+  if (await makeCopy()) await repair(true);
 }
 
 export function initRepair() {
