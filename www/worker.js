@@ -3,7 +3,7 @@
 // one handler per operation (worker/handlers/), checked against the table at start-up.
 
 import { createServer, mergeHandlers, toError } from './worker/protocol.js';
-import { startEngine } from './worker/engine.js';
+import { engineLimits, startEngine } from './worker/engine.js';
 import { removeStaged } from './worker/opfs.js';
 import { imageHandlers } from './worker/handlers/image.js';
 import { exportHandlers } from './worker/handlers/export.js';
@@ -34,7 +34,7 @@ if (server) {
   self.addEventListener('unhandledrejection', (ev) => server.noteTrap(ev.reason));
   ready.then(
     // The bridge compares these names with its own table (a stale cached page is refused).
-    () => post({ ready: true, ops: Object.keys(handlers) }),
+    () => post({ ready: true, ops: Object.keys(handlers), limits: engineLimits() }),
     (e) => post({ fatal: toError(e) }),
   );
 }

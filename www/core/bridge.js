@@ -7,6 +7,7 @@
 // Events (an EventTarget): 'restarted' {reason, crash, results} after every restart, once
 // the restore hooks have run; 'fatal' {kind, message} when the worker cannot start.
 
+import { setLimits } from './limits.js';
 import { OP_NAMES, compareOps, opSpec } from './ops.js';
 
 /** What a cancelled call rejects with. */
@@ -110,6 +111,12 @@ export class Bridge extends EventTarget {
           const { missing, extra } = compareOps(m.ops ?? []);
           if (missing.length || extra.length) {
             reject(this.#fail({ kind: 'protocol', message: `the worker and the page disagree on the operations (reload the page): ${[...missing, ...extra].join(', ')}` }));
+            return;
+          }
+          try {
+            setLimits(m.limits);
+          } catch (e) {
+            reject(this.#fail({ kind: 'protocol', message: `${e.message} (reload the page)` }));
             return;
           }
           up = true;

@@ -37,6 +37,7 @@ export async function openChain(fileList, fromFolder = false) {
     showError({ kind: 'invalid-argument', message: 'no .vdi files were found in what was dropped' });
     return;
   }
+  await bridge.start(); // the engine's limits
   if (files.length > MAX_FILES) {
     showError({ kind: 'invalid-argument', message: `more than ${MAX_FILES} .vdi files were dropped; drop the files of one chain (a base and its snapshots)` });
     return;

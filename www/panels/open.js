@@ -33,6 +33,7 @@ const entryFile = (entry) => new Promise((resolve, reject) => entry.file(resolve
 
 /** The .vdi files under `entries` (folders walked recursively), at most MAX_FILES + 1. */
 async function collectEntries(entries) {
+  await bridge.start(); // the engine's limits
   const files = [];
   const queue = [...entries];
   let seen = 0;

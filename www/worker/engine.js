@@ -1,16 +1,22 @@
-// The one module that calls the wasm engine (crates/vdi-wasm): every call into a Workbench
-// or ChainBench object, and every view into wasm memory, is made here. The handlers
-// (worker/handlers/) see plain values: parsed reports, typed arrays, and pieces whose bytes
-// are views valid until the next call.
+// The one module that calls the wasm engine (crates/vdi-wasm): every call into a Session
+// (what is open: an image or a snapshot chain, one type for both), and every view into
+// wasm memory, is made here. The handlers (worker/handlers/) see plain values: parsed
+// reports, typed arrays, and pieces whose bytes are views valid until the next call.
+//
+// Two sessions are kept: `image` (what the Header, Block map, Check, Export and Edit views
+// show) and `chain` (the Chain view's disk), because with a chain open the other views show
+// its top layer. Both are the same Session type and share every code path below.
 //
 // The open image's report is parsed once per change and kept (`image.info()`): the
 // handlers that need one field of it read the kept value.
 
-import init, { Workbench, ChainBench, PieceKind } from '../pkg/vdi_wasm.js';
+import init, { Session, PieceKind, limits } from '../pkg/vdi_wasm.js';
+import { setLimits } from '../core/limits.js';
 
 let wasm = null;
-let wb = null;
-let bench = null;
+/** The image session, and the chain session. */
+let s = null;
+let c = null;
 /** The open image's report, parsed; null when it must be asked for again. */
 let infoCache = null;
 /** The File the open image is read from (to save it back without a copy), or null. */
@@ -19,8 +25,14 @@ let currentFile = null;
 /** Load the wasm module and make the engine objects. */
 export async function startEngine() {
   wasm = await init();
-  wb = new Workbench();
-  bench = new ChainBench();
+  s = new Session();
+  c = new Session();
+  setLimits(engineLimits());
+}
+
+/** The engine's limits: {max-cells, max-files, chunk, mem-open-limit, mem-create-limit}. */
+export function engineLimits() {
+  return parseJson(limits());
 }
 
 /** Bytes of WebAssembly memory the engine holds. */
@@ -55,6 +67,20 @@ function opened(text, file = null) {
   return infoCache;
 }
 
+/** Cells (the engine's one Cells type) as plain values with typed arrays of their own
+ * (transferable); the engine object is freed. */
+function cells(m) {
+  try {
+    return {
+      per: m.per, cells: m.cells, blocks: m.blocks, readable: m.readable,
+      data: m.data(), zero: m.zero(), unreadable: m.unreadable(), slot: m.slot(), layer: m.layer(),
+      summary: parseJson(m.summary()),
+    };
+  } finally {
+    m.free();
+  }
+}
+
 /** A raw-export piece, or null at the end: {offset, len, bytes} (bytes: a view into wasm
  * memory for data, null for zeros, valid until the next engine call). */
 function piece(kind, offset, len, ptr) {
@@ -62,22 +88,42 @@ function piece(kind, offset, len, ptr) {
   return { offset, len, bytes: kind === PieceKind.Data ? view(ptr, len) : null };
 }
 
+/** The raw export of a session's disk (pieces in disk order, or host order for an image). */
+function exportOf(session) {
+  return {
+    /** Start a raw export: {size (of the disk), total (bytes of work), hostOrder}. */
+    exportBegin() {
+      const size = session().export_begin();
+      return { size, total: session().export_total(), hostOrder: session().export_host_order() };
+    },
+    /** Disk order: the next piece read by the engine, or null at the end. */
+    exportNext() {
+      const x = session();
+      const kind = x.export_next();
+      return piece(kind, x.piece_offset(), x.piece_len(), x.buffer_ptr() + x.piece_buffer_offset());
+    },
+    exportDone: () => session().export_done(),
+    exportCancel: () => session().export_cancel(),
+  };
+}
+
 /** The single image. */
 export const image = {
+  ...exportOf(() => s),
   /** Open a File read-only, in place; the previous image stays open if this throws. */
-  openFile: (file) => opened(wb.open_file(file), file),
+  openFile: (file) => opened(s.open_file(file), file),
   /** Open an OPFS file read-write through its sync access handle (the engine closes it). */
-  openOpfs: (handle, label) => opened(wb.open_opfs(handle, label)),
+  openOpfs: (handle, label) => opened(s.open_opfs(handle, label)),
   /** The sample (built in memory); the open image is closed first, even if this fails. */
   openSample() {
     infoCache = null;
     currentFile = null;
-    return opened(wb.open_sample());
+    return opened(s.open_sample());
   },
-  close() { wb.close(); infoCache = null; currentFile = null; },
+  close() { s.close(); infoCache = null; currentFile = null; },
   /** The report {info, file}: kept from the last change. Do not modify it. */
   info() {
-    infoCache ??= parseJson(wb.info());
+    infoCache ??= parseJson(s.info());
     return infoCache;
   },
   /** The File the open image is read from, when it is still that File; else null. */
@@ -86,113 +132,72 @@ export const image = {
     const { file } = image.info();
     return file.backend === 'file' && file.length === currentFile.size ? currentFile : null;
   },
-  check: (progress) => parseJson(wb.check(progress)),
+  check: (progress) => parseJson(s.check(progress)),
   readStats() {
-    try { return parseJson(wb.read_stats()); } catch { return null; }
+    try { return parseJson(s.read_stats()); } catch { return null; }
   },
   /** The map folded into cells of `per` blocks: typed arrays of their own (transferable). */
-  mapCells(per) {
-    const m = wb.map_cells(per);
-    try {
-      return {
-        per: m.per, cells: m.cells, blocks: m.blocks, readable: m.readable,
-        data: m.data(), zero: m.zero(), slot: m.slot(), summary: parseJson(m.summary()),
-      };
-    } finally {
-      m.free();
-    }
-  },
-  blockInfo: (block) => parseJson(wb.block_info(block)),
-  rangeInfo: (first, end) => parseJson(wb.range_info(first, end)),
+  mapCells: (per) => cells(s.map_cells(per)),
+  blockInfo: (block) => parseJson(s.block_info(block)),
+  rangeInfo: (first, end) => parseJson(s.range_info(first, end)),
 
-  /** Start a raw export: {size (of the disk), total (bytes of work), hostOrder}. */
-  exportBegin() {
-    const size = wb.export_begin();
-    return { size, total: wb.export_total(), hostOrder: wb.export_host_order() };
-  },
   /** Host order: the next run of the file to copy, [host, len, (disk, len, at) × n], or null. */
   exportPlanNext() {
-    const p = wb.export_plan_next();
+    const p = s.export_plan_next();
     return p.length ? p : null;
   },
-  /** Disk order: the next piece read by the engine, or null at the end. */
-  exportNext() {
-    const kind = wb.export_next();
-    return piece(kind, wb.piece_offset(), wb.piece_len(), wb.buffer_ptr() + wb.piece_buffer_offset());
-  },
-  exportDone: () => wb.export_done(),
-  exportCancel: () => wb.export_cancel(),
   /** `len` bytes of the image file at `offset` (a view valid until the next call). */
   readImage(offset, len) {
-    wb.read_image(offset, len);
-    return view(wb.buffer_ptr(), len);
+    s.read_image(offset, len);
+    return view(s.buffer_ptr(), len);
   },
 
   /** Create an image from `options`, in memory (no handle) or in the OPFS file behind
    * `handle`; it becomes the open image. Returns its report. */
   create(options, handle) {
     infoCache = null;
-    return opened(wb.create_image(JSON.stringify(options), handle));
+    return opened(s.create_image(JSON.stringify(options), handle));
   },
   /** The stored bytes of an image built in memory (the rest of its file is zeros). */
-  createdMeta: () => view(wb.created_meta_ptr(), wb.created_meta_len()),
+  createdMeta: () => view(s.created_meta_ptr(), s.created_meta_len()),
   /** Build an image holding the raw disk `file` in the OPFS file behind `handle`. */
   importRaw(file, options, handle, progress, cancelled) {
     infoCache = null;
-    const r = parseJson(wb.import_raw(file, JSON.stringify(options), handle, progress, cancelled));
+    const r = parseJson(s.import_raw(file, JSON.stringify(options), handle, progress, cancelled));
     currentFile = null;
     return r;
   },
 
-  compact: (free, progress, cancelled) => changing(() => wb.compact(free, progress, cancelled)),
-  resize: (size, progress, cancelled) => changing(() => wb.resize(size, progress, cancelled)),
-  discard: (offset, length, progress, cancelled) => changing(() => wb.discard(offset, length, progress, cancelled)),
-  repair: (dryRun, progress, cancelled) => changing(() => wb.repair(dryRun, progress, cancelled)),
-  setFields(fields) { changing(() => { wb.set_fields(JSON.stringify(fields)); }); },
-  writeDisk(offset, bytes) { changing(() => { wb.write_disk(offset, bytes); }); },
-  flush: () => wb.flush(),
-  repairPlan: (file) => parseJson(wb.repair_plan(file)),
+  compact: (free, progress, cancelled) => changing(() => s.compact(free, progress, cancelled)),
+  resize: (size, progress, cancelled) => changing(() => s.resize(size, progress, cancelled)),
+  discard: (offset, length, progress, cancelled) => changing(() => s.discard(offset, length, progress, cancelled)),
+  repair: (dryRun, progress, cancelled) => changing(() => s.repair(dryRun, progress, cancelled)),
+  setFields(fields) { changing(() => { s.set_fields(JSON.stringify(fields)); }); },
+  writeDisk(offset, bytes) { changing(() => { s.write_disk(offset, bytes); }); },
+  flush: () => s.flush(),
+  repairPlan: (file) => parseJson(s.repair_plan(file)),
   /** Repair the OPFS file behind `handle` and open it; returns the repair report. */
   repairOpfs(handle, label, progress, cancelled) {
     infoCache = null;
-    const r = parseJson(wb.repair_opfs(handle, label, progress, cancelled));
+    const r = parseJson(s.repair_opfs(handle, label, progress, cancelled));
     currentFile = null;
     return r;
   },
 };
 
-/** A snapshot chain. */
+/** A snapshot chain, in its own session. */
 export const chain = {
-  open: (files) => parseJson(bench.open(files)),
-  close: () => bench.close(),
-  info: () => parseJson(bench.info()),
-  /** A layer's cells, or the combined disk's (layer null): typed arrays of their own. */
-  cells(layer, per) {
-    const c = layer == null ? bench.combined_cells(per) : bench.layer_cells(layer, per);
-    try {
-      return {
-        per: c.per, cells: c.cells, blocks: c.blocks,
-        data: c.data(), zero: c.zero(), unreadable: c.unreadable(), layer: c.layer(), summary: parseJson(c.summary()),
-      };
-    } finally {
-      c.free();
-    }
-  },
-  exportBegin() {
-    const size = bench.export_begin();
-    return { size, total: size, hostOrder: false };
-  },
-  exportNext() {
-    const kind = bench.export_next();
-    return piece(kind, bench.piece_offset(), bench.piece_len(), bench.buffer_ptr());
-  },
-  exportDone: () => bench.export_done(),
-  exportCancel: () => bench.export_cancel(),
-  /** Start the flattened VDI in the OPFS file behind `handle` (the bench owns the handle
+  ...exportOf(() => c),
+  open: (files) => parseJson(c.open_files(files)),
+  close: () => c.close(),
+  info: () => parseJson(c.info()),
+  /** A layer's cells, or the combined disk's (layer null). */
+  cells: (layer, per) => cells(layer == null ? c.map_cells(per) : c.layer_cells(layer, per)),
+  /** Start the flattened VDI in the OPFS file behind `handle` (the session owns the handle
    * from here); returns its size in bytes of work. */
-  flatBegin: (handle) => bench.flat_begin(handle),
+  flatBegin: (handle) => c.flat_begin(handle),
   /** One step; returns the work done so far. */
-  flatStep: () => bench.flat_step(),
-  flatFinish: () => parseJson(bench.flat_finish()),
-  flatCancel: () => bench.flat_cancel(),
+  flatStep: () => c.flat_step(),
+  flatFinish: () => parseJson(c.flat_finish()),
+  flatCancel: () => c.flat_cancel(),
 };

@@ -1,5 +1,5 @@
-// Handlers: snapshot chains, several files opened as one disk (ChainBench in
-// crates/vdi-wasm/src/chain.rs).
+// Handlers: snapshot chains, several files opened as one disk (the chain's Session, see
+// worker/engine.js).
 
 import { chain } from '../engine.js';
 import { breathe, fail } from '../protocol.js';
