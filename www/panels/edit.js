@@ -6,7 +6,7 @@ import { bridge } from '../core/bridge.js';
 import { $, showError, status } from '../core/dom.js';
 import { dec, duration, exactSize, human, NIL, parseSize } from '../core/format.js';
 import { openImage, present } from '../core/session.js';
-import { emit, on, setBusy, state } from '../core/state.js';
+import { emit, on, setBusy, setCheck, state } from '../core/state.js';
 import { runExport } from './export.js';
 import { editing, runEdit, showOpened, showResult } from './edit-run.js';
 
@@ -24,7 +24,10 @@ export async function makeCopy() {
   const r = await runEdit('editCopy', {}, { label: 'Making the editable copy', unit: 'bytes' });
   if (!r) return false;
   original = before;
+  const { check } = state;
   await present({ source: r.source, info: r.info, file: r.file }, 'changed');
+  // The copy holds the file's bytes: the file's check holds for it.
+  if (check?.of === before && check.status === 'done') setCheck({ ...check, of: state.current });
   emit('storage');
   showResult(`Made an editable copy of ${r.file.name} (${human(r.file.length)}) in browser storage. Your file is unchanged.`, { copy: r.source.name });
   return true;
