@@ -28,7 +28,11 @@ function stubHandlers(overrides = {}) {
 
 /** A worker in this process: messages are cloned and delivered on a later task, as
  * postMessage does. `log` records what the page posted and what the worker transferred. */
-function fakeWorker(handlers, { ops } = {}) {
+/** What a real worker's ready message carries besides its operations: the engine's limits
+ * (a fixture here; the browser test below reads the real ones). */
+const LIMITS = { 'max-cells': 1 << 20, 'max-files': 64, chunk: 8 << 20 };
+
+function fakeWorker(handlers, { ops, limits = LIMITS } = {}) {
   const log = { posted: [], transferred: [], terminated: false };
   const w = {
     onmessage: null,
@@ -46,7 +50,7 @@ function fakeWorker(handlers, { ops } = {}) {
       setTimeout(() => { if (!log.terminated) w.onmessage?.({ data: msg }); }, 0);
     },
   });
-  setTimeout(() => w.onmessage?.({ data: { ready: true, ops: ops ?? Object.keys(handlers) } }), 0);
+  setTimeout(() => w.onmessage?.({ data: { ready: true, ops: ops ?? Object.keys(handlers), limits } }), 0);
   w.log = log;
   w.server = server;
   return w;
@@ -191,6 +195,11 @@ describe('the operation table (node)', () => {
     await assert.rejects(bridge.ops.stats(), (e) => e.kind === 'protocol' && /check/.test(e.message));
     assert.equal((await fatal).kind, 'protocol');
   });
+
+  test('a worker that brings no engine limits is refused (the page never guesses them)', async () => {
+    const { bridge } = fakeBridge(stubHandlers(), { limits: null });
+    await assert.rejects(bridge.ops.stats(), (e) => e.kind === 'protocol' && /max-cells/.test(e.message));
+  });
 });
 
 describe('the operation table in the browser', () => {
@@ -223,5 +232,16 @@ describe('the operation table in the browser', () => {
     }
     assert.equal(answers['(unknown)'], 'unknown-op');
     assert.deepEqual(wb.consoleErrors, []);
+  });
+
+  test('the page draws with the engine\'s limits, given by the worker', async () => {
+    const l = await wb.page.evaluate(async () => {
+      const { bridge } = await import('./core/bridge.js');
+      await bridge.start();
+      const { MAX_CELLS, MAX_FILES, CHUNK } = await import('./core/limits.js');
+      return { MAX_CELLS, MAX_FILES, CHUNK };
+    });
+    // crates/vdi-wasm: cells::MAX_CELLS, chain::MAX_FILES, vdi::transfer::CHUNK.
+    assert.deepEqual(l, { MAX_CELLS: 1 << 20, MAX_FILES: 64, CHUNK: 8 << 20 });
   });
 });

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use uuid::Uuid;
-use vdi::report::{chain_extent_json, chain_layer_json, check_json};
-use vdi::{BlockState, CreateOptions};
+use vdi::report::{chain_layer_json, check_json};
+use vdi::CreateOptions;
 use vdi_cli::FileStorage;
 
 use crate::layers::{self, Layers, Rw};
-use crate::{print_json, Bar};
+use crate::Bar;
 
 /// `vdi create --parent PARENT IMG`.
 pub fn create_diff(parent: &Path, image: &Path, comment: &str, uuid: Option<&str>) -> Result<u8> {
@@ -173,42 +173,5 @@ pub fn print_parents(p: &Parents, o: &mut dyn Write) -> io::Result<()> {
         writeln!(o, "warning: {w}")?;
     }
     Ok(())
-}
-
-/// `vdi map` of a diff: each extent with the layer it comes from (`depth` 0 = the image
-/// itself, as qemu-img map counts backing files).
-pub fn map(l: &mut Layers, json: bool) -> Result<u8> {
-    let n = l.paths.len();
-    let paths = l.paths.clone();
-    let mut o = io::BufWriter::new(io::stdout().lock());
-    let mut entries = Vec::new();
-    l.chain.extents(|e| {
-        entries.push(e);
-        Ok(())
-    })?;
-    if json {
-        let v: Vec<Value> = entries
-            .iter()
-            .map(|e| {
-                let file = e.layer.map(|l| paths[l].display().to_string());
-                chain_extent_json(e, n, file.as_deref())
-            })
-            .collect();
-        drop(o);
-        return print_json(&json!(v));
-    }
-    writeln!(o, "{:<16}{:<16}{:<16}File", "Offset", "Length", "Mapped to")?;
-    for e in entries.iter().filter(|e| e.state == BlockState::Data) {
-        writeln!(
-            o,
-            "{:<16}{:<16}{:<16}{}",
-            format!("{:#x}", e.start),
-            format!("{:#x}", e.length),
-            format!("{:#x}", e.host_offset.unwrap_or(0)),
-            paths[e.layer.unwrap_or(0)].display()
-        )?;
-    }
-    o.flush()?;
-    Ok(0)
 }
 

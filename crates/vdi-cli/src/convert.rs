@@ -6,51 +6,58 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use vdi::report::extent_json;
-use vdi::{BlockState, RawSink, SparseSink};
+use vdi::report::{chain_extent_json, extent_json};
+use vdi::{BlockState, ChainExtent, Extent, RawSink, SparseSink};
 use vdi_cli::FileStorage;
 
-use crate::{chains, create_options, layers, open_file, open_image, Bar};
-
-
+use crate::{create_options, layers, open_file, open_image, Bar};
+/// `vdi map`: the disk's extents as the engine's one walk ([`vdi::Runs::map`]) gives them,
+/// for an image or a diff's chain alike; JSON entries as `qemu-img map` prints them (a
+/// chain's with each extent's `depth` and `filename`), streamed: a maximum-size map has
+/// millions of extents.
 pub fn map(path: &Path, json: bool, chain: &[PathBuf]) -> Result<u8> {
-    let mut img = open_image(path)?;
-    if img.is_diff() {
+    let img = open_image(path)?;
+    let (mut disk, paths): (Box<dyn vdi::Disk>, Vec<PathBuf>) = if img.is_diff() {
         drop(img);
-        let mut l = layers::open(path, chain, layers::Rw::None)?;
-        return chains::map(&mut l, json);
-    }
-    let mut o = io::BufWriter::new(io::stdout().lock());
-    let name = path.display().to_string();
-    if json {
-        let mut first = true;
-        write!(o, "[")?;
-        img.extents(|e| {
-            let sep = if first { "" } else { ",\n" };
-            first = false;
-            write!(o, "{sep}{}", extent_json(&e)).map_err(|e| vdi::VdiError::output("the map", e))
-        })?;
-        writeln!(o, "]")?;
+        let l = layers::open(path, chain, layers::Rw::None)?;
+        (Box::new(l.chain), l.paths)
     } else {
-        writeln!(o, "{:<16}{:<16}{:<16}File", "Offset", "Length", "Mapped to")?;
-        img.extents(|e| {
-            if e.state == BlockState::Data {
-                writeln!(
-                    o,
-                    "{:<16}{:<16}{:<16}{name}",
-                    format!("{:#x}", e.start),
-                    format!("{:#x}", e.length),
-                    format!("{:#x}", e.host_offset.unwrap_or(0))
-                )
-                .map_err(|e| vdi::VdiError::output("the map", e))?;
-            }
-            Ok(())
-        })?;
+        (Box::new(img), vec![path.to_path_buf()])
+    };
+    let is_chain = disk.layer_count() > 1 || paths.len() > 1;
+    let n = paths.len();
+    let out = |e: io::Error| vdi::VdiError::output("writing the map", e);
+    let mut o = io::BufWriter::new(io::stdout().lock());
+    let mut runs = vdi::Runs::map();
+    if json {
+        write!(o, "[").map_err(out)?;
+    } else {
+        writeln!(o, "{:<16}{:<16}{:<16}File", "Offset", "Length", "Mapped to").map_err(out)?;
     }
-    o.flush()?;
+    let mut first = true;
+    while let Some(r) = runs.next(&mut *disk)? {
+        let (state, layer, host_offset) = (r.block.state(), r.block.layer(), r.block.host());
+        let file = paths[layer.unwrap_or(0).min(n - 1)].display().to_string();
+        if json {
+            let v = if is_chain {
+                let e = ChainExtent { start: r.start, length: r.len, state, layer, host_offset };
+                chain_extent_json(&e, n, layer.map(|_| file.as_str()))
+            } else {
+                extent_json(&Extent { start: r.start, length: r.len, state, host_offset })
+            };
+            write!(o, "{}{v}", if first { "" } else { ",\n" }).map_err(out)?;
+            first = false;
+        } else if state == BlockState::Data {
+            let (start, len, host) = (r.start, r.len, host_offset.unwrap_or(0));
+            writeln!(o, "{:<16}{:<16}{:<16}{file}", format!("{start:#x}"), format!("{len:#x}"), format!("{host:#x}")).map_err(out)?;
+        }
+    }
+    if json {
+        writeln!(o, "]").map_err(out)?;
+    }
+    o.flush().map_err(out)?;
     Ok(0)
 }
-
 
 /// Writes every byte in order (pipes, devices, stdout).
 struct StreamSink<W: Write> {

@@ -359,6 +359,20 @@ impl BlockMap {
         end: u32,
         mut f: impl FnMut(u32, &[u32]) -> Result<()>,
     ) -> Result<()> {
+        self.scan_while(storage, start, end, |i, v| f(i, v).map(|()| true)).map(|_| ())
+    }
+
+    /// [`BlockMap::scan`] that stops after the chunk for which `f` returns false. Returns
+    /// the index after the last entry visited (one buffer for the whole scan, however far
+    /// it goes: a caller that wants a bounded amount of output stops it, instead of asking
+    /// for small ranges one call each).
+    pub fn scan_while<S: ReadAt + ?Sized>(
+        &self,
+        storage: &S,
+        start: u32,
+        end: u32,
+        mut f: impl FnMut(u32, &[u32]) -> Result<bool>,
+    ) -> Result<u32> {
         let wanted = end.min(self.entries);
         let in_file = storage_len(storage)?.saturating_sub(self.offset) / 4;
         let end = wanted.min(u32::try_from(in_file).unwrap_or(u32::MAX));
@@ -372,13 +386,16 @@ impl BlockMap {
             for (&k, &v) in self.dirty.range(i..i + n as u32) {
                 vals[(k - i) as usize] = v;
             }
-            f(i, &vals[..n])?;
+            let go_on = f(i, &vals[..n])?;
             i += n as u32;
+            if !go_on {
+                return Ok(i);
+            }
         }
         if end < wanted {
             return Err(self.truncated(storage));
         }
-        Ok(())
+        Ok(i)
     }
 }
 

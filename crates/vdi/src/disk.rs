@@ -129,13 +129,17 @@ pub trait Disk {
     fn block_count(&self) -> u64 {
         self.virtual_size().div_ceil(self.block_size())
     }
-    /// Append to `out` the blocks `first..first + max` (at most; at least one unless
-    /// `first` is past the end) as `(count, kind of the first)` runs, each block of a run
-    /// continuing the one before it (same kind and layer; data contiguous in the file).
+    /// Append to `out` the blocks from `first` on, at most `max` of them and at least one
+    /// (unless `first` is past the end), as `(count, kind of the first)` runs, each block of
+    /// a run continuing the one before it (same kind and layer; data contiguous in the
+    /// file). An implementation may stop early, once it has about [`RUNS_PER_CALL`] runs.
     fn block_runs(&mut self, first: u64, max: u64, out: &mut Vec<(u64, Block)>) -> Result<()> {
         let end = first.saturating_add(max).min(self.block_count());
         let bs = self.block_size();
         for b in first..end {
+            if out.len() >= RUNS_PER_CALL {
+                break;
+            }
             let k = self.block(b)?;
             match out.last_mut() {
                 Some((n, last)) if last.continued_by(*n * bs, k) => *n += 1,
@@ -173,9 +177,9 @@ impl<S: Storage> DiskMut for Chain<S> {
     }
 }
 
-/// Blocks asked of [`Disk::block_runs`] at a time (an image scans its map this many
-/// entries at once: 256 KiB of map).
-const WINDOW: u64 = crate::block_map::SCAN_ENTRIES as u64;
+/// Runs [`Disk::block_runs`] gathers per call, about (what [`Runs`] holds read ahead: a
+/// few hundred KiB, however large or fragmented the disk).
+pub const RUNS_PER_CALL: usize = 4096;
 
 /// A run of the disk: `len` bytes at `start`, every block of one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,7 +302,7 @@ impl Runs {
                         return Ok(false);
                     }
                     let mut v = Vec::new();
-                    disk.block_runs(*asked, WINDOW, &mut v)?;
+                    disk.block_runs(*asked, nblocks - *asked, &mut v)?;
                     let got: u64 = v.iter().map(|r| r.0).sum();
                     if got == 0 {
                         return Err(VdiError::InvalidArgument(format!("the disk gave no block at {}", *asked)));
@@ -406,15 +410,16 @@ impl<S: ReadAt> Disk for VdiImage<S> {
     fn check_run(&mut self, run: &Run) -> Result<()> {
         check_run_in(self, run)
     }
-    /// Scans the map [`WINDOW`] entries at a time; runs of FREE or ZERO entries are counted
-    /// 64 at a time (a maximum-size map is mostly that).
+    /// Scans the map (one buffer, chunks of [`crate::block_map::SCAN_ENTRIES`]) until it has
+    /// [`RUNS_PER_CALL`] runs; runs of FREE or ZERO entries are counted 64 at a time (a
+    /// maximum-size map is mostly that).
     fn block_runs(&mut self, first: u64, max: u64, out: &mut Vec<(u64, Block)>) -> Result<()> {
         let end = first.saturating_add(max).min(self.block_count());
         if first >= end {
             return Ok(());
         }
         let (bs, diff, header) = (self.block_size(), self.is_diff(), &self.header);
-        self.map.scan(&self.storage, first as u32, end as u32, |_, entries| {
+        self.map.scan_while(&self.storage, first as u32, end as u32, |_, entries| {
             let mut k = 0;
             while k < entries.len() {
                 let raw = entries[k];
@@ -429,8 +434,9 @@ impl<S: ReadAt> Disk for VdiImage<S> {
                     _ => out.push((n as u64, kind)),
                 }
             }
-            Ok(())
-        })
+            Ok(out.len() < RUNS_PER_CALL)
+        })?;
+        Ok(())
     }
 }
 

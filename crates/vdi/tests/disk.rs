@@ -307,3 +307,22 @@ fn a_disk_copied_into_a_new_image_reads_the_same() {
     let data_blocks = model.chunks(BS as usize).filter(|c| c.iter().any(|&b| b != 0)).count();
     assert_eq!(dst.header().blocks_allocated as usize, data_blocks);
 }
+
+/// More runs than one call of the bulk view gathers (`RUNS_PER_CALL`): alternating ZERO and
+/// FREE entries, and a few data blocks among them, still tile and match.
+#[test]
+fn a_map_more_fragmented_than_one_read_ahead_conforms() {
+    let n = 3 * vdi::disk::RUNS_PER_CALL as u64 + 17;
+    let bs = BS as u64;
+    let mut img = image(n * bs, BS, 60);
+    let mut model = vec![0u8; (n * bs) as usize];
+    for b in (0..n).step_by(2) {
+        img.set_entry(b as u32, vdi::Entry::Zero).unwrap();
+    }
+    for b in [1u64, 4097, 8191, n - 2] {
+        put(&mut img, &mut model, b * bs + 7, &pattern(b, 100));
+    }
+    img.flush().unwrap();
+    conform(&mut img, &model);
+    assert!(walk(&mut img, Runs::map()).len() as u64 >= n - 8);
+}
