@@ -171,9 +171,9 @@ pub fn layer_cells(img: &VdiImage<Backend>, layer: u8, per: u32) -> vdi::Result<
         let i = c.cell(b as u64);
         c.unreadable[i] += 1;
     }
-    for i in 0..c.data.len() {
+    for (i, sum) in slot_sum.iter().enumerate() {
         if c.data[i] > 0 {
-            c.slot[i] = (slot_sum[i] / c.data[i] as f64) as f32;
+            c.slot[i] = (sum / c.data[i] as f64) as f32;
             c.layer[i] = layer;
         }
     }

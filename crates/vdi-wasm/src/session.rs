@@ -20,8 +20,9 @@ use crate::{js_error, no_image, vdi_err, MEM_CREATE_LIMIT, MEM_OPEN_LIMIT};
 /// What is open.
 #[derive(Debug)]
 pub(crate) enum Opened {
-    /// One image (a differencing image opened alone included).
-    Image(VdiImage<Backend>),
+    /// One image (a differencing image opened alone included; boxed: the image holds its
+    /// header and map cache inline, a chain is one vector).
+    Image(Box<VdiImage<Backend>>),
     /// A chain of differencing images, base first.
     Chain(Chain<Backend>),
 }
@@ -29,7 +30,7 @@ pub(crate) enum Opened {
 impl Opened {
     fn disk(&mut self) -> &mut dyn Disk {
         match self {
-            Opened::Image(i) => i,
+            Opened::Image(i) => &mut **i,
             Opened::Chain(c) => c,
         }
     }
@@ -303,7 +304,7 @@ impl Session {
             return Err(js_error("invalid-argument", "only a single image's export is planned (a chain is read through export_next)"));
         };
         let e = self.export.as_mut().ok_or_else(|| js_error("invalid-argument", "no export in progress"))?;
-        e.plan_next(img).map_err(vdi_err)
+        e.plan_next(&mut **img).map_err(vdi_err)
     }
 
     /// Abandon an export in progress.
@@ -414,7 +415,7 @@ impl Session {
 impl Session {
     /// Make `img` the open image, named `name`.
     pub(crate) fn set_image(&mut self, img: VdiImage<Backend>, name: &str) {
-        self.open = Some(Opened::Image(img));
+        self.open = Some(Opened::Image(Box::new(img)));
         self.names = vec![name.to_string()];
         self.indices = vec![0];
     }
@@ -468,7 +469,7 @@ impl Session {
     /// reopens it); a chain stays open and is refused.
     pub(crate) fn take_image(&mut self, what: &str) -> Result<VdiImage<Backend>, JsValue> {
         match self.open.take() {
-            Some(Opened::Image(img)) => Ok(img),
+            Some(Opened::Image(img)) => Ok(*img),
             other => {
                 self.open = other;
                 Err(if self.open.is_some() { self.not_image(what) } else { no_image() })
