@@ -218,7 +218,7 @@ const SECURITY_HEADERS: &str = concat!(
     "Referrer-Policy: no-referrer\r\n",
     "Cross-Origin-Resource-Policy: same-origin\r\n",
     // Cross-origin isolated: the page may share memory with its worker (SharedArrayBuffer),
-    // which is how Cancel reaches the engine while it runs (www/edit.js).
+    // which is how Cancel reaches the engine while it runs (www/core/bridge.js).
     "Cross-Origin-Opener-Policy: same-origin\r\n",
     "Cross-Origin-Embedder-Policy: require-corp\r\n",
     "Content-Security-Policy: ",
