@@ -28,13 +28,16 @@
 
 /** @typedef {{query?: boolean, progress?: boolean, cancel?: 'message'|'flag'|'restart', transfer?: string[], args?: Record<string, string>, about: string}} OpSpec */
 
+/** The arrays of the engine's one cell map (crates/vdi-wasm Cells) that move to the page. */
+const CELLS = ['data', 'zero', 'unreadable', 'slot', 'layer'];
+
 /** @type {Readonly<Record<string, Readonly<OpSpec>>>} */
 export const OPS = deepFreeze({
   // One image (a dropped File read in place, an OPFS copy, or an image in memory).
   open: { args: { source: 'object' }, about: 'open {source: {kind: file|opfs|sample}}; the previous image stays open if this fails' },
   close: { about: 'close the open image' },
   info: { about: 'the open image\'s report ({info, file})' },
-  mapCells: { args: { per: 'count' }, transfer: ['data', 'zero', 'slot'], about: 'the block map folded into cells of `per` blocks' },
+  mapCells: { args: { per: 'count' }, transfer: CELLS, about: 'the block map folded into cells of `per` blocks' },
   blockInfo: { args: { block: 'index' }, query: true, about: 'one block: entry, state, offsets' },
   rangeInfo: { args: { first: 'index', end: 'index' }, query: true, about: 'blocks first..end: counts and host offsets' },
   check: { progress: true, cancel: 'restart', about: 'the engine\'s check (vdi check --json)' },
@@ -64,7 +67,7 @@ export const OPS = deepFreeze({
   chainOpen: { args: { files: 'files' }, about: 'link {files} into one chain, base first' },
   chainClose: { about: 'close the chain' },
   chainInfo: { about: 'the open chain\'s report' },
-  chainCells: { args: { layer: 'index?', per: 'count' }, transfer: ['data', 'zero', 'unreadable', 'layer'], about: 'a layer\'s map, or the combined one ({layer: null})' },
+  chainCells: { args: { layer: 'index?', per: 'count' }, transfer: CELLS, about: 'a layer\'s map, or the combined one ({layer: null})' },
   chainExportRaw: { args: { target: 'object', name: 'string' }, progress: true, cancel: 'message', about: 'the flattened disk as a raw file' },
   chainExportVdi: { args: { target: 'object', name: 'string' }, progress: true, cancel: 'message', about: 'the flattened disk as a new dynamic VDI' },
 });

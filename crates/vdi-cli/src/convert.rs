@@ -10,21 +10,14 @@ use vdi::report::{chain_extent_json, extent_json};
 use vdi::{BlockState, ChainExtent, Extent, RawSink, SparseSink};
 use vdi_cli::FileStorage;
 
-use crate::{create_options, layers, open_file, open_image, Bar};
+use crate::{create_options, layers, open_file, Bar};
 /// `vdi map`: the disk's extents as the engine's one walk ([`vdi::Runs::map`]) gives them,
 /// for an image or a diff's chain alike; JSON entries as `qemu-img map` prints them (a
 /// chain's with each extent's `depth` and `filename`), streamed: a maximum-size map has
 /// millions of extents.
 pub fn map(path: &Path, json: bool, chain: &[PathBuf]) -> Result<u8> {
-    let img = open_image(path)?;
-    let (mut disk, paths): (Box<dyn vdi::Disk>, Vec<PathBuf>) = if img.is_diff() {
-        drop(img);
-        let l = layers::open(path, chain, layers::Rw::None)?;
-        (Box::new(l.chain), l.paths)
-    } else {
-        (Box::new(img), vec![path.to_path_buf()])
-    };
-    let is_chain = disk.layer_count() > 1 || paths.len() > 1;
+    let (mut disk, paths) = layers::open_disk(path, chain, false)?;
+    let is_chain = paths.len() > 1;
     let n = paths.len();
     let out = |e: io::Error| vdi::VdiError::output("writing the map", e);
     let mut o = io::BufWriter::new(io::stdout().lock());
@@ -104,7 +97,7 @@ pub fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layou
     match (is_vdi, format) {
         (true, "raw") => {
             drop(src);
-            let mut disk = layers::open_disk(input, chain, false)?;
+            let (mut disk, _) = layers::open_disk(input, chain, false)?;
             let size = disk.virtual_size();
             let stream = output.as_os_str() == "-" || !is_seekable_file(output);
             if stream {
@@ -128,7 +121,7 @@ pub fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layou
         }
         (false, "raw") => bail!("{} is not a VDI image (no VDI signature at offset 0x40); raw to raw is a plain copy", input.display()),
         (_, "vdi") => {
-            let mut from = if is_vdi { Some(layers::open_disk(input, chain, false)?) } else { None };
+            let mut from = if is_vdi { Some(layers::open_disk(input, chain, false)?.0) } else { None };
             let size = if let Some(f) = &from {
                 f.virtual_size()
             } else {

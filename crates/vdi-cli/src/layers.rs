@@ -119,18 +119,22 @@ pub fn open(top: &Path, explicit: &[PathBuf], rw: Rw) -> Result<Layers> {
 
 /// The disk at `path`, as every command that reads or writes the disk takes it: the image,
 /// or — for a differencing image — its chain, with the parents found as [`open`] finds
-/// them. With `write`, the image (or the chain's top) is opened for writing.
-pub fn open_disk(path: &Path, explicit: &[PathBuf], write: bool) -> Result<Box<dyn DiskMut>> {
+/// them; and the file of each layer, base first. With `write`, the image (or the chain's
+/// top) is opened for writing.
+pub fn open_disk(path: &Path, explicit: &[PathBuf], write: bool) -> Result<(Box<dyn DiskMut>, Vec<PathBuf>)> {
     let img = crate::open_image(path)?;
     if img.is_diff() {
         drop(img);
         let rw = if write { Rw::Top } else { Rw::None };
-        return Ok(Box::new(open(path, explicit, rw)?.chain));
+        let l = open(path, explicit, rw)?;
+        return Ok((Box::new(l.chain), l.paths));
     }
-    if !write {
-        return Ok(Box::new(img));
-    }
-    drop(img);
-    let f = FileStorage::open_rw(path).with_context(|| format!("could not open {} for writing", path.display()))?;
-    Ok(Box::new(VdiImage::open(f).with_context(|| format!("could not open {}", path.display()))?))
+    let img = if write {
+        drop(img);
+        let f = FileStorage::open_rw(path).with_context(|| format!("could not open {} for writing", path.display()))?;
+        VdiImage::open(f).with_context(|| format!("could not open {}", path.display()))?
+    } else {
+        img
+    };
+    Ok((Box::new(img), vec![path.to_path_buf()]))
 }

@@ -172,8 +172,7 @@ pub fn set(path: &Path, a: SetArgs) -> Result<u8> {
 pub fn write(path: &Path, data: &Path, offset: u64, chain: &[PathBuf]) -> Result<u8> {
     let mut src = std::fs::File::open(data).with_context(|| format!("could not open {}", data.display()))?;
     let len = src.metadata()?.len();
-    crate::open_file(path)?; // the same clear errors as the read-only commands
-    let mut img = layers::open_disk(path, chain, true)?;
+    let (mut img, _) = layers::open_disk(path, chain, true)?;
     let size = img.virtual_size();
     if offset.checked_add(len).is_none_or(|e| e > size) {
         bail!(

@@ -193,7 +193,8 @@ pub fn layer_cells(img: &VdiImage<Backend>, layer: u8, per: u32) -> vdi::Result<
 
 /// A chain's disk: for every block the layer that decides it (the first DATA or ZERO entry
 /// from the top down), folded into cells, walking the engine's [`Runs::map`]. Where a
-/// layer's map is cut short by its file, the blocks from there on are unreadable.
+/// layer's map is cut short by its file, the walk goes on block by block from there: a block
+/// whose deciding entry lies past the end of its file is unreadable, the others count.
 pub fn combined_cells(chain: &mut Chain<Backend>, per: u32) -> vdi::Result<Cells> {
     let nlayers = chain.layer_count();
     if nlayers >= NO_LAYER as usize {
@@ -201,67 +202,95 @@ pub fn combined_cells(chain: &mut Chain<Backend>, per: u32) -> vdi::Result<Cells
     }
     let blocks = u32::try_from(chain.block_count())
         .map_err(|_| VdiError::InvalidArgument("the disk has too many blocks".into()))?;
-    let mut c = Cells::new(blocks, per)?;
+    let mut f = Fold::new(Cells::new(blocks, per)?, nlayers);
     let bs = chain.block_size();
-    // Blocks supplied by each layer (data) and hidden as zeros by each layer.
-    let mut by_layer_data = vec![0u64; nlayers];
-    let mut by_layer_zero = vec![0u64; nlayers];
-    let mut nfree = 0u64;
-    // Per-cell data counts by layer for the cell being filled (cells fill in order).
-    let mut counts = vec![0u32; nlayers];
-    let mut cur = usize::MAX;
     let mut runs = Runs::map();
-    let mut nunread = 0u64;
+    // Blocks folded so far.
     let mut at = 0u64;
     loop {
-        let r = match runs.next(chain) {
-            Ok(Some(r)) => r,
+        match runs.next(chain) {
+            Ok(Some(r)) => {
+                let end = (r.start + r.len).div_ceil(bs);
+                for b in at..end {
+                    f.add(b, Some(r.block));
+                }
+                at = end;
+            }
             Ok(None) => break,
             Err(e) if e.kind() == "truncated" => {
                 for b in at..blocks as u64 {
-                    let i = c.cell(b);
-                    c.unreadable[i] += 1;
-                    nunread += 1;
+                    match chain.block(b) {
+                        Ok(k) => f.add(b, Some(k)),
+                        Err(e) if e.kind() == "truncated" => f.add(b, None),
+                        Err(e) => return Err(e),
+                    }
                 }
                 break;
             }
             Err(e) => return Err(e),
-        };
-        at = (r.start + r.len).div_ceil(bs);
-        let first = r.start / bs;
-        let end = (r.start + r.len).div_ceil(bs);
-        for b in first..end {
-            let i = c.cell(b);
-            if i != cur {
-                settle(cur, &mut counts, &mut c.layer);
-                cur = i;
+        }
+    }
+    Ok(f.finish())
+}
+
+/// The combined map being folded: cells fill in order, block by block.
+struct Fold {
+    c: Cells,
+    /// Blocks supplied by each layer (data) and hidden as zeros by each layer.
+    by_layer_data: Vec<u64>,
+    by_layer_zero: Vec<u64>,
+    free: u64,
+    unreadable: u64,
+    /// Data blocks by layer in the cell being filled.
+    counts: Vec<u32>,
+    cur: usize,
+}
+
+impl Fold {
+    fn new(c: Cells, nlayers: usize) -> Self {
+        let v = || vec![0u64; nlayers];
+        Fold { c, by_layer_data: v(), by_layer_zero: v(), free: 0, unreadable: 0, counts: vec![0; nlayers], cur: usize::MAX }
+    }
+
+    /// Block `b`: what it is, or None when its entry cannot be read.
+    fn add(&mut self, b: u64, block: Option<Block>) {
+        let i = self.c.cell(b);
+        if i != self.cur {
+            settle(self.cur, &mut self.counts, &mut self.c.layer);
+            self.cur = i;
+        }
+        match block {
+            Some(Block::Data { layer, .. }) => {
+                self.c.data[i] += 1;
+                self.counts[layer] += 1;
+                self.by_layer_data[layer] += 1;
             }
-            match r.block {
-                Block::Data { layer, .. } => {
-                    c.data[i] += 1;
-                    counts[layer] += 1;
-                    by_layer_data[layer] += 1;
-                }
-                Block::Zero { layer } => {
-                    c.zero[i] += 1;
-                    by_layer_zero[layer] += 1;
-                }
-                Block::Free | Block::Parent => nfree += 1,
+            Some(Block::Zero { layer }) => {
+                self.c.zero[i] += 1;
+                self.by_layer_zero[layer] += 1;
+            }
+            Some(Block::Free | Block::Parent) => self.free += 1,
+            None => {
+                self.c.unreadable[i] += 1;
+                self.unreadable += 1;
             }
         }
     }
-    settle(cur, &mut counts, &mut c.layer);
-    c.summary = json!({
-        "blocks": blocks,
-        "data": by_layer_data.iter().sum::<u64>(),
-        "zero": by_layer_zero.iter().sum::<u64>(),
-        "free": nfree,
-        "unreadable": nunread,
-        "data-by-layer": by_layer_data,
-        "zero-by-layer": by_layer_zero,
-    })
-    .to_string();
-    Ok(c)
+
+    fn finish(mut self) -> Cells {
+        settle(self.cur, &mut self.counts, &mut self.c.layer);
+        self.c.summary = json!({
+            "blocks": self.c.blocks,
+            "data": self.by_layer_data.iter().sum::<u64>(),
+            "zero": self.by_layer_zero.iter().sum::<u64>(),
+            "free": self.free,
+            "unreadable": self.unreadable,
+            "data-by-layer": self.by_layer_data,
+            "zero-by-layer": self.by_layer_zero,
+        })
+        .to_string();
+        self.c
+    }
 }
 
 /// Give cell `i` the layer with the most data blocks in it (ties to the upper layer, the

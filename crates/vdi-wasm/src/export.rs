@@ -111,9 +111,16 @@ impl Export {
 
     fn next_host(&mut self, disk: &mut dyn Disk, buf: &mut [u8]) -> vdi::Result<Piece> {
         if self.next == self.window.len() {
-            match self.plan(disk)? {
-                Some((layer, host, len)) => disk.read_host(layer, host, &mut buf[..len as usize])?,
-                None => return Ok(end(disk)),
+            let read = match self.plan(disk) {
+                Ok(Some((layer, host, len))) => disk.read_host(layer, host, &mut buf[..len as usize]),
+                Ok(None) => return Ok(end(disk)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = read {
+                // Never hand out pieces that were not read.
+                self.window.clear();
+                self.next = 0;
+                return Err(e);
             }
         }
         let p = self.window[self.next];

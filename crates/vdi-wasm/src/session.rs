@@ -237,17 +237,8 @@ impl Session {
     /// Start a raw export of the disk (flattened, for a chain). Returns the virtual disk
     /// size (the size to give the target before writing pieces at their offsets).
     pub fn export_begin(&mut self) -> Result<f64, JsValue> {
+        self.refuse_broken_layout()?;
         let opened = self.open.as_mut().ok_or_else(no_image)?;
-        // An image opened leniently (so Check can name the damage) is for inspection only:
-        // what its broken layout would read is not the disk (`vdi convert` refuses to open it).
-        if let Opened::Image(img) = opened {
-            if let Some(layout) = img.layout_error() {
-                return Err(js_error(
-                    "broken-layout",
-                    format!("the image was opened for inspection only, its disk cannot be read: {layout}"),
-                ));
-            }
-        }
         let host_order = matches!(opened, Opened::Image(_));
         let disk = opened.disk();
         let size = disk.virtual_size();
@@ -320,6 +311,7 @@ impl Session {
     pub fn flat_begin(&mut self, handle: FileSystemSyncAccessHandle) -> Result<f64, JsValue> {
         self.flat = None;
         let target = Backend::Opfs(OpfsStorage::new(handle));
+        self.refuse_broken_layout()?;
         let disk = self.open.as_mut().ok_or_else(no_image)?.disk();
         let (size, bs) = (disk.virtual_size(), disk.block_size());
         let mut o = CreateOptions::new(size, Uuid::new_v4(), Uuid::new_v4());
@@ -444,6 +436,23 @@ impl Session {
             }
             Opened::Chain(chain) => Ok(crate::chain::describe(chain, &self.names, &self.indices, &self.by_uuid)),
         }
+    }
+
+    /// An image or layer opened leniently (so Check can name the damage) is for inspection
+    /// only: what its broken layout would read is not the disk (`vdi convert` refuses to open
+    /// it), so its disk is neither exported nor flattened.
+    fn refuse_broken_layout(&self) -> Result<(), JsValue> {
+        let layers: Vec<&VdiImage<Backend>> = match self.open.as_ref().ok_or_else(no_image)? {
+            Opened::Image(img) => vec![img],
+            Opened::Chain(c) => c.layers().iter().collect(),
+        };
+        for (img, name) in layers.into_iter().zip(&self.names) {
+            if let Some(layout) = img.layout_error() {
+                let what = if self.names.len() > 1 { format!("layer \u{201c}{name}\u{201d} was") } else { "the image was".into() };
+                return Err(js_error("broken-layout", format!("{what} opened for inspection only, its disk cannot be read: {layout}")));
+            }
+        }
+        Ok(())
     }
 
     /// The open image (None when nothing or a chain is open).

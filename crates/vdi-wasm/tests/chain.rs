@@ -222,3 +222,26 @@ fn one_session_for_a_chain_and_an_image() {
     assert_eq!(l["max-files"], vdi_wasm::MAX_FILES);
     assert_eq!(l["chunk"], vdi_wasm::CHUNK as u64);
 }
+
+/// A layer whose file ends inside its block map (opened leniently, as the page does): the
+/// combined map still shows what every readable entry decides, and only the blocks whose
+/// deciding entry is past the end of the file are unreadable.
+#[wasm_bindgen_test]
+fn a_cut_short_layer_leaves_only_its_unreadable_blocks_unreadable() {
+    let (mut f, _, _) = three_layers();
+    // The base's map is at 1 MiB: keep entries 0..3 of its 8.
+    f[0].truncate((MIB + 12) as usize);
+    let mut s = Session::new();
+    s.open_files(&files(&[(&f[0], "base.vdi"), (&f[1], "s1.vdi"), (&f[2], "s2.vdi")])).unwrap();
+    let m = s.map_cells(1).unwrap();
+    let summary: Value = serde_json::from_str(&m.summary()).unwrap();
+    // Blocks 1 and 3 from s1, 5 from s2; 0 ZERO in s1; 2 FREE everywhere; 4, 6, 7 decided
+    // by the base's missing entries.
+    assert_eq!(summary["data-by-layer"], serde_json::json!([0, 2, 1]), "{summary}");
+    assert_eq!((summary["zero"].as_u64(), summary["free"].as_u64(), summary["unreadable"].as_u64()), (Some(1), Some(1), Some(3)), "{summary}");
+    let unread: Vec<u32> = m.unreadable().to_vec();
+    assert_eq!(unread, [0, 0, 0, 0, 1, 0, 1, 1]);
+    // Its own map says the same of the base.
+    let base = s.layer_cells(0, 1).unwrap();
+    assert_eq!(base.readable(), 3);
+}

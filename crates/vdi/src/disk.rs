@@ -215,17 +215,26 @@ enum Order {
         asked: u64,
     },
     Host {
-        /// `(layer, host, block)` of every data block, sorted; the next to hand out, and
+        /// Every data block, sorted by layer and host offset; the next to hand out, and
         /// bytes of it already handed out.
-        blocks: Vec<(usize, u64, u64)>,
+        blocks: Vec<HostBlock>,
         idx: usize,
         skip: u64,
     },
 }
 
-/// Most data blocks [`Runs::host_order`] sorts (32 MiB of triples at 24 bytes each is
-/// 1.4 M blocks: 1.4 TiB of data at the usual 1 MiB blocks); beyond, disk order.
-pub const MAX_HOST_ORDER_BLOCKS: usize = 1_400_000;
+/// A data block in host order: 16 bytes (a layer index and a block number fit 32 bits: a
+/// chain has at most a few hundred layers, a map at most 2^32 entries).
+#[derive(Debug, Clone, Copy)]
+struct HostBlock {
+    layer: u32,
+    block: u32,
+    host: u64,
+}
+
+/// Most data blocks [`Runs::host_order`] sorts (64 MiB at 16 bytes each: 4 TiB of data at
+/// the usual 1 MiB blocks); beyond, disk order.
+pub const MAX_HOST_ORDER_BLOCKS: usize = 4 << 20;
 
 impl Runs {
     /// The whole disk in disk order, data runs at most [`CHUNK`] bytes and runs without
@@ -263,13 +272,13 @@ impl Runs {
                     if blocks.len() as u64 + n > MAX_HOST_ORDER_BLOCKS as u64 {
                         return Ok(None);
                     }
-                    let first = r.start / bs;
-                    blocks.extend((0..n).map(|k| (layer, host + k * bs, first + k)));
+                    let (first, layer) = (r.start / bs, layer as u32);
+                    blocks.extend((0..n).map(|k| HostBlock { layer, block: (first + k) as u32, host: host + k * bs }));
                 }
                 _ => {}
             }
         }
-        blocks.sort_unstable();
+        blocks.sort_unstable_by_key(|b| (b.layer, b.host));
         Ok(Some(Runs { order: Order::Host { blocks, idx: 0, skip: 0 }, max_data: CHUNK as u64, max_hole: 0 }))
     }
 
@@ -282,7 +291,7 @@ impl Runs {
     pub fn host_data_bytes<D: Disk + ?Sized>(&self, disk: &D) -> Option<u64> {
         let Order::Host { blocks, idx, skip } = &self.order else { return None };
         let (size, bs) = (disk.virtual_size(), disk.block_size());
-        let total: u64 = blocks[*idx..].iter().map(|&(_, _, b)| bs.min(size - b * bs)).sum();
+        let total: u64 = blocks[*idx..].iter().map(|h| bs.min(size - h.block as u64 * bs)).sum();
         Some(total - skip)
     }
 
@@ -357,11 +366,12 @@ impl Runs {
             Order::Host { blocks, idx, skip } => {
                 let size = disk.virtual_size();
                 let bs = disk.block_size();
-                let Some(&(layer, host, b)) = blocks.get(*idx) else { return Ok(None) };
-                let start = b * bs + *skip;
+                let Some(&HostBlock { layer, block, host }) = blocks.get(*idx) else { return Ok(None) };
+                let start = block as u64 * bs + *skip;
                 let run_host = host + *skip;
                 let mut len = 0u64;
-                while let Some(&(l, h, b)) = blocks.get(*idx) {
+                while let Some(&HostBlock { layer: l, block: b, host: h }) = blocks.get(*idx) {
+                    let b = b as u64;
                     let at = b * bs + *skip;
                     if l != layer || h + *skip != run_host + len || at != start + len || len >= max_data {
                         break;
@@ -374,7 +384,7 @@ impl Runs {
                         *skip = 0;
                     }
                 }
-                let run = Run { start, len, block: Block::Data { layer, host: run_host } };
+                let run = Run { start, len, block: Block::Data { layer: layer as usize, host: run_host } };
                 disk.check_run(&run)?;
                 Ok(Some(run))
             }
@@ -482,6 +492,9 @@ impl<S: ReadAt> Disk for Chain<S> {
 /// block that does not.
 fn check_run_in<S>(img: &VdiImage<S>, run: &Run) -> Result<()> {
     let Block::Data { host, .. } = run.block else { return Ok(()) };
+    if run.len == 0 {
+        return Ok(());
+    }
     let bs = img.header.block_size as u64;
     let first = run.start / bs;
     let first_host = host - run.start % bs;
