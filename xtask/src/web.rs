@@ -281,8 +281,14 @@ pub fn test() -> Result<()> {
     setup::wasm_tools()?;
     setup::chromium()?;
     build_wasm(true)?;
-    // No -q: wasm-bindgen-test-runner rejects --quiet.
-    cargo(&["test", "-p", "vdi-wasm", "--target", "wasm32-unknown-unknown", "--tests"])?;
+    // No -q: wasm-bindgen-test-runner rejects --quiet. The runner gives each test 20 s by
+    // default; the OPFS tests move gigabytes through the browser's storage, which on a
+    // loaded 2-core machine can take longer. A hang still fails, after 180 s.
+    run_cmd(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["test", "-p", "vdi-wasm", "--target", "wasm32-unknown-unknown", "--tests"])
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "180"),
+    )?;
     let e2e = root().join("tests/e2e");
     setup::node()?;
     setup::npm_ci(&e2e)?;
