@@ -222,6 +222,44 @@ fn check_exit_codes_match_qemu_img() {
     assert_eq!(code(&mut vdi(&["check", &p(&dir, "missing.vdi")])), Some(1));
 }
 
+/// Issue 14, part 2: `vdi write` into a header that undercounts (blocks_allocated 0, three
+/// blocks written by qemu-io) puts the new block after the last slot in use and stores the real
+/// count, so qemu-img check passes and the next QEMU writer appends after it, over nothing.
+#[test]
+fn write_into_an_undercounting_header_passes_qemu_check() {
+    let dir = scratch();
+    let img_path = p(&dir, "u.vdi");
+    let mb = 1usize << 20;
+    ok(&mut qemu_img(&["create", "-f", "vdi", &img_path, "8M"]));
+    ok(std::process::Command::new("qemu-io").args(["-f", "vdi", "-c", "write -P 0x11 0 3M", &img_path]));
+    let mut raw = vec![0u8; 8 * mb];
+    raw[..3 * mb].fill(0x11);
+    let mut b = std::fs::read(&img_path).unwrap();
+    assert_eq!(u32::from_le_bytes(b[0x184..0x188].try_into().unwrap()), 3);
+    b[0x184..0x188].copy_from_slice(&0u32.to_le_bytes());
+    std::fs::write(&img_path, &b).unwrap();
+    let code = |cmd: &mut std::process::Command| run(cmd).status.code();
+    assert_eq!(code(&mut qemu_img(&["check", &img_path])), Some(2), "the damaged header");
+
+    let data = p(&dir, "d.bin");
+    std::fs::write(&data, pattern(7, 1000)).unwrap();
+    ok(&mut vdi(&["write", "--offset", &(5 * mb + 10).to_string(), &img_path, &data]));
+    raw[5 * mb + 10..][..1000].copy_from_slice(&pattern(7, 1000));
+    let b = std::fs::read(&img_path).unwrap();
+    assert_eq!(u32::from_le_bytes(b[0x184..0x188].try_into().unwrap()), 4, "the real count");
+    assert_eq!(u32::from_le_bytes(b[0x200 + 5 * 4..0x200 + 6 * 4].try_into().unwrap()), 3, "slot after the last in use");
+    ok(&mut qemu_img(&["check", &img_path]));
+    ok(&mut vdi(&["check", &img_path]));
+
+    // The next QEMU writer appends at slot blocks_allocated: over nothing.
+    ok(std::process::Command::new("qemu-io").args(["-f", "vdi", "-c", "write -P 0x22 7M 1M", &img_path]));
+    raw[7 * mb..].fill(0x22);
+    let raw_path = p(&dir, "u.raw");
+    std::fs::write(&raw_path, &raw).unwrap();
+    ok(&mut qemu_img(&["compare", "-f", "raw", "-F", "vdi", &raw_path, &img_path]));
+    ok(&mut qemu_img(&["check", &img_path]));
+}
+
 #[test]
 fn bad_input_gets_one_clear_line() {
     let dir = scratch();

@@ -301,7 +301,8 @@ impl<S: Storage> VdiImage<S> {
 
     /// The first slot free for a new block. Trusts `blocks_allocated` only when nothing in
     /// the file lies past the slots it counts; otherwise scans the map, so a header that
-    /// undercounts its blocks never makes a new block land on existing data.
+    /// undercounts its blocks never makes a new block land on existing data (and the first
+    /// allocation after the scan stores the real count: see [`Self::alloc_slot`]).
     fn compute_next_slot(&mut self) -> Result<u32> {
         let ba = self.header.blocks_allocated;
         let counted_end = self.header.offset_data as u64 + ba as u64 * self.header.block_stride();
@@ -336,7 +337,11 @@ impl<S: Storage> VdiImage<S> {
             )));
         }
         self.next_slot = Some(slot + 1);
-        self.header.blocks_allocated += 1;
+        // The count becomes the end of the slots in use, not the old count plus one: after a
+        // scan past a header that undercounts, the new slot lies beyond the counted ones, and
+        // a count short of it would let the next writer (QEMU, VirtualBox), which appends at
+        // slot `blocks_allocated`, put a block on top of one. Without a scan, slot == count.
+        self.header.blocks_allocated = self.header.blocks_allocated.max(slot + 1);
         Ok(slot)
     }
 

@@ -1074,6 +1074,58 @@ fn write_after_blocks_allocated_too_low_keeps_data() {
     }
 }
 
+/// A header that undercounts (blocks_allocated 0, three blocks in use): the first new block
+/// goes after the last slot in use and the count stored with it is the real one (4), not the
+/// old count plus one, so the image checks clean and the next QEMU or VirtualBox writer
+/// appends after it. Issue 14, part 2.
+#[test]
+fn write_into_an_undercounting_header_stores_the_real_count() {
+    let g = build(
+        Layout::Qemu,
+        false,
+        4096,
+        8 * 4096,
+        &[(0, pattern(0x61, 4096)), (3 * 4096 + 5, pattern(0x62, 100)), (6 * 4096, pattern(0x63, 4096))],
+    );
+    assert_eq!((g.offset_bmap(), g.offset_data(), g.bytes.len()), (0x200, 0x400, 0x400 + 3 * 4096));
+    assert_eq!(get32(&g.bytes, BLOCKS_ALLOCATED), 3);
+    let bytes = g.with(|b| put32(b, BLOCKS_ALLOCATED, 0));
+    let before = check(MemStorage::from_vec(bytes.clone()), &mut NoMonitor).unwrap();
+    assert!(before.findings.iter().any(|f| f.kind == FindingKind::AllocatedMismatch), "{:?}", before.findings);
+
+    let mut img = VdiImage::open(MemStorage::from_vec(bytes)).unwrap();
+    let data = pattern(0x64, 50);
+    img.write_at(4 * 4096 + 10, &data).unwrap();
+    assert_eq!(img.entry(4).unwrap(), vdi::Entry::Data(3), "after the last slot in use");
+    assert_eq!(img.header().blocks_allocated, 4);
+    // A second new block in the same session counts on from there.
+    img.write_at(7 * 4096, &[9]).unwrap();
+    assert_eq!(img.entry(7).unwrap(), vdi::Entry::Data(4));
+    assert_eq!(img.header().blocks_allocated, 5);
+
+    let s = img.into_storage();
+    let mut img = VdiImage::open(s.clone()).unwrap();
+    assert_eq!(img.header().blocks_allocated, 5, "the count on disk");
+    let mut disk = g.disk.clone();
+    disk[4 * 4096 + 10..][..50].copy_from_slice(&data);
+    disk[7 * 4096] = 9;
+    let mut all = vec![0; disk.len()];
+    img.read_at(0, &mut all).unwrap();
+    assert!(all == disk, "data overwritten");
+    let r = check(s, &mut NoMonitor).unwrap();
+    assert!(r.is_clean(), "{:?}", r.findings);
+    assert_eq!(r.allocated_blocks, 5);
+
+    // One write only: reopened, the count is 4.
+    let bytes = g.with(|b| put32(b, BLOCKS_ALLOCATED, 0));
+    let mut img = VdiImage::open(MemStorage::from_vec(bytes)).unwrap();
+    img.write_at(4 * 4096, &[1]).unwrap();
+    let s = img.into_storage();
+    assert_eq!(VdiImage::open(s.clone()).unwrap().header().blocks_allocated, 4);
+    let r = check(s, &mut NoMonitor).unwrap();
+    assert!(r.is_clean(), "{:?}", r.findings);
+}
+
 /// Trailing garbage is overwritten by the next new block, after which the image is clean.
 #[test]
 fn write_after_trailing_garbage_is_clean() {

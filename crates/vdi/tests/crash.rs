@@ -384,6 +384,24 @@ fn plain_writes_are_crash_safe() {
     crash_everywhere("write", base, &|img| img.write_at(6 * BS as u64 - 10, &pattern(5, 5 * BS as usize)), 0);
 }
 
+/// A header that undercounts (blocks_allocated 0, nine slots in use, as a peer's interrupted
+/// write or a careless tool leaves it): the write stores the real count with its first new
+/// block, in the same order (data, count, entries), so it ends clean, and stopped anywhere it
+/// leaves nothing worse than the one finding it started with. Issue 14, part 2.
+#[test]
+fn writes_into_an_undercounting_header_are_crash_safe() {
+    let mut base = image(Layout::Qemu, false, 24 * BS as u64);
+    base.write_at(0x184, &0u32.to_le_bytes()).unwrap();
+    let r = vdi::check(base.clone(), &mut NoMonitor).unwrap();
+    assert_eq!(r.corruptions, 1, "{:?}", r.findings);
+    let n = crash_everywhere("write past an undercounting header", base.clone(), &|img| {
+        img.write_at(6 * BS as u64 - 10, &pattern(5, 5 * BS as usize))?;
+        assert_eq!(img.header().blocks_allocated, 13, "nine slots in use and four new blocks");
+        Ok(())
+    }, 1);
+    assert!(n >= 3, "data, count and entries: only {n} writes");
+}
+
 /// Damage: a duplicate entry, an entry past the end of the file, a leaked slot.
 fn damaged() -> MemStorage {
     let mut s = image(Layout::Qemu, false, 24 * BS as u64);
