@@ -1,5 +1,6 @@
 // Page security: the Content-Security-Policy (served on every response, so it governs the
-// worker too; and the page's <meta>), a static scan of www/ for inline handlers and HTML
+// worker too; and the page's <meta>), Trusted Types (string sinks throw; the one policy is
+// the worker's, www/core/bridge.js), a static scan of www/ for inline handlers and HTML
 // sinks, and script injection through every text an image brings in: the header's text
 // (the pre-header, 64 bytes), its comment (256 bytes), and the file name, followed through
 // the header table, the status line, Check's findings, the block map's tip, the error box
@@ -81,6 +82,10 @@ function assertStrict(csp, where, { wasm }) {
   for (const d of ['worker-src', 'style-src', 'img-src', 'connect-src']) {
     assert.ok(!p[d] || p[d].every((t) => t === "'self'" || t === "'none'"), `${where}: ${d} ${p[d]}`);
   }
+  // Trusted Types: every script sink takes typed values only, and the one policy that may be
+  // created is the worker's (no 'allow-duplicates', no wildcard, no default policy).
+  assert.deepEqual(p['require-trusted-types-for'], ["'script'"], `${where}: require-trusted-types-for`);
+  assert.deepEqual(p['trusted-types'], ['vdi-worker'], `${where}: trusted-types`);
   return p;
 }
 
@@ -289,43 +294,106 @@ describe('security: CSP, static scan, script injection through image text and fi
     await assertNothingRan('a markup-named non-image');
   });
 
-  test('the policy is in force: in the page no string eval, no inline script, no wasm; in the worker no string eval, no data: import, but wasm', async () => {
+  test('the policy is in force: in the page no string eval, no inline script, no data: import, no wasm; in the worker no string eval, no data: import, but wasm', async () => {
     // The tests above found no violation; this shows the listener would have seen one.
     const inPage = await page.evaluate(async () => {
       const out = {};
+      const attempt = (f) => { try { f(); return 'allowed'; } catch (e) { return e.name; } };
       // (A string evaluated by the page itself: eval() inside page.evaluate is exempt, since
-      // DevTools' Runtime.evaluate allows it whatever the policy.)
-      setTimeout('window.__evaluated = 1', 0);
+      // DevTools' Runtime.evaluate allows it whatever the policy.) Trusted Types refuse both
+      // strings (a TypeError) before script-src is asked.
+      out.evalCall = attempt(() => setTimeout('window.__evaluated = 1', 0));
       const s = document.createElement('script');
-      s.textContent = 'window.__inline = 1';
-      document.body.append(s);
+      out.inlineCall = attempt(() => {
+        s.textContent = 'window.__inline = 1';
+        document.body.append(s);
+      });
       s.remove();
       await new Promise((r) => setTimeout(r, 100));
       out.inline = window.__inline ?? null;
       out.eval = window.__evaluated ?? null;
+      // script-src on its own: a data: import (not a Trusted Types sink) and wasm.
+      try { await import('data:text/javascript,window.__dataImport=1'); out.dataImport = 'ran'; } catch (e) { out.dataImport = e.name; }
       // The smallest wasm module: the page may not compile wasm at all (its meta policy).
       try { await WebAssembly.compile(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0])); out.wasm = 'compiled'; } catch (e) { out.wasm = e.name; }
       await new Promise((r) => setTimeout(r, 100));
       out.violations = window.__violations.map((v) => v.split(' ')[0]);
       return out;
     });
+    assert.equal(inPage.evalCall, 'TypeError');
+    assert.equal(inPage.inlineCall, 'TypeError');
     assert.equal(inPage.eval, null);
     assert.equal(inPage.inline, null);
+    assert.equal(inPage.dataImport, 'TypeError');
     assert.equal(inPage.wasm, 'CompileError');
     assert.ok(inPage.violations.some((v) => v.startsWith('script-src')), `violations seen: ${inPage.violations}`);
+    assert.ok(inPage.violations.includes('require-trusted-types-for'), `violations seen: ${inPage.violations}`);
 
     // The worker runs under the served header (a <meta> does not reach it).
     const w = page.workers().find((x) => x.url().endsWith('/worker.js'));
     assert.ok(w, 'the worker is running');
     const inWorker = await w.evaluate(async () => {
       const out = {};
-      setTimeout('self.__evaluated = 1', 0);
+      try { setTimeout('self.__evaluated = 1', 0); out.evalCall = 'allowed'; } catch (e) { out.evalCall = e.name; }
       await new Promise((r) => setTimeout(r, 100));
       out.eval = self.__evaluated ?? null;
       try { await WebAssembly.compile(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0])); out.wasm = 'compiled'; } catch (e) { out.wasm = e.name; }
       try { await import('data:text/javascript,self.__dataImport=1'); out.dataImport = 'ran'; } catch (e) { out.dataImport = e.name; }
       return out;
     });
-    assert.deepEqual(inWorker, { eval: null, wasm: 'compiled', dataImport: 'TypeError' });
+    assert.deepEqual(inWorker, { evalCall: 'TypeError', eval: null, wasm: 'compiled', dataImport: 'TypeError' });
+  });
+
+  test('Trusted Types are enforced: string sinks throw, no other policy can be made, the worker starts through its own', async () => {
+    // The images above opened, checked and exported under this policy with no violation:
+    // the workbench needs no string sink. Here a string is handed to each kind of sink.
+    const inPage = await page.evaluate(() => {
+      const out = {};
+      const attempt = (name, f) => {
+        try { f(); out[name] = 'allowed'; } catch (e) { out[name] = `${e.name}: ${e.message}`; }
+      };
+      const div = document.createElement('div');
+      attempt('innerHTML', () => { div.innerHTML = '<img src=x onerror="window.__pwned=20">'; });
+      attempt('insertAdjacentHTML', () => document.body.insertAdjacentHTML('beforeend', '<b id="tt-probe">x</b>'));
+      attempt('scriptText', () => { document.createElement('script').textContent = 'window.__pwned=21'; });
+      attempt('workerString', () => new Worker('worker.js', { type: 'module' }).terminate());
+      attempt('workerUrl', () => new Worker(new URL('worker.js', location.href), { type: 'module' }).terminate());
+      // Policies: another name is refused by trusted-types, and the worker's name is taken.
+      attempt('otherPolicy', () => trustedTypes.createPolicy('evil', { createHTML: (x) => x }));
+      attempt('workerPolicyAgain', () => trustedTypes.createPolicy('vdi-worker', { createScriptURL: (x) => x }));
+      out.children = div.childNodes.length;
+      out.probe = document.querySelector('#tt-probe') !== null;
+      return out;
+    });
+    for (const [sink, type] of [['innerHTML', 'TrustedHTML'], ['insertAdjacentHTML', 'TrustedHTML'],
+      ['scriptText', 'TrustedScript'], ['workerString', 'TrustedScriptURL'], ['workerUrl', 'TrustedScriptURL']]) {
+      assert.match(inPage[sink], new RegExp(`^TypeError: .*${type}`), `${sink}: ${inPage[sink]}`);
+    }
+    assert.match(inPage.otherPolicy, /^TypeError: .*evil/, inPage.otherPolicy);
+    assert.match(inPage.workerPolicyAgain, /^TypeError: .*vdi-worker/, inPage.workerPolicyAgain);
+    assert.equal(inPage.children, 0);
+    assert.equal(inPage.probe, false);
+    assert.equal(await page.evaluate(() => window.__pwned ?? null), null);
+    const violations = await page.evaluate(() => window.__violations.map((v) => v.split(' ')[0]));
+    assert.ok(violations.includes('require-trusted-types-for'), `violations seen: ${violations}`);
+    assert.ok(violations.includes('trusted-types'), `violations seen: ${violations}`);
+
+    // The worker runs under the served header, which enforces the same.
+    const w = page.workers().find((x) => x.url().endsWith('/worker.js'));
+    assert.ok(w, 'the worker is running');
+    const inWorker = await w.evaluate(() => {
+      try { trustedTypes.createPolicy('evil', { createScriptURL: (x) => x }); return 'created'; } catch (e) { return e.name; }
+    });
+    assert.equal(inWorker, 'TypeError');
+
+    // The workbench still starts its worker (through the vdi-worker policy): a restart makes a
+    // fresh one, which answers.
+    const stats = await page.evaluate(async () => {
+      const { bridge } = await import('./core/bridge.js');
+      await bridge.restart();
+      return bridge.ops.stats();
+    });
+    assert.ok(stats && typeof stats === 'object', `stats: ${JSON.stringify(stats)}`);
+    assert.ok(page.workers().some((x) => x.url().endsWith('/worker.js')), 'a worker runs after the restart');
   });
 });

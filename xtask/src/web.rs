@@ -204,12 +204,15 @@ fn resolve(dir: &Path, target: &str) -> Option<PathBuf> {
 /// govern the worker: a worker runs under the policy of its script's response, so this
 /// header is what lets the worker (and only same-origin scripts) compile the wasm
 /// (`'wasm-unsafe-eval'`, never `'unsafe-eval'`), and what keeps the page's own policy
-/// when it is served without the meta. No `'unsafe-inline'` anywhere.
+/// when it is served without the meta. No `'unsafe-inline'` anywhere. Trusted Types are
+/// required for every script sink (`innerHTML` and the like take no strings); the one policy
+/// allowed, `vdi-worker` (www/core/bridge.js), only vouches for the worker's own script URL.
 macro_rules! csp {
     () => {
         "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; style-src 'self'; \
 img-src 'self'; connect-src 'self'; font-src 'self'; media-src 'none'; object-src 'none'; frame-src 'none'; \
-base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+base-uri 'none'; form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'; \
+trusted-types vdi-worker"
     };
 }
 
@@ -326,6 +329,11 @@ mod tests {
         let csp = csp!();
         assert!(!csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'") && !csp.contains('*'));
         assert!(csp.contains("script-src 'self' 'wasm-unsafe-eval';"));
+        // Trusted Types: enforced, and only the worker's policy may be created (no
+        // 'allow-duplicates', no wildcard, no default policy).
+        let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+        assert!(directives.contains(&"require-trusted-types-for 'script'"), "{csp}");
+        assert!(directives.contains(&"trusted-types vdi-worker"), "{csp}");
         assert!(SECURITY_HEADERS.contains(&format!("Content-Security-Policy: {csp}\r\n")));
     }
 }
