@@ -1,8 +1,9 @@
 // Saving: a save dialog where the browser has one (the worker streams into the file it
 // returns), else the worker stages the file in browser storage and the page downloads it.
 
-import { el } from './dom.js';
+import { $, el, showError, status } from './dom.js';
 import { duration, human, rate } from './format.js';
+import { progressUi } from './progress.js';
 
 /** Benchmark only (?sink=null): exports are read and thrown away, to time reading alone. */
 const NULL_SINK = new URLSearchParams(location.search).get('sink') === 'null';
@@ -50,4 +51,31 @@ export function finishSave(r, { what = '', data = '' } = {}) {
   }
   if (r.kind === 'saved') return `Saved ${r.name}${what}: ${human(r.size)}${data} in ${duration(r.ms)}${speed}.`;
   return `Read ${human(r.size)}${data} in ${duration(r.ms)}${speed} (output discarded).`;
+}
+
+/** The save jobs of one view, one at a time: `prefix` names its progress UI (see
+ * progressUi) and its Cancel button (`#${prefix}-cancel`). Make it once the page is
+ * loaded. `run(call)` runs `call({signal, onProgress})` (a bridge call) with both shown, and
+ * returns its result, or null when it failed (the error is shown) or was cancelled. */
+export function saveJobs(prefix) {
+  const cancel = $(`#${prefix}-cancel`);
+  let job = null;
+  cancel.addEventListener('click', () => job?.abort());
+  return {
+    async run(call) {
+      cancel.hidden = false;
+      const ui = progressUi(prefix);
+      job = new AbortController();
+      try {
+        return await call({ signal: job.signal, onProgress: (p) => ui.update(p) });
+      } catch (e) {
+        if (e.kind === 'cancelled') status('Export cancelled; the partial file was removed.'); else showError(e);
+        return null;
+      } finally {
+        job = null;
+        ui.done();
+        cancel.hidden = true;
+      }
+    },
+  };
 }

@@ -8,14 +8,13 @@ import { COLORS, freeColour, layerColor, mix, paintCells, planCells, viewContent
 import { $, el, showError, status, swatch } from '../core/dom.js';
 import { dec, human, NIL, pct } from '../core/format.js';
 import { MAX_FILES } from '../core/limits.js';
-import { progressUi } from '../core/progress.js';
 import { go, setAvailable } from '../core/router.js';
-import { baseName, finishSave, pickTarget } from '../core/save.js';
+import { baseName, finishSave, pickTarget, saveJobs } from '../core/save.js';
 import { openImage } from '../core/session.js';
 import { setChain, state } from '../core/state.js';
 
 let busy = false;
-let job = null; // the running export's AbortController
+let jobs = null; // the view's save jobs (saveJobs), made in initChain
 
 export const isVdi = (name) => /\.vdi$/i.test(name);
 export const chainBusy = () => busy;
@@ -215,23 +214,18 @@ export async function runChainExport(kind) {
   const target = await pickTarget(name, raw ? 'Raw disk image' : 'VirtualBox disk image', raw ? '.raw' : '.vdi');
   if (!target) { status('Save cancelled.'); return; }
   setChainBusy(true);
-  $('#chain-export-cancel').hidden = false;
-  const ui = progressUi('chain-export');
-  job = new AbortController();
   try {
-    await ensureOpen();
-    const r = await bridge.call(raw ? 'chainExportRaw' : 'chainExportVdi', { target, name }, { signal: job.signal, onProgress: (p) => ui.update(p) });
+    const r = await jobs.run(async (opts) => {
+      await ensureOpen();
+      return bridge.call(raw ? 'chainExportRaw' : 'chainExportVdi', { target, name }, opts);
+    });
+    if (!r) return;
     result.textContent = finishSave(r, { what: raw ? ' (flattened raw disk)' : ' (flattened VDI)' });
     result.dataset.kind = kind;
     result.dataset.size = String(r.size);
     result.hidden = false;
     status(result.textContent);
-  } catch (e) {
-    if (e.kind === 'cancelled') status('Export cancelled; the partial file was removed.'); else showError(e);
   } finally {
-    job = null;
-    ui.done();
-    $('#chain-export-cancel').hidden = true;
     setChainBusy(false);
   }
 }
@@ -239,7 +233,7 @@ export async function runChainExport(kind) {
 export function initChain() {
   $('#chain-export-raw').addEventListener('click', () => runChainExport('raw'));
   $('#chain-export-vdi').addEventListener('click', () => runChainExport('vdi'));
-  $('#chain-export-cancel').addEventListener('click', () => job?.abort());
+  jobs = saveJobs('chain-export');
   let t = 0;
   window.addEventListener('resize', () => {
     clearTimeout(t);

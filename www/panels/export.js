@@ -5,11 +5,10 @@
 import { bridge } from '../core/bridge.js';
 import { $, showError, status } from '../core/dom.js';
 import { human } from '../core/format.js';
-import { progressUi } from '../core/progress.js';
-import { baseName, finishSave, pickTarget } from '../core/save.js';
+import { baseName, finishSave, pickTarget, saveJobs } from '../core/save.js';
 import { emit, on, setBusy, state } from '../core/state.js';
 
-let job = null; // the running export's AbortController
+let jobs = null; // the view's save jobs (saveJobs), made in initExport
 
 /** Export the open image: kind 'raw' (its disk) or 'image' (its file). Call it from a click. */
 export async function runExport(kind) {
@@ -24,11 +23,9 @@ export async function runExport(kind) {
   const target = await pickTarget(name, raw ? 'Raw disk image' : 'VirtualBox disk image', raw ? '.raw' : '.vdi');
   if (!target) { status('Save cancelled.'); return; }
   setBusy(1);
-  $('#export-cancel').hidden = false;
-  const ui = progressUi('export');
-  job = new AbortController();
   try {
-    const r = await bridge.call(raw ? 'exportRaw' : 'exportImage', { target, name }, { signal: job.signal, onProgress: (p) => ui.update(p) });
+    const r = await jobs.run((opts) => bridge.call(raw ? 'exportRaw' : 'exportImage', { target, name }, opts));
+    if (!r) return;
     const data = raw && r.dataBytes != null && r.dataBytes !== r.size ? ` (${human(r.dataBytes)} of data)` : '';
     result.textContent = finishSave(r, { data });
     result.dataset.ms = String(r.ms);
@@ -36,13 +33,8 @@ export async function runExport(kind) {
     result.dataset.size = String(r.size);
     result.hidden = false;
     status(result.textContent);
-  } catch (e) {
-    if (e.kind === 'cancelled') status('Export cancelled; the partial file was removed.'); else showError(e);
   } finally {
-    job = null;
-    ui.done();
     emit('diag');
-    $('#export-cancel').hidden = true;
     setBusy(-1);
     refreshStorage();
   }
@@ -66,7 +58,7 @@ export async function refreshStorage() {
 export function initExport() {
   $('#export-raw').addEventListener('click', () => runExport('raw'));
   $('#export-image').addEventListener('click', () => runExport('image'));
-  $('#export-cancel').addEventListener('click', () => job?.abort());
+  jobs = saveJobs('export');
   $('#storage-free').addEventListener('click', async () => {
     await bridge.ops.freeStorage().catch(showError);
     refreshStorage();
