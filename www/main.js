@@ -7,6 +7,7 @@ import { bridge } from './core/bridge.js';
 import { showBusy } from './core/dom.js';
 import { go, initRouter } from './core/router.js';
 import { on } from './core/state.js';
+import { initApp } from './panels/app.js';
 import { initChain, runChainExport } from './panels/chain.js';
 import { initCheck, runCheck } from './panels/check.js';
 import { initCreate } from './panels/create.js';
@@ -24,6 +25,7 @@ on('image', ({ current }) => document.body.classList.toggle('has-image', !!curre
 initRouter('#view-tabs');
 bridge.start();
 
+initApp();
 initOpen();
 initOverview({
   check: () => runCheck(),

@@ -57,10 +57,11 @@ export function stopServer() {
 
 /**
  * A fresh headless Chromium (Debian's, never a downloaded one) with a new profile, and a page
- * on the workbench. Every request the page makes is recorded in `requests`.
+ * on the workbench (at `url`, or the xtask server's). Every request the page makes is
+ * recorded in `requests`.
  */
-export async function openWorkbench({ viewport = { width: 1280, height: 900 }, beforeGoto = null, colorScheme = 'light' } = {}) {
-  const url = await serverUrl();
+export async function openWorkbench({ viewport = { width: 1280, height: 900 }, beforeGoto = null, colorScheme = 'light', url: at = null } = {}) {
+  const url = at ?? await serverUrl();
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'vdi-e2e-profile-'));
   const downloads = fs.mkdtempSync(path.join(os.tmpdir(), 'vdi-e2e-dl-'));
   const context = await chromium.launchPersistentContext(profile, {

@@ -147,7 +147,7 @@ describe('security: CSP, static scan, script injection through image text and fi
       violations: window.__violations,
       added: [...new Set(window.__added)],
       scripts: [...document.scripts].map((x) => x.getAttribute('src')),
-      foreign: [...document.querySelectorAll('img, svg, iframe, object, embed, frame, frameset, base, meta[http-equiv=refresh], link:not([rel=stylesheet]):not([rel=icon])')].map((x) => x.outerHTML),
+      foreign: [...document.querySelectorAll('img, svg, iframe, object, embed, frame, frameset, base, meta[http-equiv=refresh], link:not([rel=stylesheet]):not([rel=icon]):not([rel=manifest])')].map((x) => x.outerHTML),
       handlers: [...document.querySelectorAll('*')].flatMap((e) => [...e.attributes].filter((a) => /^on/i.test(a.name)).map((a) => `${e.tagName} ${a.name}`)),
       jsLinks: [...document.querySelectorAll('[href], [src], [action], [formaction]')].map((e) => e.getAttribute('href') ?? e.getAttribute('src') ?? e.getAttribute('action') ?? e.getAttribute('formaction')).filter((u) => /^\s*javascript:/i.test(u)),
     }));

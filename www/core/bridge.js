@@ -9,29 +9,13 @@
 
 import { setLimits } from './limits.js';
 import { OP_NAMES, compareOps, opSpec } from './ops.js';
+import { scriptURL, WORKER_URL } from './trusted.js';
 
 /** What a cancelled call rejects with. */
 export const CANCELLED = Object.freeze({ kind: 'cancelled', message: 'cancelled' });
 
-/** The worker's script: the one URL the page ever starts a worker from. */
-const WORKER_URL = new URL('../worker.js', import.meta.url).href;
-
-/**
- * Where the browser enforces Trusted Types (the CSP's `require-trusted-types-for 'script'`),
- * a worker's URL must be a TrustedScriptURL: this policy, the only one the CSP allows
- * (`trusted-types vdi-worker`), makes one for the worker's own same-origin script and
- * refuses every other URL. Created once, when this module loads (the name cannot be taken
- * twice); null where the browser has no Trusted Types.
- */
-const workerPolicy = globalThis.trustedTypes?.createPolicy('vdi-worker', {
-  createScriptURL(url) {
-    if (url !== WORKER_URL) throw new TypeError(`vdi-worker: ${url} is not the workbench's worker script`);
-    return url;
-  },
-}) ?? null;
-
 function defaultSpawn() {
-  return new Worker(workerPolicy ? workerPolicy.createScriptURL(WORKER_URL) : WORKER_URL, { type: 'module' });
+  return new Worker(scriptURL(WORKER_URL), { type: 'module' });
 }
 
 export class Bridge extends EventTarget {

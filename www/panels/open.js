@@ -1,7 +1,8 @@
 // The side panel: opening (a file, several files or a folder for a chain, a drop, the
-// sample), the status line and the error box, what is open (the image, where it is read
-// from, what reading it cost), the notice for a snapshot opened alone, the chain's layers,
-// and what the page says when the engine had to be restarted.
+// sample, the files the installed app is launched with), the status line and the error
+// box, what is open (the image, where it is read from, what reading it cost), the notice
+// for a snapshot opened alone, the chain's layers, and what the page says when the engine
+// had to be restarted.
 
 import { bridge } from '../core/bridge.js';
 import { $, afterPaint, el, showError, status } from '../core/dom.js';
@@ -46,6 +47,20 @@ async function collectEntries(entries) {
   return files;
 }
 
+/**
+ * Open what the user gave: several files, or the files of a folder, as a snapshot chain;
+ * one file as the image. Every way in comes here: the pickers, a drop, and the files the
+ * installed app is launched with (the manifest's file_handlers, through launchQueue).
+ */
+export function openFiles(files, fromFolder = false) {
+  if (isBusy() || chainBusy()) {
+    status('Busy: wait for the current task to finish (or cancel it), then open the file again.');
+    return;
+  }
+  if (fromFolder ? files.length : files.length > 1) openChain(files, fromFolder);
+  else if (files[0]) openImage({ kind: 'file', file: files[0] }, files[0].name);
+}
+
 /** A drop: several files or a folder open a chain, one file the image. The entries can
  * only be taken during the drop event. */
 function onDrop(dt) {
@@ -57,14 +72,27 @@ function onDrop(dt) {
     status('Busy: wait for the current task to finish (or cancel it), then drop the file again.');
     return;
   }
-  if (hasDir || files.length > 1) {
-    const got = hasDir ? collectEntries(entries) : Promise.resolve(files);
-    got.then((fs) => openChain(fs, hasDir), (e) => showError({ kind: 'browser', message: `the dropped folder could not be read: ${e?.message ?? e}` }));
-  } else if (files[0]) {
-    openImage({ kind: 'file', file: files[0] }, files[0].name);
+  if (hasDir) {
+    collectEntries(entries).then((fs) => openFiles(fs, true), (e) => showError({ kind: 'browser', message: `the dropped folder could not be read: ${e?.message ?? e}` }));
+  } else if (files.length) {
+    openFiles(files);
   } else {
     showError({ kind: 'invalid-argument', message: 'drop a file (folders and text are not images)' });
   }
+}
+
+/** The installed app opened from the file manager ("Open with", a double click on a
+ * .vdi): the launch's files open as if picked together. */
+function initLaunch() {
+  globalThis.launchQueue?.setConsumer(async ({ files = [] }) => {
+    const handles = files.filter((h) => h.kind === 'file');
+    if (!handles.length) return;
+    try {
+      openFiles(await Promise.all(handles.map((h) => h.getFile())));
+    } catch (e) {
+      showError({ kind: 'browser', message: `the files the app was opened with could not be read: ${e?.message ?? e}` });
+    }
+  });
 }
 
 /* ---------- what is open ---------- */
@@ -164,14 +192,13 @@ export function initOpen() {
   input.addEventListener('change', () => {
     const files = [...(input.files || [])];
     input.value = '';
-    if (files.length > 1) openChain(files);
-    else if (files[0]) openImage({ kind: 'file', file: files[0] }, files[0].name);
+    openFiles(files);
   });
   const folder = $('#folder-input');
   folder.addEventListener('change', () => {
     const fs = [...(folder.files || [])];
     folder.value = '';
-    if (fs.length) openChain(fs, true);
+    openFiles(fs, true);
   });
   const drop = $('#drop');
   drop.addEventListener('dragover', (ev) => { ev.preventDefault(); drop.classList.add('over'); });
@@ -206,4 +233,5 @@ export function initOpen() {
   on('diag', refreshDiag);
   bridge.addEventListener('restarted', onRestarted);
   bridge.addEventListener('fatal', (ev) => showError(ev.detail));
+  initLaunch();
 }

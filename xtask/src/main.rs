@@ -5,10 +5,13 @@
 //!   fixtures, wasm in headless Chromium, browser end-to-end).
 //! - `bench [--compact]`: side-by-side benchmarks against qemu-img (not a test); `--compact`
 //!   runs the compact benchmark (tests/bench/compact.sh) instead of the main one.
+//! - `dist [--out DIR] [--no-build]`: the workbench as a static site for any host
+//!   (`target/dist/`: offline copy, installable app; see docs/workbench.md).
 //! - `build-wasm`: build the wasm bindings into `www/pkg/`.
 //! - `fuzz [SECONDS] [TARGET...]`: run the cargo-fuzz targets in `fuzz/` (nightly).
 //! - `corpus DIR`: write the damaged-image corpus and its manifest into DIR.
 
+mod dist;
 mod fuzz;
 mod setup;
 mod web;
@@ -32,12 +35,13 @@ fn run() -> Result<()> {
     match task {
         "serve" => web::serve(rest),
         "test" => test(rest),
-        "build-wasm" => web::build_wasm(true),
+        "dist" => dist::dist(rest),
+        "build-wasm" => web::build_wasm(true).map(|_| ()),
         "bench" => bench(rest),
         "fuzz" => fuzz::fuzz(rest),
         "corpus" => fuzz::corpus(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <serve [--port N] | test | bench [--compact] | build-wasm | fuzz [SECONDS] [TARGET...] | corpus DIR>");
+            println!("usage: cargo xtask <serve [--port N] | dist [--out DIR] | test | bench [--compact] | build-wasm | fuzz [SECONDS] [TARGET...] | corpus DIR>");
             Ok(())
         }
         other => bail!("unknown task {other:?}; try `cargo xtask help`"),

@@ -87,3 +87,11 @@ pub fn node() -> Result<()> {
     }
     Ok(())
 }
+
+/// python3, whose `http.server` stands for a plain static host in the e2e tests.
+pub fn python() -> Result<()> {
+    if !Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        apt_install(&["python3"])?;
+    }
+    Ok(())
+}

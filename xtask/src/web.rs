@@ -5,7 +5,8 @@
 //!   `www/pkg/`, then `wasm-opt` when one that understands the output is on the PATH.
 //! - [`serve`]: a small static server on 127.0.0.1 (std only) with the right MIME types.
 //!   The end-to-end tests use the very same server ([`start_server`]).
-//! - [`test`]: wasm-bindgen-test in headless Chromium, then the playwright-core tests.
+//! - [`test`]: wasm-bindgen-test in headless Chromium, then the playwright-core tests (the
+//!   static build of `cargo xtask dist` is written first: one of them serves it).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,12 +23,12 @@ fn pkg_dir() -> PathBuf {
     root().join("www/pkg")
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
 }
 
-/// Build the wasm bindings into `www/pkg/`.
-pub fn build_wasm(release: bool) -> Result<()> {
+/// Build the wasm bindings into `www/pkg/`. Returns whether `wasm-opt` optimised them.
+pub fn build_wasm(release: bool) -> Result<bool> {
     setup::wasm_tools()?;
     let mut args = vec!["build", "-p", "vdi-wasm", "--lib", "--target", "wasm32-unknown-unknown"];
     if release {
@@ -45,40 +46,51 @@ pub fn build_wasm(release: bool) -> Result<()> {
             .arg(&wasm),
     )?;
     let bg = out.join("vdi_wasm_bg.wasm");
-    if release {
-        wasm_opt(&bg);
-    }
+    let optimised = release && wasm_opt(&bg);
     let size = std::fs::metadata(&bg).map(|m| m.len()).unwrap_or(0);
     eprintln!("xtask: built {} ({} KiB)", bg.display(), size / 1024);
-    Ok(())
+    Ok(optimised)
 }
 
-/// Optimise with `wasm-opt` when present. Old builds (Debian's binaryen 108) reject current
-/// wasm-bindgen output; then the unoptimised file is kept and the build goes on.
-fn wasm_opt(file: &Path) {
+/// Optimise with `wasm-opt` when present; returns whether it did. Old builds reject current
+/// wasm-bindgen output (Debian 12's binaryen 108 cannot parse `table.fill`, which
+/// wasm-bindgen's externref table uses, and wasm-bindgen 0.2.130 refuses a build without
+/// reference types); then the unoptimised file is kept, with a note, and the build goes on.
+fn wasm_opt(file: &Path) -> bool {
     let Ok(v) = Command::new("wasm-opt").arg("--version").output() else {
-        eprintln!("xtask: wasm-opt not found; keeping the unoptimised wasm (optional step)");
-        return;
+        eprintln!("xtask: note: wasm-opt not found; keeping the unoptimised wasm (optional step)");
+        return false;
     };
+    let version = String::from_utf8_lossy(&v.stdout).trim().to_string();
     let tmp = file.with_extension("opt.wasm");
-    let status = Command::new("wasm-opt")
+    let before = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let out = Command::new("wasm-opt")
         .args(["-O3", "--enable-bulk-memory", "--enable-nontrapping-float-to-int", "--enable-sign-ext"])
         .args(["--enable-reference-types", "--enable-mutable-globals", "--enable-multivalue", "-o"])
         .arg(&tmp)
         .arg(file)
-        .status();
-    match status {
-        Ok(s) if s.success() => {
-            if let Err(e) = std::fs::rename(&tmp, file) {
-                eprintln!("xtask: could not replace {} with the optimised file: {e}", file.display());
+        .output();
+    match out {
+        Ok(o) if o.status.success() => match std::fs::rename(&tmp, file) {
+            Ok(()) => {
+                let after = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+                eprintln!("xtask: {version} optimised the wasm: {} KiB -> {} KiB", before / 1024, after / 1024);
+                true
             }
-        }
-        _ => {
+            Err(e) => {
+                eprintln!("xtask: note: could not replace {} with the optimised file: {e}", file.display());
+                false
+            }
+        },
+        other => {
             let _ = std::fs::remove_file(&tmp);
-            eprintln!(
-                "xtask: {} could not optimise the wasm; keeping it unoptimised (optional step)",
-                String::from_utf8_lossy(&v.stdout).trim()
-            );
+            let why = match &other {
+                Ok(o) => String::from_utf8_lossy(&o.stdout).lines().chain(String::from_utf8_lossy(&o.stderr).lines()).find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            let hint = if why.contains("misc prefix: 17") { " (it predates `table.fill`; a newer binaryen, e.g. npm's binaryen@132, reads it)" } else { "" };
+            eprintln!("xtask: note: {version} could not read the wasm: {why}{hint}; keeping it unoptimised (optional step)");
+            false
         }
     }
 }
@@ -155,6 +167,7 @@ fn mime(path: &Path) -> &'static str {
         "css" => "text/css; charset=utf-8",
         "wasm" => "application/wasm",
         "json" | "map" => "application/json",
+        "webmanifest" => "application/manifest+json",
         "svg" => "image/svg+xml",
         "png" => "image/png",
         "ico" => "image/x-icon",
@@ -297,11 +310,17 @@ pub fn test() -> Result<()> {
     setup::npm_ci(&e2e)?;
     let url = start_server(root().join("www"))?;
     eprintln!("xtask: serving the workbench for the browser tests at {url}");
+    // The static build (tests/e2e/dist.test.mjs serves it with python3's http.server).
+    let dist = target_dir().join("dist");
+    let version = crate::dist::write(&root().join("www"), &dist)?;
+    eprintln!("xtask: wrote the static build {version} to {}", dist.display());
+    setup::python()?;
     let vdi = target_dir().join("release/vdi");
     run_cmd(
         Command::new("node")
             .args(["--test", "--test-concurrency=1", "tests/e2e/"])
             .env("VDI_WORKBENCH_URL", &url)
+            .env("VDI_DIST_DIR", &dist)
             .env("VDI_BIN", &vdi),
     )
     .context("browser end-to-end tests failed")?;
