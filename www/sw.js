@@ -1,11 +1,13 @@
 // The workbench's service worker: the offline copy of a static build (`cargo xtask dist`).
 // Only a dist build registers it (www/panels/app.js); the development server never does.
 //
-// `cargo xtask dist` replaces the line below with {version, files: {path: integrity}}: every
-// file of the site with its SHA-256. Install fetches exactly those bytes (past the HTTP
-// cache; a file whose bytes differ fails the install, so a half-copied deploy never becomes
-// a cached version) into a cache named after the version. Then every request for one of the
-// site's files is answered from that cache, network or not: one version, never a mix.
+// `cargo xtask dist` replaces the line below with {version, csp, files: {path: integrity}}:
+// every file of the site with its SHA-256, and the policy of xtask/src/web.rs. Install
+// fetches exactly those bytes (past the HTTP cache; a file whose bytes differ fails the
+// install, so a half-copied deploy never becomes a cached version) into a cache named after
+// the version. Then every request for one of the site's files is answered from that cache,
+// network or not (one version, never a mix), with the development server's security
+// headers.
 //
 // A new build is a new sw.js (browsers compare it byte for byte): it installs beside the
 // running one and waits; the page offers "New version available — Reload", which asks it to
@@ -62,6 +64,19 @@ self.addEventListener('fetch', (event) => {
   if (!FILES.has(key)) return;
   event.respondWith((async () => {
     const hit = await caches.match(key, { cacheName: CACHE });
-    return hit ?? fetch(req);
+    return hit ? withHeaders(hit) : fetch(req);
   })());
 });
+
+/**
+ * The cached file with the headers the development server sends (a static host sends
+ * none): the CSP reaches what a `<meta>` cannot — the engine's worker, which runs under its
+ * script's response policy, and frame-ancestors — and content types are not sniffed.
+ */
+function withHeaders(res) {
+  const headers = new Headers(res.headers);
+  headers.set('Content-Security-Policy', BUILD.csp);
+  headers.set('X-Content-Type-Options', 'nosniff');
+  headers.set('Referrer-Policy', 'no-referrer');
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+}

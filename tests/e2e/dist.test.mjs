@@ -254,6 +254,28 @@ describe('the static build on a plain static host, under a sub-path', () => {
     }
   });
 
+  test('served by the service worker, the page and the engine\'s worker run under the server\'s header policy', async () => {
+    // The page now comes from the service worker (the offline reload above): it adds the
+    // development server's CSP header, which a <meta> cannot give the worker.
+    assert.match(build.csp, /script-src 'self' 'wasm-unsafe-eval';/);
+    assert.match(build.csp, /require-trusted-types-for 'script'; trusted-types vdi-worker$/);
+    const headers = await page.evaluate(async () => Object.fromEntries(await Promise.all(['index.html', 'worker.js', 'pkg/vdi_wasm_bg.wasm']
+      .map(async (p) => [p, (await fetch(p)).headers.get('content-security-policy')]))));
+    for (const [p, csp] of Object.entries(headers)) assert.equal(csp, build.csp, p);
+    const worker = page.workers().find((w) => w.url() === `${appUrl}worker.js`);
+    assert.ok(worker, 'the engine worker runs');
+    const probe = await worker.evaluate(async () => {
+      const out = {};
+      // A string to a script sink (Trusted Types), and a script from outside 'self'.
+      try { clearTimeout(setTimeout('self.__evaluated = 1', 0)); out.evalCall = 'allowed'; } catch (e) { out.evalCall = e.name; }
+      try { await import('data:text/javascript,export default 1'); out.dataImport = 'ran'; } catch (e) { out.dataImport = e.name; }
+      return out;
+    });
+    assert.deepEqual(probe, { evalCall: 'TypeError', dataImport: 'TypeError' }, 'the worker runs under the policy');
+    // The image opened offline under that policy with no violation.
+    assert.deepEqual(await page.evaluate(() => window.__violations), []);
+  });
+
   test('a changed build is offered as a new version, and Reload switches to it', async () => {
     // The next release: the same sources with one change, deployed over the old files.
     const www = path.join(tmp.dir, 'www');

@@ -4,8 +4,11 @@
 //! plus the wasm build, with two stamps:
 //! - `index.html`'s `<meta name="vdi-build" content="dev">` gets the build's version, which
 //!   tells the page to register its service worker (the development server never does);
-//! - `sw.js`'s `const BUILD = null;` gets `{version, files}`: every file of the site with its
-//!   SHA-256 in Subresource Integrity form. The service worker caches exactly those bytes
+//! - `sw.js`'s `const BUILD = null;` gets `{version, csp, files}`: every file of the site
+//!   with its SHA-256 in Subresource Integrity form, and the development server's
+//!   Content-Security-Policy header, which the service worker adds to what it serves (a
+//!   static host sends none: the page keeps its `<meta>` policy, and the engine's worker,
+//!   which a meta cannot reach, gets the header's once the service worker serves it). The service worker caches exactly those bytes
 //!   (a fetch whose bytes differ fails, and with it the install: a half-copied deploy never
 //!   becomes a cached version) under a cache named after the version.
 //!
@@ -80,7 +83,7 @@ pub fn write(www: &Path, out: &Path) -> Result<String> {
     let version = hex(&sha256(sources.as_bytes()))[..12].to_string();
 
     stamp(&mut site, "index.html", BUILD_META, &BUILD_META.replace("dev", &version))?;
-    let mut manifest = format!("{{\"version\":\"{version}\",\"files\":{{");
+    let mut manifest = format!("{{\"version\":\"{version}\",\"csp\":\"{}\",\"files\":{{", json_escape(web::CSP));
     for (i, (rel, bytes)) in site.iter().filter(|(rel, _)| rel != "sw.js").enumerate() {
         let sep = if i == 0 { "" } else { "," };
         let _ = write!(manifest, "{sep}\"{}\":\"sha256-{}\"", json_escape(rel), base64(&sha256(bytes)));

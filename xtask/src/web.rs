@@ -229,6 +229,10 @@ trusted-types vdi-worker"
     };
 }
 
+/// The policy, for the static build: its service worker adds it to what it serves
+/// (xtask/src/dist.rs), so a plain static host's page and worker get it too.
+pub const CSP: &str = csp!();
+
 const SECURITY_HEADERS: &str = concat!(
     "X-Content-Type-Options: nosniff\r\n",
     "Referrer-Policy: no-referrer\r\n",
