@@ -88,7 +88,7 @@ export function initApp() {
   const version = document.querySelector('meta[name="vdi-build"]')?.content ?? 'dev';
   root.dataset.build = version;
   if (version === 'dev') {
-    setOffline('dev', 'Development server: no offline copy (a `cargo xtask dist` build has one).');
+    setOffline('dev', 'Development server: no offline copy (a build of cargo xtask dist has one).');
     return;
   }
   registerWorker(version);
