@@ -69,6 +69,19 @@ describe('workbench', () => {
     stopServer();
   });
 
+  test('the development server: cross-origin isolated, no service worker (the page says both)', async () => {
+    const m = await page.evaluate(async () => ({
+      isolated: document.documentElement.dataset.isolated,
+      offline: document.documentElement.dataset.offline,
+      build: document.documentElement.dataset.build,
+      text: document.querySelector('.app-mode').textContent,
+      registrations: (await navigator.serviceWorker.getRegistrations()).length,
+      coi: globalThis.crossOriginIsolated,
+    }));
+    assert.deepEqual([m.isolated, m.offline, m.build, m.registrations, m.coi], ['yes', 'dev', 'dev', 0, true]);
+    assert.match(m.text, /Development server: no offline copy.*Cross-origin isolated/);
+  });
+
   test('the sample image fills every panel', async () => {
     await page.click('#sample');
     await waitOpened(page);
