@@ -5,7 +5,7 @@
 // every file of the site with its SHA-256, and the policy of xtask/src/web.rs. Install
 // fetches exactly those bytes (past the HTTP cache; a file whose bytes differ fails the
 // install, so a half-copied deploy never becomes a cached version) into a cache named after
-// the version. Then every request for one of the site's files is answered from that cache,
+// the site's root and the version. Then every request for one of the site's files is answered from that cache,
 // network or not (one version, never a mix), with the development server's security
 // headers.
 //
@@ -16,10 +16,11 @@
 
 const BUILD = null;
 
-const PREFIX = 'vdi-workbench-';
-const CACHE = BUILD ? PREFIX + BUILD.version : null;
 /** The site's root: the scope this script serves (any sub-path of any host). */
 const ROOT = new URL('./', self.location.href).href;
+/** This site's caches: one origin may host several copies, at different sub-paths. */
+const PREFIX = `vdi-workbench ${ROOT} `;
+const CACHE = BUILD ? PREFIX + BUILD.version : null;
 /** Absolute URL of each file of the build, to its integrity. */
 const FILES = new Map(BUILD ? Object.entries(BUILD.files).map(([p, sri]) => [new URL(p, ROOT).href, sri]) : []);
 

@@ -1,11 +1,13 @@
 // The static build (`cargo xtask dist`) on a plain static host: python3's http.server
 // serving it under a sub-path (/apps/vdi/), with no COOP/COEP and no CSP header. The page
 // runs and says which mode it is in; the service worker caches the build and serves it
-// offline (a reload and an image open with the browser offline, and the host sees no
-// request); the manifest declares the app and its .vdi file handler, and the page's
-// launchQueue consumer opens what it is handed (one file: the image; several: a chain);
-// a changed build is offered as a new version and Reload switches to it; the <meta> CSP
-// and Trusted Types still hold, and no request leaves the origin.
+// offline (with the host stopped and the browser offline, a reload shows the page and an
+// image opens); Chromium reads the manifest as an installable app with a .vdi file handler,
+// and the page's launchQueue consumer opens what it is handed (one file: the image;
+// several: a chain); a changed build is offered as a new version and Reload switches to it
+// (a half-copied one is not: its files do not match its hashes); the <meta> CSP and Trusted
+// Types still hold, the service worker adds the header policy, and no request leaves the
+// origin.
 //
 // The build: VDI_DIST_DIR (`cargo xtask test` writes target/dist first), or else this test
 // runs `cargo xtask dist --no-build` (build the wasm first: `cargo xtask build-wasm`).
@@ -129,7 +131,7 @@ describe('the static build on a plain static host, under a sub-path', () => {
     assert.equal(s.isolated, 'no');
     assert.match(s.isolationText, /Not cross-origin isolated/);
     assert.equal(s.controller, `${appUrl}sw.js`, 'the service worker controls the page');
-    assert.deepEqual(s.names, [`vdi-workbench-${build.version}`]);
+    assert.deepEqual(s.names, [`vdi-workbench ${appUrl} ${build.version}`]);
     const want = Object.keys(build.files).map((p) => new URL(p, appUrl).href).sort();
     assert.deepEqual(s.cached[0].sort(), want, 'every file of the build is cached');
     assert.ok(want.includes(`${appUrl}pkg/vdi_wasm_bg.wasm`) && want.includes(`${appUrl}worker.js`));
@@ -156,6 +158,16 @@ describe('the static build on a plain static host, under a sub-path', () => {
     });
     const { json } = m;
     assert.equal(m.href, `${appUrl}manifest.webmanifest`);
+    // Chromium's own reading: no manifest errors, installable, the app's identity is this
+    // copy's address (two copies on one host are two apps). Its file handlers are not in
+    // what the DevTools protocol reports, so they are checked as JSON below.
+    const cdp = await wb.context.newCDPSession(page);
+    const seen = await cdp.send('Page.getAppManifest');
+    assert.deepEqual(seen.errors, []);
+    assert.equal(seen.manifest.id, appUrl);
+    assert.equal(seen.manifest.startUrl, appUrl);
+    assert.deepEqual((await cdp.send('Page.getInstallabilityErrors')).installabilityErrors, []);
+    await cdp.detach();
     assert.equal(json.name, 'VDI workbench');
     assert.ok(json.short_name);
     assert.equal(json.display, 'standalone');
@@ -195,7 +207,8 @@ describe('the static build on a plain static host, under a sub-path', () => {
         const dir = await navigator.storage.getDirectory();
         await window.__launch.consumer({ files: await Promise.all(ns.map((n) => dir.getFileHandle(n))) });
       }, names);
-      assert.equal(await page.evaluate(() => typeof window.__launch.consumer), 'function', 'the page registered a launchQueue consumer');
+      assert.deepEqual(await page.evaluate(() => [window.__launch.native, typeof window.__launch.consumer]), [true, 'function'],
+        'the page registered a consumer with the browser\'s launchQueue');
 
       await page.evaluate(() => { delete document.documentElement.dataset.mapMs; });
       await launch(['launch-base.vdi']);
@@ -277,15 +290,37 @@ describe('the static build on a plain static host, under a sub-path', () => {
   });
 
   test('a changed build is offered as a new version, and Reload switches to it', async () => {
-    // The next release: the same sources with one change, deployed over the old files.
+    // The next release: the same sources with one change, copied over the old files.
     const www = path.join(tmp.dir, 'www');
     fs.cpSync(path.join(ROOT, 'www'), www, { recursive: true });
     fs.appendFileSync(path.join(www, 'style.css'), '\n/* the next build */\n');
-    assert.equal(xtaskDist('--www', www, '--out', siteDir()), siteDir());
-    const next = buildOf(siteDir());
+    const staged = path.join(tmp.dir, 'next');
+    assert.equal(xtaskDist('--www', www, '--out', staged), staged);
+    const next = buildOf(staged);
     assert.notEqual(next.version, build.version);
 
-    await page.evaluate(async () => (await navigator.serviceWorker.getRegistration()).update());
+    /** Ask for an update; the state the new service worker ends in ('none': no new one). */
+    const update = () => page.evaluate(async () => {
+      const reg = await navigator.serviceWorker.getRegistration();
+      await reg.update();
+      const w = reg.installing;
+      if (!w) return 'none';
+      await new Promise((resolve) => {
+        const done = () => { if (w.state === 'installed' || w.state === 'redundant') resolve(); };
+        w.addEventListener('statechange', done);
+        done();
+      });
+      return w.state;
+    });
+    // Half deployed: the new sw.js is up, the old style.css still there. The new version
+    // refuses to install (the file's bytes are not the build's), and nothing is offered.
+    fs.cpSync(staged, siteDir(), { recursive: true, filter: (f) => path.basename(f) !== 'style.css' });
+    assert.equal(await update(), 'redundant');
+    assert.equal(await page.evaluate(() => document.documentElement.dataset.update ?? null), null);
+    assert.deepEqual(await page.evaluate(() => caches.keys()), [`vdi-workbench ${appUrl} ${build.version}`], 'the running version\'s cache is kept whole');
+    // The deploy completes.
+    fs.cpSync(path.join(staged, 'style.css'), path.join(siteDir(), 'style.css'));
+    assert.equal(await update(), 'installed');
     await page.waitForFunction(() => document.documentElement.dataset.update === 'available', null, { timeout: 60000 });
     assert.equal(await page.$eval('#update', (e) => e.hidden), false);
     assert.match(await page.$eval('#update', (e) => e.textContent), /new version/i);
@@ -300,7 +335,7 @@ describe('the static build on a plain static host, under a sub-path', () => {
       css: await (await fetch('style.css')).text(),
       update: document.documentElement.dataset.update ?? null,
     }));
-    assert.deepEqual(s.names, [`vdi-workbench-${next.version}`], 'only the new version is cached');
+    assert.deepEqual(s.names, [`vdi-workbench ${appUrl} ${next.version}`], 'only the new version is cached');
     assert.ok(s.css.includes('/* the next build */'));
     assert.equal(s.update, null);
     assert.deepEqual(wb.foreignRequests(), []);
