@@ -13,6 +13,9 @@
 // running one and waits; the page offers "New version available — Reload", which asks it to
 // take over ('skip-waiting') and reloads. Activating removes the older versions' caches.
 // Everything else (other paths, other origins, other methods) goes to the network untouched.
+// Unstamped (BUILD null: www/ as `cargo xtask serve` serves it), this script undoes an
+// earlier dist build's service worker at the same address (say, a dist build tried on the
+// port the development server now uses), which would otherwise keep serving stale files.
 
 const BUILD = null;
 
@@ -25,8 +28,10 @@ const CACHE = BUILD ? PREFIX + BUILD.version : null;
 const FILES = new Map(BUILD ? Object.entries(BUILD.files).map(([p, sri]) => [new URL(p, ROOT).href, sri]) : []);
 
 self.addEventListener('install', (event) => {
+  // This file unstamped (the development server's, or a tree copied without `dist`) removes
+  // what a dist build left at this address: it takes over at once, then unregisters.
+  if (!BUILD) { self.skipWaiting(); return; }
   event.waitUntil((async () => {
-    if (!BUILD) throw new Error('sw.js of a development tree: only `cargo xtask dist` builds are cached');
     const cache = await caches.open(CACHE);
     try {
       await Promise.all([...FILES].map(async ([url, integrity]) => {
@@ -45,6 +50,12 @@ self.addEventListener('activate', (event) => {
   event.waitUntil((async () => {
     for (const key of await caches.keys()) {
       if (key.startsWith(PREFIX) && key !== CACHE) await caches.delete(key);
+    }
+    if (!BUILD) {
+      // No offline copy here any more: the open pages reload from the host.
+      await self.registration.unregister();
+      for (const client of await self.clients.matchAll({ type: 'window' })) client.navigate(client.url);
+      return;
     }
     // The first visit's page is served by this version from now on too (a restarted
     // engine worker then loads offline as well).

@@ -340,4 +340,19 @@ describe('the static build on a plain static host, under a sub-path', () => {
     assert.equal(s.update, null);
     assert.deepEqual(wb.foreignRequests(), []);
   });
+
+  test('www/ as the development server serves it, at the same address: the offline copy removes itself', async () => {
+    for (const f of ['sw.js', 'index.html']) fs.copyFileSync(path.join(ROOT, 'www', f), path.join(siteDir(), f));
+    // The unstamped service worker takes over, unregisters, and the page reloads from the host.
+    const reloaded = page.waitForEvent('load');
+    await page.evaluate(() => { navigator.serviceWorker.getRegistration().then((r) => r.update()); });
+    await reloaded;
+    await page.waitForFunction(() => document.documentElement.dataset.offline === 'dev');
+    const s = await page.evaluate(async () => ({
+      registrations: (await navigator.serviceWorker.getRegistrations()).length,
+      caches: await caches.keys(),
+      controller: !!navigator.serviceWorker.controller,
+    }));
+    assert.deepEqual(s, { registrations: 0, caches: [], controller: false });
+  });
 });
