@@ -328,8 +328,18 @@ describe('the static build on a plain static host, under a sub-path', () => {
     // Until the user says so, this page keeps its version.
     assert.equal(await page.evaluate(() => document.documentElement.dataset.build), build.version);
 
+    // A second tab of the old version is offered the waiting one too.
+    const other = await wb.context.newPage();
+    await other.goto(appUrl);
+    await other.waitForFunction(() => document.documentElement.dataset.update === 'available');
+
     await Promise.all([page.waitForEvent('load'), page.click('#update-reload')]);
     await page.waitForFunction((v) => document.documentElement.dataset.build === v, next.version);
+    // The other tab keeps running its version, and says a new one is in use now.
+    await other.waitForFunction(() => document.documentElement.dataset.update === 'active');
+    assert.equal(await other.evaluate(() => document.documentElement.dataset.build), build.version);
+    assert.match(await other.$eval('#update-text', (e) => e.textContent), /now in use/);
+    await other.close();
     const s = await page.evaluate(async () => ({
       names: await caches.keys(),
       css: await (await fetch('style.css')).text(),

@@ -28,15 +28,29 @@ function showIsolation() {
     : 'Not cross-origin isolated (the host sends no COOP/COEP headers): Cancel stops the engine\u2019s worker and reopens the image.';
 }
 
+/** This tab asked the waiting version to take over (it reloads when it has). */
+let asked = false;
+
 /** Offer the waiting version; Reload hands over to it, then reloads. */
 function offerUpdate(reg) {
   root.dataset.update = 'available';
   $('#update').hidden = false;
   $('#update-reload').onclick = () => {
     $('#update-reload').disabled = true;
+    asked = true;
     if (reg.waiting) reg.waiting.postMessage({ type: 'skip-waiting' }); // then 'controllerchange'
     else location.reload();
   };
+}
+
+/** Another tab switched to the new version: the files now served are its, and this tab
+ * reloads when the user says so (it may hold work). */
+function offerReload() {
+  root.dataset.update = 'active';
+  $('#update-text').textContent = 'A new version of the workbench is now in use (another tab switched to it).';
+  $('#update').hidden = false;
+  $('#update-reload').disabled = false;
+  $('#update-reload').onclick = () => location.reload();
 }
 
 async function registerWorker(version) {
@@ -45,18 +59,12 @@ async function registerWorker(version) {
     setOffline('unsupported', 'No offline copy: this browser offers no service workers here (they need HTTPS or localhost).');
     return;
   }
+  // The first install taking this page over changes nothing: it is this page's version.
   const wasControlled = !!sw.controller;
-  let asked = false;
   sw.addEventListener('controllerchange', () => {
-    // This tab asked for the new version, or another tab did: the files now served are the
-    // new version's, so this tab reloads only when the user says so.
-    if (asked || !wasControlled) { if (asked) location.reload(); return; }
-    root.dataset.update = 'active';
-    $('#update-text').textContent = 'A new version of the workbench is now in use (another tab switched to it).';
-    $('#update').hidden = false;
-    $('#update-reload').onclick = () => location.reload();
+    if (asked) location.reload();
+    else if (wasControlled) offerReload();
   });
-  $('#update-reload').addEventListener('click', () => { asked = true; });
   setOffline('installing', `Version ${version}: saving an offline copy\u2026`);
   let reg;
   try {
