@@ -1,6 +1,6 @@
 // Page security: the Content-Security-Policy (served on every response, so it governs the
 // worker too; and the page's <meta>), Trusted Types (string sinks throw; the one policy is
-// the worker's, www/core/bridge.js), a static scan of www/ for inline handlers and HTML
+// for the worker scripts, www/core/trusted.js), a static scan of www/ for inline handlers and HTML
 // sinks, and script injection through every text an image brings in: the header's text
 // (the pre-header, 64 bytes), its comment (256 bytes), and the file name, followed through
 // the header table, the status line, Check's findings, the block map's tip, the error box

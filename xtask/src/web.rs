@@ -219,7 +219,8 @@ fn resolve(dir: &Path, target: &str) -> Option<PathBuf> {
 /// (`'wasm-unsafe-eval'`, never `'unsafe-eval'`), and what keeps the page's own policy
 /// when it is served without the meta. No `'unsafe-inline'` anywhere. Trusted Types are
 /// required for every script sink (`innerHTML` and the like take no strings); the one policy
-/// allowed, `vdi-worker` (www/core/bridge.js), only vouches for the worker's own script URL.
+/// allowed, `vdi-worker` (www/core/trusted.js), only vouches for the two worker scripts of the
+/// site (the engine's `worker.js`, and `sw.js`, the static build's service worker).
 macro_rules! csp {
     () => {
         "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; style-src 'self'; \
