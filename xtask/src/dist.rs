@@ -50,6 +50,11 @@ pub fn dist(args: &[String]) -> Result<()> {
             other => bail!("unknown option {other:?} for dist; try --help"),
         }
     }
+    if build {
+        // npm's binaryen (with the e2e tests' packages) optimises the wasm.
+        crate::setup::node()?;
+        crate::setup::npm_ci(&root().join("tests/e2e"))?;
+    }
     let optimised = if build { Some(web::build_wasm(true)?) } else { None };
     let version = write(&www, &out)?;
     match optimised {

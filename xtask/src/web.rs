@@ -52,47 +52,58 @@ pub fn build_wasm(release: bool) -> Result<bool> {
     Ok(optimised)
 }
 
-/// Optimise with `wasm-opt` when present; returns whether it did. Old builds reject current
-/// wasm-bindgen output (Debian 12's binaryen 108 cannot parse `table.fill`, which
-/// wasm-bindgen's externref table uses, and wasm-bindgen 0.2.130 refuses a build without
-/// reference types); then the unoptimised file is kept, with a note, and the build goes on.
+/// Optimise with `wasm-opt` when one that reads the output is at hand; returns whether it
+/// did. Tried in order: `wasm-opt` on the PATH, then npm's `binaryen` (a devDependency of
+/// the e2e tests, so `cargo xtask test` and `cargo xtask dist` have it). Old native builds
+/// reject current wasm-bindgen output (Debian 12's binaryen 108 cannot parse `table.fill`,
+/// which wasm-bindgen's externref table uses, and wasm-bindgen 0.2.130 refuses a build
+/// without reference types); when nothing reads it, the unoptimised file is kept, with a
+/// note, and the build goes on.
 fn wasm_opt(file: &Path) -> bool {
-    let Ok(v) = Command::new("wasm-opt").arg("--version").output() else {
-        eprintln!("xtask: note: wasm-opt not found; keeping the unoptimised wasm (optional step)");
-        return false;
-    };
-    let version = String::from_utf8_lossy(&v.stdout).trim().to_string();
+    let npm = root().join("tests/e2e/node_modules/binaryen/bin/wasm-opt");
+    let mut candidates: Vec<(String, Vec<String>)> = vec![("wasm-opt".into(), vec![])];
+    if npm.is_file() {
+        candidates.push(("node".into(), vec![npm.to_string_lossy().into_owned()]));
+    }
     let tmp = file.with_extension("opt.wasm");
     let before = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-    let out = Command::new("wasm-opt")
-        .args(["-O3", "--enable-bulk-memory", "--enable-nontrapping-float-to-int", "--enable-sign-ext"])
-        .args(["--enable-reference-types", "--enable-mutable-globals", "--enable-multivalue", "-o"])
-        .arg(&tmp)
-        .arg(file)
-        .output();
-    match out {
-        Ok(o) if o.status.success() => match std::fs::rename(&tmp, file) {
-            Ok(()) => {
-                let after = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-                eprintln!("xtask: {version} optimised the wasm: {} KiB -> {} KiB", before / 1024, after / 1024);
-                true
+    for (program, prefix) in candidates {
+        let Ok(v) = Command::new(&program).args(&prefix).arg("--version").output() else {
+            eprintln!("xtask: note: {program} {} not found", prefix.join(" "));
+            continue;
+        };
+        let version = String::from_utf8_lossy(&v.stdout).trim().to_string();
+        let out = Command::new(&program)
+            .args(&prefix)
+            .args(["-O3", "--enable-bulk-memory", "--enable-nontrapping-float-to-int", "--enable-sign-ext"])
+            .args(["--enable-reference-types", "--enable-mutable-globals", "--enable-multivalue", "-o"])
+            .arg(&tmp)
+            .arg(file)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => match std::fs::rename(&tmp, file) {
+                Ok(()) => {
+                    let after = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+                    eprintln!("xtask: {version} optimised the wasm: {} KiB -> {} KiB", before / 1024, after / 1024);
+                    return true;
+                }
+                Err(e) => {
+                    eprintln!("xtask: note: could not replace {} with the optimised file: {e}", file.display());
+                    return false;
+                }
+            },
+            other => {
+                let _ = std::fs::remove_file(&tmp);
+                let why = match &other {
+                    Ok(o) => String::from_utf8_lossy(&o.stdout).lines().chain(String::from_utf8_lossy(&o.stderr).lines()).find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string(),
+                    Err(e) => e.to_string(),
+                };
+                eprintln!("xtask: note: {version} could not optimise the wasm: {why}");
             }
-            Err(e) => {
-                eprintln!("xtask: note: could not replace {} with the optimised file: {e}", file.display());
-                false
-            }
-        },
-        other => {
-            let _ = std::fs::remove_file(&tmp);
-            let why = match &other {
-                Ok(o) => String::from_utf8_lossy(&o.stdout).lines().chain(String::from_utf8_lossy(&o.stderr).lines()).find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string(),
-                Err(e) => e.to_string(),
-            };
-            let hint = if why.contains("misc prefix: 17") { " (it predates `table.fill`; a newer binaryen, e.g. npm's binaryen@132, reads it)" } else { "" };
-            eprintln!("xtask: note: {version} could not read the wasm: {why}{hint}; keeping it unoptimised (optional step)");
-            false
         }
     }
+    eprintln!("xtask: note: keeping the unoptimised wasm (optional step; a binaryen newer than 108 reads it)");
+    false
 }
 
 /// `cargo xtask serve [--port N] [--no-build]`.
@@ -301,6 +312,10 @@ fn handle(stream: TcpStream, dir: &Path) -> Result<()> {
 pub fn test() -> Result<()> {
     setup::wasm_tools()?;
     setup::chromium()?;
+    let e2e = root().join("tests/e2e");
+    // npm first: its binaryen optimises the wasm build.
+    setup::node()?;
+    setup::npm_ci(&e2e)?;
     build_wasm(true)?;
     // No -q: wasm-bindgen-test-runner rejects --quiet. The runner gives each test 20 s by
     // default; the OPFS tests move gigabytes through the browser's storage, which on a
@@ -310,9 +325,6 @@ pub fn test() -> Result<()> {
             .args(["test", "-p", "vdi-wasm", "--target", "wasm32-unknown-unknown", "--tests"])
             .env("WASM_BINDGEN_TEST_TIMEOUT", "180"),
     )?;
-    let e2e = root().join("tests/e2e");
-    setup::node()?;
-    setup::npm_ci(&e2e)?;
     let url = start_server(root().join("www"))?;
     eprintln!("xtask: serving the workbench for the browser tests at {url}");
     // The static build (tests/e2e/dist.test.mjs serves it with python3's http.server).
