@@ -4,7 +4,7 @@ use crate::block_map::{EntryClass, EntryClassifier, BLOCK_FREE};
 use crate::check::{check_image, CheckReport, MAX_LISTED};
 use crate::error::{Result, VdiError};
 use crate::header::{ImageType, VdiHeader, MAX_BLOCKS_IN_IMAGE, SECTOR_SIZE, VDI_SIGNATURE, VDI_VERSION_0_2};
-use crate::image::{read_header, slots_in_file, VdiImage};
+use crate::image::{read_header, VdiImage};
 use crate::monitor::{Monitor, NoMonitor};
 use crate::storage::{flush, read_exact, storage_len, write_all, ReadAt, Storage};
 
@@ -69,7 +69,7 @@ fn open_for_repair<S: Storage>(mut storage: S, dry_run: bool, guessed: &mut Vec<
         return Err(VdiError::Unsupported("repairing a legacy v0.2 image (v0.2 images are read-only)".into()));
     }
     let file_len = storage_len(&storage)?;
-    guess_fields(&mut header, file_len, guessed)?;
+    guess_fields(&mut header, guessed)?;
     header.validate_fields()?;
     header.validate_layout(file_len)?;
     if !guessed.is_empty() && !dry_run {
@@ -89,8 +89,10 @@ struct EntryFixes {
     used: u64,
     /// The highest slot kept + 1.
     max_end: u64,
-    /// Slots an entry may use (in the file, below blocks_in_image).
+    /// Whole slots in the file.
     slots: u64,
+    /// Blocks kept in slots past blocks_in_image (moved below it by the packing).
+    past_blocks: u64,
     /// A fixed image that loses blocks becomes a dynamic one.
     to_dynamic: bool,
 }
@@ -112,6 +114,8 @@ impl EntryFixes {
                         continue;
                     }
                     EntryClass::Zero | EntryClass::InUse(_) => continue,
+                    // Kept: packing moves it below blocks_in_image (see `apply`).
+                    EntryClass::PastBlocks(_) => continue,
                     EntryClass::OutOfRange(s) => format!(
                         "block {b} (disk offset {}) named slot {s}, not below blocks_in_image; cleared, its data is lost",
                         off()
@@ -134,7 +138,15 @@ impl EntryFixes {
         // here, or FREE already: a truncated fixed image) can only be a dynamic one. Growing
         // the file back to the size its header claims could take any amount of space.
         let to_dynamic = h.kind() == Some(ImageType::Fixed) && free + clear.len() as u64 > 0;
-        Ok(EntryFixes { clear, free, used: slots.in_use(), max_end: slots.end(), slots: slots.slots(), to_dynamic })
+        Ok(EntryFixes {
+            clear,
+            free,
+            used: slots.in_use(),
+            max_end: slots.end(),
+            slots: slots.slots(),
+            past_blocks: slots.past_blocks(),
+            to_dynamic,
+        })
     }
 
     /// The actions, for people, in the order they are done.
@@ -159,6 +171,15 @@ impl EntryFixes {
         let ba = img.header.blocks_allocated;
         if ba as u64 != used {
             say(format!("blocks_allocated set from {ba} to {used}"), false);
+        }
+        if self.past_blocks > 0 {
+            say(
+                format!(
+                    "{} block(s) stored in slots past blocks_in_image ({}) moved below it; nothing is lost",
+                    self.past_blocks, img.header.blocks_in_image
+                ),
+                false,
+            );
         }
         let leaked = self.max_end - used;
         if leaked > 0 {
@@ -208,7 +229,7 @@ fn restore_signature<S: ReadAt>(storage: &S) -> Result<VdiHeader> {
 }
 
 /// Fix header fields that break a rule but can be inferred; say what was guessed.
-fn guess_fields(h: &mut VdiHeader, file_len: u64, guessed: &mut Vec<String>) -> Result<()> {
+fn guess_fields(h: &mut VdiHeader, guessed: &mut Vec<String>) -> Result<()> {
     if h.kind().is_none() {
         guessed.push(format!("image_type {} is invalid; set to 1 (dynamic)", h.image_type));
         h.image_type = 1;
@@ -235,10 +256,7 @@ fn guess_fields(h: &mut VdiHeader, file_len: u64, guessed: &mut Vec<String>) -> 
         guessed.push(format!("disk_size {} rounded up to {r} (a whole sector)", h.disk_size));
         h.disk_size = r;
     }
-    if h.blocks_allocated > h.blocks_in_image {
-        let v = slots_in_file(h, file_len).min(h.blocks_in_image as u64) as u32;
-        guessed.push(format!("blocks_allocated {} exceeds blocks_in_image; set to {v} from the file size", h.blocks_allocated));
-        h.blocks_allocated = v;
-    }
+    // (blocks_allocated > blocks_in_image is no guess to make: the entries say which slots
+    // hold data, and the packing in `EntryFixes::apply` sets the count.)
     Ok(())
 }
