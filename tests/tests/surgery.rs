@@ -130,8 +130,16 @@ fn repair_makes_qemu_img_check_pass() {
     b[0x200 + 12 * 4..][..4].copy_from_slice(&0u32.to_le_bytes());
     b[0x200 + 13 * 4..][..4].copy_from_slice(&900u32.to_le_bytes());
     b[0x200 + 4 * 4..][..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    // And the file ends 3000 bytes into the last slot (block 10's, data at 5..5000).
+    let data = u32::from_le_bytes(b[0x158..0x15C].try_into().unwrap()) as usize;
+    assert_eq!(b.len(), data + 5 * MB);
+    b.truncate(data + 4 * MB + 3000);
     std::fs::write(&img, &b).unwrap();
     assert_eq!(run(&mut qemu_img(&["check", &img])).status.code(), Some(2));
+    // What qemu-img reads of it: repair keeps exactly that (block 12 reads slot 0, block 13
+    // and the rest of block 10 zeros, past the end of the file).
+    let theirs = p(&dir, "theirs.raw");
+    ok(&mut qemu_img(&["convert", "-f", "vdi", "-O", "raw", &img, &theirs]));
     let dry = ok(&mut vdi(&["repair", "--dry-run", &img]));
     assert!(dry.contains("dry run") && dry.contains("block 12"), "{dry}");
     assert_eq!(std::fs::read(&img).unwrap(), b, "--dry-run wrote");
@@ -147,12 +155,18 @@ fn repair_makes_qemu_img_check_pass() {
     assert!(rep["actions"].as_array().unwrap().iter().any(|a| a["data-lost"] == true && a["message"].is_string()), "{rep}");
     assert!(rep["guessed"].is_array(), "{rep}");
     qemu_clean(&img);
+    assert!(rep["actions"].as_array().unwrap().iter().any(|a| a["message"].as_str().unwrap().contains("block 12")), "{rep}");
+    ok(&mut qemu_img(&["compare", "-f", "raw", "-F", "vdi", &theirs, &img]));
     // Undamaged blocks still hold their data.
     let mut img = VdiImage::open(FileStorage::open(Path::new(&img)).unwrap()).unwrap();
     for blk in [1usize, 10] {
         let mut v = vec![0u8; MB];
         img.read_at((blk * MB) as u64, &mut v).unwrap();
-        assert_same(&v, &disk[blk * MB..(blk + 1) * MB], &format!("block {blk}"));
+        let mut want = disk[blk * MB..(blk + 1) * MB].to_vec();
+        if blk == 10 {
+            want[3000..].fill(0);
+        }
+        assert_same(&v, &want, &format!("block {blk}"));
     }
 }
 

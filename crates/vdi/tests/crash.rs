@@ -201,11 +201,18 @@ type JournalOp = dyn Fn(&mut VdiImage<&mut Journal>) -> vdi::Result<()>;
 /// each one alone, and all but each one of the unflushed writes landed. Returns (writes,
 /// flushes) of the whole operation.
 fn power_cut_everywhere(name: &str, base: MemStorage, op: &JournalOp) -> (usize, usize) {
-    power_cut_on(name, base, &|j| op(&mut VdiImage::open(j)?))
+    power_cut_on(name, base, &|j| op(&mut VdiImage::open(j)?), 0)
 }
 
 /// [`power_cut_everywhere`] for an operation on the storage (repair opens it itself).
-fn power_cut_on(name: &str, base: MemStorage, op: &dyn Fn(&mut Journal) -> vdi::Result<()>) -> (usize, usize) {
+/// Besides slots past blocks_in_image, stopped states may keep `max_corruptions` of the
+/// image's own (a repair's starting point).
+fn power_cut_on(
+    name: &str,
+    base: MemStorage,
+    op: &dyn Fn(&mut Journal) -> vdi::Result<()>,
+    max_corruptions: u64,
+) -> (usize, usize) {
     let before = disk(&base);
     let past = past_blocks(&base);
     let mut j = Journal { inner: base.clone(), log: Vec::new() };
@@ -239,7 +246,7 @@ fn power_cut_on(name: &str, base: MemStorage, op: &dyn Fn(&mut Journal) -> vdi::
             }
             let landed: Vec<usize> = keep.iter().enumerate().filter(|(_, &k)| k).map(|(i, _)| i).collect();
             let what = format!("power cut after op {end}/{}, of the {m} unflushed writes {landed:?} landed", log.len());
-            verify_left(name, &what, left, &before, &after, (0, past));
+            verify_left(name, &what, left, &before, &after, (max_corruptions, past));
         }
     }
     (writes, flushes)
@@ -430,7 +437,8 @@ fn repair_fixes_and_is_crash_safe() {
     let after = rep.after.as_ref().unwrap();
     assert!(after.is_clean(), "{:?}", after.findings);
     assert!(rep.before.corruptions >= 2);
-    assert!(rep.actions.iter().any(|a| a.data_lost && a.message.contains("block 9")), "{:?}", rep.actions);
+    // Block 9 shared block 7's slot: it keeps what it read (a copy), nothing is lost.
+    assert!(rep.actions.iter().any(|a| !a.data_lost && a.message.contains("block 9")), "{:?}", rep.actions);
     assert!(rep.actions.iter().any(|a| a.message.contains("past the end")), "{:?}", rep.actions);
     // Dry run: same plan, nothing written.
     let d = damaged();
@@ -443,11 +451,18 @@ fn repair_fixes_and_is_crash_safe() {
     let mut b = vec![0u8; BS as usize];
     img.read_at(7 * BS as u64, &mut b).unwrap();
     assert_eq!(b, pattern(1, BS as usize));
+    img.read_at(9 * BS as u64, &mut b).unwrap();
+    assert_eq!(b, pattern(1, BS as usize), "block 9 reads what it read before");
     // Stopped after any write: it opens, reads every intact block as before, and has no
     // more corruption than it started with.
     let before = rep.before.corruptions;
     let base = damaged();
-    let intact = disk_blocks(&base, &[7, 2, 11, 0, 23, 13]);
+    let intact = disk_blocks(&base, &[7, 2, 11, 0, 23, 13, 9]);
+    // A power cut anywhere in the copy of a shared slot: every block reads as before.
+    let mut dup = image(Layout::Qemu, false, 24 * BS as u64);
+    dup.write_at(0x200 + 9 * 4, &0u32.to_le_bytes()).unwrap(); // block 9 -> slot 0 (block 7's)
+    let (w, f) = power_cut_on("repair a shared slot", dup, &|j| repair(j, false, &mut NoMonitor).map(|_| ()), 2);
+    assert!(w >= 3 && f >= 3, "repair of a shared slot: {w} writes, {f} flushes");
     let mut n = 0;
     loop {
         let mut f = Faulty::new(base.clone(), n);
@@ -455,7 +470,7 @@ fn repair_fixes_and_is_crash_safe() {
         let left = f.inner;
         let r = vdi::check(left.clone(), &mut NoMonitor).unwrap();
         assert!(r.corruptions <= before, "repair stopped after write {n}: {:?}", r.findings);
-        assert_eq!(disk_blocks(&left, &[7, 2, 11, 0, 23, 13]), intact, "repair stopped after write {n}");
+        assert_eq!(disk_blocks(&left, &[7, 2, 11, 0, 23, 13, 9]), intact, "repair stopped after write {n}");
         if ok {
             assert!(r.is_clean());
             break;
@@ -561,7 +576,7 @@ fn slots_past_blocks_in_image_move_without_loss() {
         let compact = |img: &mut VdiImage<Faulty>| img.compact(false, &mut NoMonitor).map(|_| ());
         crash_everywhere("compact past blocks", base.clone(), &compact, 0);
         power_cut_everywhere("compact past blocks", base.clone(), &|img| img.compact(false, &mut NoMonitor).map(|_| ()));
-        let (w, f) = power_cut_on("repair past blocks", base.clone(), &|j| repair(j, false, &mut NoMonitor).map(|_| ()));
+        let (w, f) = power_cut_on("repair past blocks", base.clone(), &|j| repair(j, false, &mut NoMonitor).map(|_| ()), 0);
         assert!(w >= 5 && f >= 2, "repair: {w} writes, {f} flushes");
         let mut n = 0;
         let fixed = loop {
@@ -580,5 +595,38 @@ fn slots_past_blocks_in_image_move_without_loss() {
         assert_eq!(fixed.len().unwrap(), h.offset_data as u64 + 11 * BS as u64);
         assert!(vdi::check(fixed.clone(), &mut NoMonitor).unwrap().is_clean());
         assert_eq!(disk(&fixed), before);
+    }
+}
+
+#[test]
+fn repair_keeps_a_slot_cut_short_by_the_end_of_the_file() {
+    // The file ends 1000 bytes into the last slot: those bytes are the block's stored data
+    // (qemu-img reads them, then zeros); repair grows the file to the whole slot.
+    let full = image(Layout::Vbox, false, 24 * BS as u64);
+    let mut img = VdiImage::open(full.clone()).unwrap();
+    let last = (0..24).find(|&b| img.entry(b).unwrap() == vdi::Entry::Data(8)).expect("a block in slot 8");
+    let mut s = full.clone();
+    let cut = img.header().offset_data as u64 + 8 * BS as u64 + 1000;
+    s.set_len(cut).unwrap();
+    assert_eq!(VdiImage::open(s.clone()).unwrap().read_at(last as u64 * BS as u64, &mut [0u8; 1]).unwrap_err().kind(), "block-past-end");
+    let (rep, _) = repair(s.clone(), true, &mut NoMonitor).unwrap();
+    assert!(rep.actions.iter().all(|a| !a.data_lost), "{:?}", rep.actions);
+    let mut want = disk_blocks(&full, &[last as u64]).remove(0);
+    want[1000..].fill(0);
+    let mut n = 0;
+    loop {
+        let mut f = Faulty::new(s.clone(), n);
+        let ok = repair(&mut f, false, &mut NoMonitor).is_ok();
+        let r = vdi::check(f.inner.clone(), &mut NoMonitor).unwrap();
+        assert!(r.corruptions <= rep.before.corruptions, "stopped after write {n}: {:?}", r.findings);
+        if ok {
+            assert!(r.is_clean(), "{:?}", r.findings);
+            assert_eq!(disk_blocks(&f.inner, &[last as u64]), [want.clone()]);
+            let mut whole = disk(&full);
+            whole[last as usize * BS as usize + 1000..][..BS as usize - 1000].fill(0);
+            assert!(disk(&f.inner) == whole, "every other block reads as before");
+            break;
+        }
+        n += 1;
     }
 }

@@ -6,7 +6,7 @@ use crate::error::{Result, VdiError};
 use crate::header::{ImageType, VdiHeader, MAX_BLOCKS_IN_IMAGE, SECTOR_SIZE, VDI_SIGNATURE, VDI_VERSION_0_2};
 use crate::image::{read_header, VdiImage};
 use crate::monitor::{Monitor, NoMonitor};
-use crate::storage::{flush, read_exact, storage_len, write_all, ReadAt, Storage};
+use crate::storage::{flush, read_exact, set_len, storage_len, write_all, ReadAt, Storage};
 
 /// One change [`repair`] makes (or would make, in a dry run).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,13 @@ struct EntryFixes {
     /// FREE entries.
     free: u64,
     /// Entries that keep their slot.
-    used: u64,
+    in_use: u64,
+    /// Blocks that shared a slot with an earlier block, and that slot: each gets a copy of
+    /// it, so both read what they read before.
+    copies: Vec<(u32, u32, String)>,
+    /// The end of the slot the end of the file cuts short, when an entry names it: the file
+    /// grows to it (zeros), so the block keeps its stored bytes, as QEMU reads them.
+    grow_to: Option<u64>,
     /// The highest slot kept + 1.
     max_end: u64,
     /// Whole slots in the file.
@@ -98,11 +104,18 @@ struct EntryFixes {
 }
 
 impl EntryFixes {
-    /// Classify every entry; each one check calls a corruption is to be cleared.
+    /// Classify every entry: what is readable is kept (see the rules in the module docs of
+    /// this file), what names no stored byte is cleared.
     fn plan<S: Storage>(img: &mut VdiImage<S>) -> Result<Self> {
         let h = img.header.clone();
-        let mut slots = EntryClassifier::with_owners(h.blocks_in_image, img.slots_in_file());
+        // The slot the end of the file falls in, when some of its data bytes are stored, is
+        // classified as if whole: the file grows to it before anything else is written.
+        let cut = img.slots_in_file();
+        let cut_start = img.slot_base(cut) + h.block_extra as u64;
+        let partial = cut_start < img.file_len;
+        let mut slots = EntryClassifier::with_owners(h.blocks_in_image, cut + partial as u64);
         let mut clear: Vec<(u32, String)> = Vec::new();
+        let mut copies: Vec<(u32, u32, String)> = Vec::new();
         let mut free = 0u64;
         img.map.scan(&img.storage, 0, h.blocks_in_image, |first, entries| {
             for (k, &raw) in entries.iter().enumerate() {
@@ -124,11 +137,16 @@ impl EntryFixes {
                         "block {b} (disk offset {}) named slot {s}, past the end of the file; cleared, its data was never stored",
                         off()
                     ),
-                    EntryClass::Duplicate { slot: s, first } => format!(
-                        "block {b} (disk offset {}) shared slot {s} with {}; cleared, block {b} now reads zeros",
-                        off(),
-                        first.map_or("an earlier block".to_string(), |f| format!("block {f}"))
-                    ),
+                    EntryClass::Duplicate { slot: s, first } => {
+                        let why = format!(
+                            "block {b} (disk offset {}) shared slot {s} with {}; given its own copy of that slot, so both \
+                             read what they read before (one of them likely holds the other's data)",
+                            off(),
+                            first.map_or("an earlier block".to_string(), |f| format!("block {f}"))
+                        );
+                        copies.push((b, s, why));
+                        continue;
+                    }
                 };
                 clear.push((b, why));
             }
@@ -138,10 +156,13 @@ impl EntryFixes {
         // here, or FREE already: a truncated fixed image) can only be a dynamic one. Growing
         // the file back to the size its header claims could take any amount of space.
         let to_dynamic = h.kind() == Some(ImageType::Fixed) && free + clear.len() as u64 > 0;
+        let grow_to = (partial && slots.is_taken(cut)).then(|| img.slot_base(cut + 1));
         Ok(EntryFixes {
             clear,
             free,
-            used: slots.in_use(),
+            in_use: slots.in_use(),
+            copies,
+            grow_to,
             max_end: slots.end(),
             slots: slots.slots(),
             past_blocks: slots.past_blocks(),
@@ -152,11 +173,28 @@ impl EntryFixes {
     /// The actions, for people, in the order they are done.
     fn describe<S: Storage>(&self, img: &VdiImage<S>, file_len: u64, actions: &mut Vec<RepairAction>) {
         let mut say = |message: String, data_lost: bool| actions.push(RepairAction { message, data_lost });
+        if let Some(end) = self.grow_to {
+            say(
+                format!(
+                    "the end of the file cuts slot {} short: the file grows by {} zero bytes, so the data stored in it is kept \
+                     (as qemu-img reads it: zeros past the end of the file)",
+                    self.slots - 1,
+                    end - file_len
+                ),
+                false,
+            );
+        }
         for (_, m) in self.clear.iter().take(MAX_LISTED) {
             say(m.clone(), true);
         }
         if self.clear.len() > MAX_LISTED {
             say(format!("... and {} more entries cleared", self.clear.len() - MAX_LISTED), true);
+        }
+        for (_, _, m) in self.copies.iter().take(MAX_LISTED) {
+            say(m.clone(), false);
+        }
+        if self.copies.len() > MAX_LISTED {
+            say(format!("... and {} more shared slots copied", self.copies.len() - MAX_LISTED), false);
         }
         if self.to_dynamic {
             say(
@@ -167,7 +205,7 @@ impl EntryFixes {
                 false,
             );
         }
-        let used = self.used;
+        let used = self.in_use + self.copies.len() as u64;
         let ba = img.header.blocks_allocated;
         if ba as u64 != used {
             say(format!("blocks_allocated set from {ba} to {used}"), false);
@@ -181,11 +219,12 @@ impl EntryFixes {
                 false,
             );
         }
-        let leaked = self.max_end - used;
+        let leaked = self.max_end - self.in_use;
         if leaked > 0 {
             say(format!("{leaked} leaked slot(s) reclaimed by moving blocks from the end of the file"), false);
         }
         let end = img.slot_base(used);
+        let file_len = file_len.max(self.grow_to.unwrap_or(0));
         if file_len > end {
             say(format!("file truncated to {end} bytes (from {file_len})"), false);
         }
@@ -193,6 +232,13 @@ impl EntryFixes {
 
     /// Write the fixes, in a crash-safe order.
     fn apply<S: Storage>(&self, img: &mut VdiImage<S>, monitor: &mut dyn Monitor) -> Result<()> {
+        // 0. The slot the end of the file cuts short becomes whole (zeros past the old end):
+        // only bytes past the end of the file change.
+        if let Some(end) = self.grow_to {
+            set_len(&mut img.storage, end)?;
+            img.file_len = end;
+            flush(&mut img.storage)?;
+        }
         // 1. The header count covers every slot still in use (never below: crash-safe).
         let ba = img.header.blocks_allocated as u64;
         let recount = ba < self.max_end || ba > self.slots;
@@ -210,7 +256,27 @@ impl EntryFixes {
             img.map.set(&img.storage, *b, BLOCK_FREE)?;
         }
         img.map.flush(&mut img.storage)?;
-        // 3. Fill holes, set the count, truncate.
+        // 3. Each block that shared a slot gets a copy of it past the slots counted (free:
+        // step 1), then the count covers the copies, then the entries point at them; a
+        // barrier between each (a copy lands before anything names it).
+        if !self.copies.is_empty() {
+            let first = img.header.blocks_allocated as u64;
+            let end = u32::try_from(first + self.copies.len() as u64)
+                .map_err(|_| VdiError::Unsupported("more slots than a block-map entry can name".into()))?;
+            let mut buf = Vec::new();
+            for (k, (_, slot, _)) in self.copies.iter().enumerate() {
+                img.copy_slot(*slot as u64, first + k as u64, &mut buf)?;
+            }
+            img.barrier()?;
+            img.header.blocks_allocated = end;
+            img.write_header()?;
+            img.barrier()?;
+            for (k, (b, _, _)) in self.copies.iter().enumerate() {
+                img.map.set(&img.storage, *b, (first + k as u64) as u32)?;
+            }
+            img.barrier()?;
+        }
+        // 4. Fill holes, set the count, truncate.
         img.reclaim_unchecked(monitor)?;
         Ok(())
     }
