@@ -115,9 +115,9 @@ enum Taken {
 pub struct EntryClassifier {
     blocks_in_image: u32,
     /// Slots below `blocks_in_image` in the file (those `taken` covers).
-    slots: u64,
+    below: u64,
     /// Whole slots in the file, past `blocks_in_image` too.
-    file_slots: u64,
+    slots: u64,
     taken: Taken,
     /// Slots past `blocks_in_image` taken so far, and the block that took each: at most one
     /// per entry read, so bounded by the map's bytes in the file.
@@ -141,15 +141,15 @@ impl EntryClassifier {
         Self::with(blocks_in_image, slots_in_file, Taken::Owners(vec![NO_OWNER; slots as usize]))
     }
 
-    fn with(blocks_in_image: u32, file_slots: u64, taken: Taken) -> Self {
-        let slots = file_slots.min(blocks_in_image as u64);
-        EntryClassifier { blocks_in_image, slots, file_slots, taken, past: BTreeMap::new(), in_use: 0, end: 0 }
+    fn with(blocks_in_image: u32, slots: u64, taken: Taken) -> Self {
+        let below = slots.min(blocks_in_image as u64);
+        EntryClassifier { blocks_in_image, below, slots, taken, past: BTreeMap::new(), in_use: 0, end: 0 }
     }
 
     /// Slots whose data lies wholly inside the file (past `blocks_in_image` too: see
     /// [`EntryClass::PastBlocks`]).
     pub fn slots(&self) -> u64 {
-        self.file_slots
+        self.slots
     }
 
     /// Entries classified [`EntryClass::PastBlocks`] so far.
@@ -163,11 +163,11 @@ impl EntryClassifier {
         let slot = match Entry::from_raw(raw) {
             Entry::Free => return EntryClass::Free,
             Entry::Zero => return EntryClass::Zero,
-            Entry::Data(s) if s >= self.blocks_in_image && s as u64 >= self.file_slots => {
+            Entry::Data(s) if s >= self.blocks_in_image && s as u64 >= self.slots => {
                 return EntryClass::OutOfRange(s)
             }
             Entry::Data(s) if s >= self.blocks_in_image => return self.classify_past_blocks(block, s),
-            Entry::Data(s) if s as u64 >= self.slots => return EntryClass::PastEnd(s),
+            Entry::Data(s) if s as u64 >= self.below => return EntryClass::PastEnd(s),
             Entry::Data(s) => s,
         };
         let i = slot as usize;
@@ -208,7 +208,7 @@ impl EntryClassifier {
 
     /// True when an entry classified so far took `slot`.
     pub fn is_taken(&self, slot: u64) -> bool {
-        if slot >= self.slots {
+        if slot >= self.below {
             return u32::try_from(slot).is_ok_and(|s| self.past.contains_key(&s));
         }
         match &self.taken {

@@ -1,4 +1,5 @@
-//! Repair: rebuild what check finds broken and can be inferred, clear the rest.
+//! Repair: rebuild what check finds broken and can be inferred, keep every block whose data
+//! is in the file, clear only entries that name no stored byte.
 
 use crate::block_map::{EntryClass, EntryClassifier, BLOCK_FREE};
 use crate::check::{check_image, CheckReport, MAX_LISTED};
@@ -32,11 +33,19 @@ pub struct RepairReport {
     pub after: Option<CheckReport>,
 }
 
-/// Repair what check finds and can be fixed: entries out of range, past the end of the file
-/// or duplicated are cleared (the data they named is reported lost), `blocks_allocated` is
-/// recomputed, leaked slots are reclaimed, trailing bytes are cut, an odd `disk_size` is
-/// rounded up to a sector. Header fields that break a rule but can be inferred are rebuilt
-/// and listed in `guessed`. With `dry_run` nothing is written.
+/// Repair what check finds and can be fixed, never discarding a block whose data is in the
+/// file and readable (each rule keeps what QEMU reads):
+/// - a slot past `blocks_in_image` inside the file: kept, moved below it by the packing;
+/// - a slot two blocks share: the later block gets its own copy (both read as before);
+/// - the slot the end of the file cuts short: kept, the file grows to it (zeros past the
+///   old end, as QEMU reads them);
+/// - an entry naming no stored byte (wholly past the end of the file): cleared, reported
+///   lost (it could not be read before either);
+/// - `blocks_allocated` recomputed, leaked slots reclaimed, trailing bytes cut, an odd
+///   `disk_size` rounded up to a sector, a fixed image that lost blocks made dynamic.
+///
+/// Header fields that break a rule but can be inferred are rebuilt and listed in `guessed`.
+/// With `dry_run` nothing is written.
 pub fn repair<S: Storage>(storage: S, dry_run: bool, monitor: &mut dyn Monitor) -> Result<(RepairReport, S)> {
     let mut rep = RepairReport { dry_run, ..Default::default() };
     let mut img = open_for_repair(storage, dry_run, &mut rep.guessed)?;
