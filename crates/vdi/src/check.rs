@@ -273,17 +273,25 @@ fn scan_entries<S: ReadAt>(
                 ),
                 EntryClass::PastEnd(slot) => {
                     let off = h.offset_data as u64 + slot as u64 * stride;
+                    let stored = file_len.saturating_sub(h.slot_offset(slot));
+                    let kept = if stored > 0 {
+                        format!("; its first {stored} bytes are stored (repair keeps them, zeros after, as qemu-img reads it)")
+                    } else {
+                        String::new()
+                    };
                     (
                         FindingKind::EntryPastEnd,
                         format!(
-                            "block {block} maps to slot {slot} at {off}..{}, past the end of the file ({file_len} bytes)",
+                            "block {block} maps to slot {slot} at {off}..{}, past the end of the file ({file_len} bytes){kept}",
                             off + stride
                         ),
                     )
                 }
                 EntryClass::Duplicate { slot, .. } => (
                     FindingKind::DuplicateEntry,
-                    format!("block {block} maps to slot {slot}, which an earlier block already uses"),
+                    format!(
+                        "block {block} maps to slot {slot}, which an earlier block already uses (repair gives it a copy: both keep what they read)"
+                    ),
                 ),
             };
             r.add(Severity::Corruption, kind, format!("block {block}"), message);

@@ -1191,6 +1191,24 @@ fn writes_refused_where_they_must_be() {
     let e = img.write_at(6 * 4096 + 10, &[1, 2, 3]).unwrap_err();
     assert_eq!(e.kind(), "block-past-end", "{e}");
     assert_eq!(img.into_storage().into_vec(), past.bytes, "nothing written");
+
+    // Slots past blocks_in_image: a count over it refuses every write (even into a block
+    // already stored); an entry past it with the count below still never lets a new block
+    // land on it (the next slot would be past the map's range).
+    let over = q.with(|b| put32(b, BLOCKS_ALLOCATED, 10));
+    let mut img = VdiImage::open(MemStorage::from_vec(over.clone())).unwrap();
+    for at in [0, 4096] {
+        let e = img.write_at(at, &[1]).unwrap_err();
+        assert!(e.kind() == "unsupported" && e.to_string().contains("repair or compact"), "{e}");
+    }
+    assert_eq!(img.into_storage().into_vec(), over, "nothing written");
+    let mut beyond = q.clone();
+    beyond.set_entry(6, 9);
+    beyond.bytes.resize(0x400 + 10 * 4096, 0x77);
+    let mut img = VdiImage::open(MemStorage::from_vec(beyond.bytes.clone())).unwrap();
+    let e = img.write_at(4096, &[1]).unwrap_err();
+    assert!(e.kind() == "unsupported" && e.to_string().contains("repair the image first"), "{e}");
+    assert_eq!(img.into_storage().into_vec(), beyond.bytes, "nothing written");
 }
 
 /// A block_extra image is written like any other: data after each slot's prefix.
