@@ -249,6 +249,56 @@ describe('edit panel', () => {
     assert.equal(await page.isHidden('#repair-offer'), true, 'no repair offer for a file repair cannot rebuild');
   });
 
+  test('slots past blocks_in_image (a compaction tool\'s image): read-only, then repair and compact on the copy keep every byte', async () => {
+    const { page } = wb;
+    // qemu-img's image of 8 blocks with data in 0, 2, 3, 5; then by hand: holes up to slot 8,
+    // blocks 6 and 7 appended at slots 8 and 9 (past blocks_in_image), blocks_allocated 10.
+    const src = s.file('past-src.raw');
+    for (const [i, b] of [0, 2, 3, 5].entries()) writePattern(src, b * MiB, MiB, 40 + i);
+    fs.truncateSync(src, 8 * MiB);
+    const img = s.file('past.vdi');
+    run('qemu-img', ['convert', '-f', 'raw', '-O', 'vdi', src, img]);
+    const head = fs.readFileSync(img).subarray(0, 0x200);
+    const [bmap, data] = [head.readUInt32LE(0x154), head.readUInt32LE(0x158)];
+    assert.equal(fs.statSync(img).size, data + 4 * MiB);
+    fs.truncateSync(img, data + 8 * MiB);
+    writePattern(img, data + 8 * MiB, 2 * MiB, 48);
+    const fd = fs.openSync(img, 'r+');
+    const u32 = (v) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
+    fs.writeSync(fd, u32(8), 0, 4, bmap + 6 * 4);
+    fs.writeSync(fd, u32(9), 0, 4, bmap + 7 * 4);
+    fs.writeSync(fd, u32(10), 0, 4, 0x184);
+    fs.closeSync(fd);
+    const want = s.file('past-want.raw');
+    run('qemu-img', ['convert', '-f', 'vdi', '-O', 'raw', img, want]);
+    assert.equal(vdiCheckJson(img).corruptions, 3);
+
+    // It opens (read-only, with the engine's note); the editable copy is repaired, not emptied.
+    await openImage(page, img);
+    assert.match(await page.textContent('#notes'), /blocks_allocated 10 exceeds blocks_in_image 8/);
+    for (const op of ['repair', 'compact']) {
+      await page.click('#edit-copy');
+      assert.match((await editResult(page)).text, /editable copy/);
+      if (op === 'repair') {
+        await submit(page, '#edit-repair-plan');
+        const plan = await page.textContent('#edit-actions');
+        assert.match(plan, /2 block\(s\) stored in slots past blocks_in_image \(8\) moved below it/);
+        assert.doesNotMatch(plan, /Data lost/);
+        assert.equal((await submit(page, '#edit-repair')).corruptionsAfter, '0');
+      } else {
+        await submit(page, '#edit-compact');
+      }
+      assert.equal((await headerFields(page))['blocks-allocated'].raw, '6');
+      const got = await saveEdited(page, s.dir);
+      assert.equal(qemuCheck(got).code, 0, `${op}: ${qemuCheck(got).out}`);
+      qemuCompare(got, want);
+      assert.equal(fs.statSync(got).size, data + 6 * MiB, op);
+      fs.rmSync(got);
+      await closeCopy(page);
+    }
+    for (const f of [src, img, want]) fs.rmSync(f);
+  });
+
   test('create from a raw disk file: only data blocks stored, qemu-img reads the same disk', async () => {
     const { page } = wb;
     // 20 MiB + 1000 bytes (not a whole sector: the disk is rounded up, as qemu-img does),

@@ -421,6 +421,7 @@ impl Cases {
 
 const EPE: &str = "entry-past-end";
 const EOR: &str = "entry-out-of-range";
+const PAST: &str = "slot-past-blocks";
 const DUP: &str = "duplicate-entry";
 const MISMATCH: &str = "allocated-mismatch";
 const LEAK: &str = "leaked-slot";
@@ -596,14 +597,15 @@ pub fn build(work: &Path) -> Corpus {
         &["disk_size = 18446744073709551615"],
         fails_check.clone(),
     );
-    c.fails(
+    // Opens read-only (see q-slots-past-blocks); the file holds 2 of the 5 slots counted.
+    c.finds(
         &q,
         "q-blocks-allocated-over",
         "blocks_allocated 5, over blocks_in_image (4)",
         q.with(|b| put32(b, BLOCKS_ALLOCATED, 5)),
-        "invalid-field",
-        &["blocks_allocated = 5", "at most blocks_in_image (4)"],
-        fails_check.clone(),
+        q.disk.clone(),
+        found(2, &[PAST, SHORT]),
+        &[],
     );
     // The map read one byte on: entry 0 = 0xff000000 and entry 2 = 0x01ffffff (out of range),
     // entry 1 FREE, entry 3 = 0 (slot 0); slot 1 is then unreferenced.
@@ -780,6 +782,27 @@ pub fn build(work: &Path) -> Corpus {
         q.disk.clone(),
         found(2, &[EOR, MISMATCH]),
         &[2],
+    );
+    // What third-party compaction tools leave: blocks 1 and 2 stored in slots 4 and 5, past
+    // blocks_in_image (4), inside the file (slots 2 and 3 are holes), blocks_allocated 6.
+    // Every byte reads (as qemu-img reads it); repair and compact move them without loss.
+    let mut past = q.clone();
+    past.bytes.resize(q.data() + 4 * MIB as usize, 0x5A);
+    past.bytes.extend(pattern(41, MIB as usize));
+    past.bytes.extend(pattern(42, MIB as usize));
+    put32(&mut past.bytes, q.bmap() + 4, 4);
+    put32(&mut past.bytes, q.bmap() + 8, 5);
+    put32(&mut past.bytes, BLOCKS_ALLOCATED, 6);
+    past.disk = past.disk_with_block_from_slot(1, 4);
+    past.disk = past.disk_with_block_from_slot(2, 5);
+    c.finds(
+        &q,
+        "q-slots-past-blocks",
+        "blocks 1 and 2 -> slots 4 and 5, past blocks_in_image (4) but in the file; blocks_allocated 6",
+        past.bytes,
+        past.disk,
+        found(2, &[PAST, PAST, PAST, LEAK, LEAK]),
+        &[],
     );
     c.finds(
         &q,

@@ -130,8 +130,16 @@ fn repair_makes_qemu_img_check_pass() {
     b[0x200 + 12 * 4..][..4].copy_from_slice(&0u32.to_le_bytes());
     b[0x200 + 13 * 4..][..4].copy_from_slice(&900u32.to_le_bytes());
     b[0x200 + 4 * 4..][..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    // And the file ends 3000 bytes into the last slot (block 10's, data at 5..5000).
+    let data = u32::from_le_bytes(b[0x158..0x15C].try_into().unwrap()) as usize;
+    assert_eq!(b.len(), data + 5 * MB);
+    b.truncate(data + 4 * MB + 3000);
     std::fs::write(&img, &b).unwrap();
     assert_eq!(run(&mut qemu_img(&["check", &img])).status.code(), Some(2));
+    // What qemu-img reads of it: repair keeps exactly that (block 12 reads slot 0, block 13
+    // and the rest of block 10 zeros, past the end of the file).
+    let theirs = p(&dir, "theirs.raw");
+    ok(&mut qemu_img(&["convert", "-f", "vdi", "-O", "raw", &img, &theirs]));
     let dry = ok(&mut vdi(&["repair", "--dry-run", &img]));
     assert!(dry.contains("dry run") && dry.contains("block 12"), "{dry}");
     assert_eq!(std::fs::read(&img).unwrap(), b, "--dry-run wrote");
@@ -147,12 +155,18 @@ fn repair_makes_qemu_img_check_pass() {
     assert!(rep["actions"].as_array().unwrap().iter().any(|a| a["data-lost"] == true && a["message"].is_string()), "{rep}");
     assert!(rep["guessed"].is_array(), "{rep}");
     qemu_clean(&img);
+    assert!(rep["actions"].as_array().unwrap().iter().any(|a| a["message"].as_str().unwrap().contains("block 12")), "{rep}");
+    ok(&mut qemu_img(&["compare", "-f", "raw", "-F", "vdi", &theirs, &img]));
     // Undamaged blocks still hold their data.
     let mut img = VdiImage::open(FileStorage::open(Path::new(&img)).unwrap()).unwrap();
     for blk in [1usize, 10] {
         let mut v = vec![0u8; MB];
         img.read_at((blk * MB) as u64, &mut v).unwrap();
-        assert_same(&v, &disk[blk * MB..(blk + 1) * MB], &format!("block {blk}"));
+        let mut want = disk[blk * MB..(blk + 1) * MB].to_vec();
+        if blk == 10 {
+            want[3000..].fill(0);
+        }
+        assert_same(&v, &want, &format!("block {blk}"));
     }
 }
 
@@ -248,4 +262,65 @@ fn compact_a_virtualbox_image() {
     assert_eq!(std::fs::metadata(&img).unwrap().len(), len0 - zero_blocks * MB as u64);
     assert_eq!(hash(&img), before, "content changed");
     qemu_clean(&img);
+}
+
+/// What third-party compaction tools leave, made by hand from a qemu-img image: two blocks
+/// appended at slots `blocks_in_image` and `blocks_in_image + 1` (the slots between are
+/// holes), the entries of two FREE blocks pointed at them, the count raised. qemu-img reads
+/// it; we read the same bytes, and repair and compact move the blocks without loss.
+#[test]
+fn slots_past_blocks_in_image_keep_every_byte() {
+    let dir = scratch();
+    let (raw0, img) = (p(&dir, "src.raw"), p(&dir, "past.vdi"));
+    let mut disk = vec![0u8; 8 * MB];
+    for (i, b) in [0usize, 2, 3, 5].into_iter().enumerate() {
+        disk[b * MB..(b + 1) * MB].copy_from_slice(&pattern(i as u64 + 20, MB));
+    }
+    std::fs::write(&raw0, &disk).unwrap();
+    ok(&mut qemu_img(&["convert", "-f", "raw", "-O", "vdi", &raw0, &img]));
+    let h = VdiImage::open(FileStorage::open(Path::new(&img)).unwrap()).unwrap().header().clone();
+    assert_eq!((h.blocks_in_image, h.blocks_allocated, h.block_size as usize), (8, 4, MB));
+    let (bmap, data) = (h.offset_bmap as usize, h.offset_data as usize);
+    let mut b = std::fs::read(&img).unwrap();
+    assert_eq!(b.len(), data + 4 * MB);
+    b.resize(data + 8 * MB, 0x5A); // slots 4..7: holes
+    b.extend(pattern(31, MB)); // slot 8 = blocks_in_image
+    b.extend(pattern(32, MB)); // slot 9
+    b[bmap + 6 * 4..][..4].copy_from_slice(&8u32.to_le_bytes());
+    b[bmap + 7 * 4..][..4].copy_from_slice(&9u32.to_le_bytes());
+    b[0x184..0x188].copy_from_slice(&10u32.to_le_bytes());
+    std::fs::write(&img, &b).unwrap();
+    // qemu-img reads it (and its check calls each such entry an error); we read the same.
+    let qraw = p(&dir, "qemu.raw");
+    ok(&mut qemu_img(&["convert", "-f", "vdi", "-O", "raw", &img, &qraw]));
+    let theirs = std::fs::read(&qraw).unwrap();
+    assert_same(&theirs[6 * MB..7 * MB], &pattern(31, MB), "qemu-img reads slot 8 for block 6");
+    let ours = p(&dir, "ours.raw");
+    ok(&mut vdi(&["convert", &img, &ours]));
+    assert_same(&std::fs::read(&ours).unwrap(), &theirs, "our reads against qemu-img's");
+    assert_eq!(run(&mut qemu_img(&["check", &img])).status.code(), Some(2));
+    // It opens read-only with the finding; check says what fixes it; writes are refused.
+    let info = ok(&mut vdi(&["info", &img]));
+    assert!(info.contains("blocks_allocated 10 exceeds blocks_in_image 8"), "{info}");
+    let o = run(&mut vdi(&["check", "--json", &img]));
+    assert_eq!(o.status.code(), Some(2));
+    let c = json(&String::from_utf8_lossy(&o.stdout));
+    let past: Vec<_> = c["findings"].as_array().unwrap().iter().filter(|f| f["kind"] == "slot-past-blocks").collect();
+    assert_eq!(past.len(), 3, "{c}");
+    assert!(past.iter().all(|f| f["message"].as_str().unwrap().contains("repair or compact")), "{c}");
+    assert_eq!(run(&mut vdi(&["write", &img, &raw0])).status.code(), Some(1));
+    assert_eq!(std::fs::read(&img).unwrap(), b, "a refused write changed the file");
+    let plan = json(&ok(&mut vdi(&["repair", "--dry-run", "--json", &img])));
+    assert!(plan["actions"].as_array().unwrap().iter().all(|a| a["data-lost"] == false), "{plan}");
+    // Repair and compact: qemu-img check clean, the same disk, the file cut to six slots.
+    for op in ["repair", "compact"] {
+        let fixed = p(&dir, &format!("{op}.vdi"));
+        std::fs::copy(&img, &fixed).unwrap();
+        ok(&mut vdi(&[op, &fixed]));
+        qemu_clean(&fixed);
+        ok(&mut qemu_img(&["compare", "-f", "raw", "-F", "vdi", &qraw, &fixed]));
+        assert_eq!(std::fs::metadata(&fixed).unwrap().len(), (data + 6 * MB) as u64, "{op}");
+        let c = json(&ok(&mut vdi(&["check", "--json", &fixed])));
+        assert_eq!(c["allocated-clusters"], 6, "{op}: {c}");
+    }
 }

@@ -78,8 +78,13 @@ pub enum EntryClass {
     Zero,
     /// A slot inside the file that no earlier entry names: the block's data.
     InUse(u32),
-    /// A slot not below `blocks_in_image`.
+    /// A slot not below `blocks_in_image` whose data is not (wholly) in the file.
     OutOfRange(u32),
+    /// A slot not below `blocks_in_image` whose data lies wholly inside the file and that no
+    /// earlier entry names, as some compaction tools leave it: the block's data, readable
+    /// (QEMU reads it), though VirtualBox refuses the image. Repair and compact move it
+    /// below `blocks_in_image`.
+    PastBlocks(u32),
     /// A slot whose data lies (partly) past the end of the file.
     PastEnd(u32),
     /// A slot an earlier entry already names; `first` is that entry's block when the
@@ -109,8 +114,14 @@ enum Taken {
 #[derive(Debug, Clone)]
 pub struct EntryClassifier {
     blocks_in_image: u32,
+    /// Slots below `blocks_in_image` in the file (those `taken` covers).
+    below: u64,
+    /// Whole slots in the file, past `blocks_in_image` too.
     slots: u64,
     taken: Taken,
+    /// Slots past `blocks_in_image` taken so far, and the block that took each: at most one
+    /// per entry read, so bounded by the map's bytes in the file.
+    past: BTreeMap<u32, u32>,
     in_use: u64,
     end: u64,
 }
@@ -120,23 +131,30 @@ impl EntryClassifier {
     /// `slots_in_file` whole slots (see [`crate::VdiImage::slots_in_file`]).
     pub fn new(blocks_in_image: u32, slots_in_file: u64) -> Self {
         let slots = slots_in_file.min(blocks_in_image as u64);
-        Self::with(blocks_in_image, slots, Taken::Bits(vec![0; slots.div_ceil(64) as usize]))
+        Self::with(blocks_in_image, slots_in_file, Taken::Bits(vec![0; slots.div_ceil(64) as usize]))
     }
 
     /// Like [`EntryClassifier::new`], remembering which block took each slot, so that a
     /// duplicate names the block it collides with (4 bytes per slot instead of one bit).
     pub fn with_owners(blocks_in_image: u32, slots_in_file: u64) -> Self {
         let slots = slots_in_file.min(blocks_in_image as u64);
-        Self::with(blocks_in_image, slots, Taken::Owners(vec![NO_OWNER; slots as usize]))
+        Self::with(blocks_in_image, slots_in_file, Taken::Owners(vec![NO_OWNER; slots as usize]))
     }
 
     fn with(blocks_in_image: u32, slots: u64, taken: Taken) -> Self {
-        EntryClassifier { blocks_in_image, slots, taken, in_use: 0, end: 0 }
+        let below = slots.min(blocks_in_image as u64);
+        EntryClassifier { blocks_in_image, below, slots, taken, past: BTreeMap::new(), in_use: 0, end: 0 }
     }
 
-    /// Slots an entry may use: those wholly inside the file and below `blocks_in_image`.
+    /// Slots whose data lies wholly inside the file (past `blocks_in_image` too: see
+    /// [`EntryClass::PastBlocks`]).
     pub fn slots(&self) -> u64 {
         self.slots
+    }
+
+    /// Entries classified [`EntryClass::PastBlocks`] so far.
+    pub fn past_blocks(&self) -> u64 {
+        self.past.len() as u64
     }
 
     /// Classify the raw entry `raw` of block `block`; entries must come in map order (the
@@ -145,8 +163,11 @@ impl EntryClassifier {
         let slot = match Entry::from_raw(raw) {
             Entry::Free => return EntryClass::Free,
             Entry::Zero => return EntryClass::Zero,
-            Entry::Data(s) if s >= self.blocks_in_image => return EntryClass::OutOfRange(s),
-            Entry::Data(s) if s as u64 >= self.slots => return EntryClass::PastEnd(s),
+            Entry::Data(s) if s >= self.blocks_in_image && s as u64 >= self.slots => {
+                return EntryClass::OutOfRange(s)
+            }
+            Entry::Data(s) if s >= self.blocks_in_image => return self.classify_past_blocks(block, s),
+            Entry::Data(s) if s as u64 >= self.below => return EntryClass::PastEnd(s),
             Entry::Data(s) => s,
         };
         let i = slot as usize;
@@ -173,8 +194,23 @@ impl EntryClassifier {
         EntryClass::InUse(slot)
     }
 
+    /// A slot past `blocks_in_image` but inside the file.
+    fn classify_past_blocks(&mut self, block: u32, slot: u32) -> EntryClass {
+        if let Some(&first) = self.past.get(&slot) {
+            let first = matches!(self.taken, Taken::Owners(_)).then_some(first);
+            return EntryClass::Duplicate { slot, first };
+        }
+        self.past.insert(slot, block);
+        self.in_use += 1;
+        self.end = self.end.max(slot as u64 + 1);
+        EntryClass::PastBlocks(slot)
+    }
+
     /// True when an entry classified so far took `slot`.
     pub fn is_taken(&self, slot: u64) -> bool {
+        if slot >= self.below {
+            return u32::try_from(slot).is_ok_and(|s| self.past.contains_key(&s));
+        }
         match &self.taken {
             Taken::Bits(bits) => bits[(slot / 64) as usize] & (1 << (slot % 64)) != 0,
             Taken::Owners(owners) => owners[slot as usize] != NO_OWNER,
@@ -469,8 +505,17 @@ mod tests {
             assert_eq!((c.in_use(), c.end(), c.slots()), (2, 3, 4));
             assert!(c.is_taken(0) && !c.is_taken(1) && c.is_taken(2) && !c.is_taken(3));
         }
-        // Never more slots than entries, whatever the file holds.
-        assert_eq!(EntryClassifier::new(3, 100).slots(), 3);
+        // Slots past blocks_in_image but inside the file hold data too (a compaction tool's
+        // leftovers); a second entry naming one is a duplicate.
+        for owners in [false, true] {
+            let mut c = if owners { EntryClassifier::with_owners(4, 7) } else { EntryClassifier::new(4, 7) };
+            assert_eq!(c.classify(0, 5), EntryClass::PastBlocks(5));
+            assert_eq!(c.classify(1, 7), EntryClass::OutOfRange(7));
+            assert_eq!(c.classify(2, 5), EntryClass::Duplicate { slot: 5, first: owners.then_some(0) });
+            assert_eq!(c.classify(3, 1), EntryClass::InUse(1));
+            assert_eq!((c.in_use(), c.end(), c.slots(), c.past_blocks()), (2, 6, 7, 1));
+            assert!(c.is_taken(5) && !c.is_taken(4) && !c.is_taken(6) && c.is_taken(1));
+        }
     }
 
     #[test]

@@ -356,6 +356,9 @@ impl<S: Storage> Chain<S> {
             return Err(VdiError::InvalidArgument("commit needs a differencing image and its parent".into()));
         }
         let (t, p) = (n - 1, n - 2);
+        // Refused before anything is written (a layer with slots past blocks_in_image, say).
+        self.layers[p].check_writable_layer()?;
+        self.layers[t].check_writable_layer()?;
         let bs = self.block_size();
         let size = self.layers[p].virtual_size().min(self.virtual_size());
         let nblocks = size.div_ceil(bs) as u32;
@@ -443,6 +446,7 @@ impl<S: Storage> Chain<S> {
             return Err(VdiError::InvalidArgument("the image has no parent to merge".into()));
         }
         let (t, p) = (n - 1, n - 2);
+        self.layers[t].check_writable_layer()?;
         let bs = self.block_size();
         let size = self.layers[p].virtual_size().min(self.virtual_size());
         let nblocks = size.div_ceil(bs) as u32;

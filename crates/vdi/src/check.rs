@@ -40,8 +40,12 @@ pub enum FindingKind {
     BadLayout,
     /// The file ends inside the block map.
     MapTruncated,
-    /// An entry names a slot >= blocks_in_image.
+    /// An entry names a slot >= blocks_in_image that the file does not hold.
     EntryOutOfRange,
+    /// Slots past blocks_in_image hold data (an entry names one, or `blocks_allocated`
+    /// counts them), as some compaction tools leave an image: every byte reads, VirtualBox
+    /// refuses the image, repair and compact move the blocks below blocks_in_image.
+    SlotPastBlocks,
     /// An entry names a slot whose data lies (partly) past the end of the file.
     EntryPastEnd,
     /// Two entries name the same slot.
@@ -65,6 +69,7 @@ impl FindingKind {
             FindingKind::BadLayout => "bad-layout",
             FindingKind::MapTruncated => "map-truncated",
             FindingKind::EntryOutOfRange => "entry-out-of-range",
+            FindingKind::SlotPastBlocks => "slot-past-blocks",
             FindingKind::EntryPastEnd => "entry-past-end",
             FindingKind::DuplicateEntry => "duplicate-entry",
             FindingKind::AllocatedMismatch => "allocated-mismatch",
@@ -98,6 +103,9 @@ pub struct CheckReport {
     pub corruptions: u64,
     /// Leaks found (all, listed or not).
     pub leaks: u64,
+    /// Of the corruptions, those of kind [`FindingKind::SlotPastBlocks`] (all, listed or
+    /// not): the ones repair and compact fix without loss.
+    pub past_blocks: u64,
     /// Entries in the block map (blocks_in_image).
     pub total_blocks: u64,
     /// Entries naming a data slot.
@@ -140,6 +148,9 @@ impl CheckReport {
         match severity {
             Severity::Corruption => self.corruptions += 1,
             Severity::Leak => self.leaks += 1,
+        }
+        if kind == FindingKind::SlotPastBlocks {
+            self.past_blocks += 1;
         }
         if self.findings.len() < MAX_LISTED {
             self.findings.push(Finding { severity, kind, location: location.into(), message: message.into() });
@@ -248,23 +259,39 @@ fn scan_entries<S: ReadAt>(
                     continue;
                 }
                 EntryClass::InUse(_) => continue,
+                EntryClass::PastBlocks(slot) => (
+                    FindingKind::SlotPastBlocks,
+                    format!(
+                        "block {block} maps to slot {slot}, not below blocks_in_image ({}); its data is in the file and reads, \
+                         but VirtualBox refuses the image: repair or compact moves it below blocks_in_image without loss",
+                        h.blocks_in_image
+                    ),
+                ),
                 EntryClass::OutOfRange(slot) => (
                     FindingKind::EntryOutOfRange,
                     format!("block {block} maps to slot {slot}, which is not below blocks_in_image ({})", h.blocks_in_image),
                 ),
                 EntryClass::PastEnd(slot) => {
                     let off = h.offset_data as u64 + slot as u64 * stride;
+                    let stored = file_len.saturating_sub(h.slot_offset(slot));
+                    let kept = if stored > 0 {
+                        format!("; its first {stored} bytes are stored (repair keeps them, zeros after, as qemu-img reads it)")
+                    } else {
+                        String::new()
+                    };
                     (
                         FindingKind::EntryPastEnd,
                         format!(
-                            "block {block} maps to slot {slot} at {off}..{}, past the end of the file ({file_len} bytes)",
+                            "block {block} maps to slot {slot} at {off}..{}, past the end of the file ({file_len} bytes){kept}",
                             off + stride
                         ),
                     )
                 }
                 EntryClass::Duplicate { slot, .. } => (
                     FindingKind::DuplicateEntry,
-                    format!("block {block} maps to slot {slot}, which an earlier block already uses"),
+                    format!(
+                        "block {block} maps to slot {slot}, which an earlier block already uses (repair gives it a copy: both keep what they read)"
+                    ),
                 ),
             };
             r.add(Severity::Corruption, kind, format!("block {block}"), message);
@@ -284,7 +311,20 @@ fn scan_entries<S: ReadAt>(
 fn check_allocated_count(h: &VdiHeader, slots: &EntryClassifier, r: &mut CheckReport) {
     let ba = h.blocks_allocated as u64;
     let max_end = slots.end();
-    if max_end > ba {
+    if h.slots_past_blocks() && max_end <= ba {
+        // (The count then differs from the entries too; this says what it means.)
+        r.add(
+            Severity::Corruption,
+            FindingKind::SlotPastBlocks,
+            "header",
+            format!(
+                "blocks_allocated {ba} exceeds blocks_in_image ({}): VirtualBox refuses the image; \
+                 repair or compact moves the {} block(s) stored past it below it without loss",
+                h.blocks_in_image,
+                slots.past_blocks()
+            ),
+        );
+    } else if max_end > ba {
         r.add(
             Severity::Corruption,
             FindingKind::AllocatedMismatch,

@@ -457,14 +457,20 @@ impl VdiHeader {
                 format!("at most blocks_in_image * block_size = {} * {} = {capacity}", self.blocks_in_image, bs),
             ));
         }
-        if self.blocks_allocated > self.blocks_in_image {
-            return Err(VdiError::field(
-                "blocks_allocated",
-                self.blocks_allocated,
-                format!("at most blocks_in_image ({})", self.blocks_in_image),
-            ));
-        }
+        // blocks_allocated > blocks_in_image is not refused: some compaction tools leave
+        // images whose data area holds more slots than the disk has blocks, with entries
+        // naming slots past blocks_in_image. They read (as QEMU reads them), open read-only
+        // with a note (see [`VdiHeader::slots_past_blocks`]) and repair or compact moves the
+        // data below blocks_in_image.
         Ok(())
+    }
+
+    /// True when `blocks_allocated` exceeds `blocks_in_image`: the data area counts slots
+    /// past the block map's range, as some compaction tools leave it. VirtualBox refuses
+    /// such a header; QEMU reads it. The engine reads it and refuses writes until repair or
+    /// compact has moved the blocks below `blocks_in_image` (no data is lost).
+    pub fn slots_past_blocks(&self) -> bool {
+        self.blocks_allocated > self.blocks_in_image
     }
 
     /// Rules on where the regions lie: alignment, order, overlap.
@@ -523,6 +529,14 @@ impl VdiHeader {
         }
         if self.kind() == Some(ImageType::Diff) || !self.uuid_link.is_nil() {
             n.push(format!("differencing image: blocks not stored here are read from the parent {}", self.uuid_link));
+        }
+        if self.slots_past_blocks() {
+            n.push(format!(
+                "blocks_allocated {} exceeds blocks_in_image {}: the data area holds slots past the block map's range \
+                 (as some compaction tools leave it); VirtualBox refuses such an image. Read-only until repair or \
+                 compact moves those blocks below blocks_in_image (nothing is lost)",
+                self.blocks_allocated, self.blocks_in_image
+            ));
         }
         if self.block_extra != 0 {
             n.push(format!("block_extra is {}: each block has a {}-byte prefix", self.block_extra, self.block_extra));

@@ -288,8 +288,24 @@ impl<S: Storage> VdiImage<S> {
         Ok(())
     }
 
-    /// What any write needs, diff or not: a v1 header and a sound layout.
+    /// What any write needs, diff or not: a v1 header, a sound layout, and no slots past
+    /// `blocks_in_image` (a new block would go at slot `blocks_allocated`, past the map's
+    /// range; repair or compact moves those blocks first).
     pub(crate) fn check_writable_layer(&self) -> Result<()> {
+        self.check_layout_writable()?;
+        if self.header.slots_past_blocks() {
+            return Err(VdiError::Unsupported(format!(
+                "writing to an image whose data area holds slots past blocks_in_image (blocks_allocated {} > {}); \
+                 run repair or compact first (they move those blocks below it without loss)",
+                self.header.blocks_allocated, self.header.blocks_in_image
+            )));
+        }
+        Ok(())
+    }
+
+    /// A v1 header and a sound layout: what surgery that fixes slots past `blocks_in_image`
+    /// (repair, compact) needs.
+    pub(crate) fn check_layout_writable(&self) -> Result<()> {
         if self.header.version == VDI_VERSION_0_2 {
             return Err(VdiError::Unsupported("writing to a legacy v0.2 image".into()));
         }

@@ -521,12 +521,15 @@ fn cases() -> Vec<Case> {
         &["disk_size = 18446744073709551615"],
         CheckSays::Fails,
     ));
-    c.push(refused(
+    // A count past blocks_in_image is no longer refused (compaction tools leave such images):
+    // it opens read-only, reads as it is, and check names it; the file is 6 slots short.
+    c.push(finds(
         "blocks_allocated > blocks_in_image",
         q.with(|b| put32(b, BLOCKS_ALLOCATED, 10)),
-        "invalid-field",
-        &["blocks_allocated = 10", "at most blocks_in_image (9)"],
-        CheckSays::Fails,
+        q.disk.clone(),
+        q.bs,
+        &[SlotPastBlocks, FileTooShort],
+        &[],
     ));
     // The map read one byte on: entry i is the top three bytes of entry i then the low byte
     // of entry i + 1. Five entries become huge slot numbers, blocks 4..6 stay FREE, and block
@@ -624,7 +627,28 @@ fn cases() -> Vec<Case> {
         oor_in.bytes,
         oor_in_disk,
         q.bs,
-        &[EntryOutOfRange, AllocatedMismatch, TrailingBytes],
+        &[SlotPastBlocks, AllocatedMismatch],
+        &[],
+    ));
+
+    // What third-party compaction tools leave: blocks_allocated over blocks_in_image, entries
+    // naming slots past it whose data is in the file. Slots 4..8 are holes (leaked), blocks 6
+    // and 7 live in slots 9 and 10, past blocks_in_image (9): every byte reads.
+    let mut past = q.clone();
+    past.bytes.resize(0x400 + 9 * 4096, 0x77);
+    past.bytes.extend(pattern(0x81, 4096));
+    past.bytes.extend(pattern(0x82, 4096));
+    past.set_entry(6, 9);
+    past.set_entry(7, 10);
+    put32(&mut past.bytes, BLOCKS_ALLOCATED, 11);
+    let past_disk = past.disk_with_block_from_slot(6, 9);
+    let past_disk = Good { disk: past_disk, ..past.clone() }.disk_with_block_from_slot(7, 10);
+    c.push(finds(
+        "slots past blocks_in_image (a compaction tool's image)",
+        past.bytes,
+        past_disk,
+        q.bs,
+        &[SlotPastBlocks, SlotPastBlocks, SlotPastBlocks, LeakedSlot, LeakedSlot, LeakedSlot, LeakedSlot, LeakedSlot],
         &[],
     ));
 
@@ -1167,6 +1191,24 @@ fn writes_refused_where_they_must_be() {
     let e = img.write_at(6 * 4096 + 10, &[1, 2, 3]).unwrap_err();
     assert_eq!(e.kind(), "block-past-end", "{e}");
     assert_eq!(img.into_storage().into_vec(), past.bytes, "nothing written");
+
+    // Slots past blocks_in_image: a count over it refuses every write (even into a block
+    // already stored); an entry past it with the count below still never lets a new block
+    // land on it (the next slot would be past the map's range).
+    let over = q.with(|b| put32(b, BLOCKS_ALLOCATED, 10));
+    let mut img = VdiImage::open(MemStorage::from_vec(over.clone())).unwrap();
+    for at in [0, 4096] {
+        let e = img.write_at(at, &[1]).unwrap_err();
+        assert!(e.kind() == "unsupported" && e.to_string().contains("repair or compact"), "{e}");
+    }
+    assert_eq!(img.into_storage().into_vec(), over, "nothing written");
+    let mut beyond = q.clone();
+    beyond.set_entry(6, 9);
+    beyond.bytes.resize(0x400 + 10 * 4096, 0x77);
+    let mut img = VdiImage::open(MemStorage::from_vec(beyond.bytes.clone())).unwrap();
+    let e = img.write_at(4096, &[1]).unwrap_err();
+    assert!(e.kind() == "unsupported" && e.to_string().contains("repair the image first"), "{e}");
+    assert_eq!(img.into_storage().into_vec(), beyond.bytes, "nothing written");
 }
 
 /// A block_extra image is written like any other: data after each slot's prefix.

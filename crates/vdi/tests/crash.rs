@@ -95,6 +95,7 @@ type Op = dyn Fn(&mut VdiImage<Faulty>) -> vdi::Result<()>;
 /// whole operation makes.
 fn crash_everywhere(name: &str, base: MemStorage, op: &Op, max_corruptions: u64) -> usize {
     let before = disk(&base);
+    let past = past_blocks(&base);
     // Uninterrupted run.
     let mut img = VdiImage::open(Faulty::new(base.clone(), usize::MAX)).unwrap();
     op(&mut img).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -109,18 +110,24 @@ fn crash_everywhere(name: &str, base: MemStorage, op: &Op, max_corruptions: u64)
         let res = op(&mut img);
         assert!(res.is_err(), "{name}: stopping after write {n} of {total} went unnoticed");
         let left = img.into_storage().inner;
-        verify_left(name, &format!("stopped after write {n}/{total}"), left, &before, &after, max_corruptions);
+        verify_left(name, &format!("stopped after write {n}/{total}"), left, &before, &after, (max_corruptions, past));
     }
     total
 }
 
-/// The image `left` by an interrupted operation opens, checks with at most
-/// `max_corruptions`, and reads every block as `before` or as `after` the operation.
-fn verify_left(name: &str, what: &str, left: MemStorage, before: &[u8], after: &[u8], max_corruptions: u64) {
+/// Findings of slots past blocks_in_image in `s` (what repair and compact fix without loss).
+fn past_blocks(s: &MemStorage) -> u64 {
+    vdi::check(s.clone(), &mut NoMonitor).unwrap().past_blocks
+}
+
+/// The image `left` by an interrupted operation opens, checks with at most `max.0`
+/// corruptions besides at most `max.1` slots past blocks_in_image (as many as before the
+/// operation), and reads every block as `before` or as `after` the operation.
+fn verify_left(name: &str, what: &str, left: MemStorage, before: &[u8], after: &[u8], max: (u64, u64)) {
     let mut img =
         VdiImage::open(left.clone()).unwrap_or_else(|e| panic!("{name}: {what}: does not open: {e}"));
     let r = vdi::check(left, &mut NoMonitor).unwrap();
-    assert!(r.corruptions <= max_corruptions, "{name}: {what}: {:?}", r.findings);
+    assert!(r.corruptions - r.past_blocks <= max.0 && r.past_blocks <= max.1, "{name}: {what}: {:?}", r.findings);
     let size = img.virtual_size() as usize;
     let mut now = vec![0u8; size];
     img.read_at(0, &mut now).unwrap_or_else(|e| panic!("{name}: {what}: read fails: {e}"));
@@ -187,17 +194,29 @@ fn apply(s: &mut MemStorage, op: &DiskOp) {
     }
 }
 
-type JournalOp = dyn Fn(&mut VdiImage<Journal>) -> vdi::Result<()>;
+type JournalOp = dyn Fn(&mut VdiImage<&mut Journal>) -> vdi::Result<()>;
 
 /// A power cut after every write of `op`: what was written before the last flush is on the
 /// disk; of the writes since, any may be lost. Checked for each cut point with none, all,
 /// each one alone, and all but each one of the unflushed writes landed. Returns (writes,
 /// flushes) of the whole operation.
 fn power_cut_everywhere(name: &str, base: MemStorage, op: &JournalOp) -> (usize, usize) {
+    power_cut_on(name, base, &|j| op(&mut VdiImage::open(j)?), 0)
+}
+
+/// [`power_cut_everywhere`] for an operation on the storage (repair opens it itself).
+/// Besides slots past blocks_in_image, stopped states may keep `max_corruptions` of the
+/// image's own (a repair's starting point).
+fn power_cut_on(
+    name: &str,
+    base: MemStorage,
+    op: &dyn Fn(&mut Journal) -> vdi::Result<()>,
+    max_corruptions: u64,
+) -> (usize, usize) {
     let before = disk(&base);
-    let mut img = VdiImage::open(Journal { inner: base.clone(), log: Vec::new() }).unwrap();
-    op(&mut img).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let j = img.into_storage();
+    let past = past_blocks(&base);
+    let mut j = Journal { inner: base.clone(), log: Vec::new() };
+    op(&mut j).unwrap_or_else(|e| panic!("{name}: {e}"));
     let after = disk(&j.inner);
     let log = j.log;
     let flushes = log.iter().filter(|o| matches!(o, DiskOp::Flush)).count();
@@ -227,7 +246,7 @@ fn power_cut_everywhere(name: &str, base: MemStorage, op: &JournalOp) -> (usize,
             }
             let landed: Vec<usize> = keep.iter().enumerate().filter(|(_, &k)| k).map(|(i, _)| i).collect();
             let what = format!("power cut after op {end}/{}, of the {m} unflushed writes {landed:?} landed", log.len());
-            verify_left(name, &what, left, &before, &after, 0);
+            verify_left(name, &what, left, &before, &after, (max_corruptions, past));
         }
     }
     (writes, flushes)
@@ -418,7 +437,8 @@ fn repair_fixes_and_is_crash_safe() {
     let after = rep.after.as_ref().unwrap();
     assert!(after.is_clean(), "{:?}", after.findings);
     assert!(rep.before.corruptions >= 2);
-    assert!(rep.actions.iter().any(|a| a.data_lost && a.message.contains("block 9")), "{:?}", rep.actions);
+    // Block 9 shared block 7's slot: it keeps what it read (a copy), nothing is lost.
+    assert!(rep.actions.iter().any(|a| !a.data_lost && a.message.contains("block 9")), "{:?}", rep.actions);
     assert!(rep.actions.iter().any(|a| a.message.contains("past the end")), "{:?}", rep.actions);
     // Dry run: same plan, nothing written.
     let d = damaged();
@@ -431,11 +451,18 @@ fn repair_fixes_and_is_crash_safe() {
     let mut b = vec![0u8; BS as usize];
     img.read_at(7 * BS as u64, &mut b).unwrap();
     assert_eq!(b, pattern(1, BS as usize));
+    img.read_at(9 * BS as u64, &mut b).unwrap();
+    assert_eq!(b, pattern(1, BS as usize), "block 9 reads what it read before");
     // Stopped after any write: it opens, reads every intact block as before, and has no
     // more corruption than it started with.
     let before = rep.before.corruptions;
     let base = damaged();
-    let intact = disk_blocks(&base, &[7, 2, 11, 0, 23, 13]);
+    let intact = disk_blocks(&base, &[7, 2, 11, 0, 23, 13, 9]);
+    // A power cut anywhere in the copy of a shared slot: every block reads as before.
+    let mut dup = image(Layout::Qemu, false, 24 * BS as u64);
+    dup.write_at(0x200 + 9 * 4, &0u32.to_le_bytes()).unwrap(); // block 9 -> slot 0 (block 7's)
+    let (w, f) = power_cut_on("repair a shared slot", dup, &|j| repair(j, false, &mut NoMonitor).map(|_| ()), 2);
+    assert!(w >= 3 && f >= 3, "repair of a shared slot: {w} writes, {f} flushes");
     let mut n = 0;
     loop {
         let mut f = Faulty::new(base.clone(), n);
@@ -443,7 +470,7 @@ fn repair_fixes_and_is_crash_safe() {
         let left = f.inner;
         let r = vdi::check(left.clone(), &mut NoMonitor).unwrap();
         assert!(r.corruptions <= before, "repair stopped after write {n}: {:?}", r.findings);
-        assert_eq!(disk_blocks(&left, &[7, 2, 11, 0, 23, 13]), intact, "repair stopped after write {n}");
+        assert_eq!(disk_blocks(&left, &[7, 2, 11, 0, 23, 13, 9]), intact, "repair stopped after write {n}");
         if ok {
             assert!(r.is_clean());
             break;
@@ -474,7 +501,9 @@ fn repair_rebuilds_guessable_header_fields() {
     s.write_at(0x184, &1000u32.to_le_bytes()).unwrap(); // blocks_allocated > blocks_in_image
     assert!(VdiImage::open(s.clone()).is_err());
     let (rep, fixed) = repair(s, false, &mut NoMonitor).unwrap();
-    assert_eq!(rep.guessed.len(), 3, "{:?}", rep.guessed);
+    assert_eq!(rep.guessed.len(), 2, "{:?}", rep.guessed);
+    // The count over blocks_in_image is no guess: the entries say which slots hold data.
+    assert!(rep.actions.iter().any(|a| a.message == "blocks_allocated set from 1000 to 5"), "{:?}", rep.actions);
     assert!(rep.after.unwrap().is_clean());
     VdiImage::open(fixed).unwrap();
 }
@@ -499,4 +528,105 @@ fn compact_reads_past_a_zero_head() {
     assert_eq!(img.entry(0).unwrap(), vdi::Entry::Zero);
     assert!(matches!(img.entry(1).unwrap(), vdi::Entry::Data(_)));
     assert_eq!(disk(&img.into_storage()), before);
+}
+
+/// What third-party compaction tools leave: `blocks_allocated` over `blocks_in_image`, and
+/// entries naming slots past it whose data is in the file. From [`image`]: the data area is
+/// padded with holes to `blocks_in_image` (24) slots, blocks 1 and 4 (FREE) get slots 24
+/// and 25, block 13's data moves to slot 26 (its old slot becomes a hole); the count is 27.
+fn past_blocks_image(layout: Layout) -> MemStorage {
+    let mut s = image(layout, false, 24 * BS as u64);
+    let mut img = VdiImage::open(s.clone()).unwrap();
+    let (bmap, data) = (img.header().offset_bmap as u64, img.header().offset_data as u64);
+    let vdi::Entry::Data(slot13) = img.entry(13).unwrap() else { panic!("block 13 is stored") };
+    let at = |slot: u64| data + slot * BS as u64;
+    let len = s.len().unwrap();
+    s.write_at(len, &vec![0x5A; (at(24) - len) as usize]).unwrap();
+    s.write_at(at(24), &pattern(41, BS as usize)).unwrap();
+    s.write_at(at(25), &pattern(42, BS as usize)).unwrap();
+    let mut b13 = vec![0u8; BS as usize];
+    s.read_at(at(slot13 as u64), &mut b13).unwrap();
+    s.write_at(at(26), &b13).unwrap();
+    for (block, slot) in [(1u64, 24u32), (4, 25), (13, 26)] {
+        s.write_at(bmap + 4 * block, &slot.to_le_bytes()).unwrap();
+    }
+    s.write_at(0x184, &27u32.to_le_bytes()).unwrap();
+    s
+}
+
+#[test]
+fn slots_past_blocks_in_image_move_without_loss() {
+    for layout in [Layout::Vbox, Layout::Qemu] {
+        let base = past_blocks_image(layout);
+        let before = disk(&base);
+        assert_eq!(disk_blocks(&base, &[1, 4]), [pattern(41, BS as usize), pattern(42, BS as usize)]);
+        let r = vdi::check(base.clone(), &mut NoMonitor).unwrap();
+        assert_eq!((r.corruptions, r.past_blocks), (4, 4), "three entries and the count: {:?}", r.findings);
+        // Read-only until fixed: a write would allocate slot 27, past the map's range.
+        let mut img = VdiImage::open(base.clone()).unwrap();
+        assert!(img.header().slots_past_blocks());
+        let e = img.write_at(BS as u64, &[1]).unwrap_err();
+        assert!(e.kind() == "unsupported" && e.to_string().contains("repair or compact"), "{e}");
+        // Other surgery asks for repair first.
+        assert_eq!(img.reclaim(&mut NoMonitor).unwrap_err().kind(), "unsupported");
+        // Repair and compact keep every block, stopped anywhere or not.
+        let (dry, _) = repair(base.clone(), true, &mut NoMonitor).unwrap();
+        assert!(dry.actions.iter().all(|a| !a.data_lost), "{:?}", dry.actions);
+        assert!(dry.actions.iter().any(|a| a.message.starts_with("3 block(s) stored in slots past")), "{:?}", dry.actions);
+        let compact = |img: &mut VdiImage<Faulty>| img.compact(false, &mut NoMonitor).map(|_| ());
+        crash_everywhere("compact past blocks", base.clone(), &compact, 0);
+        power_cut_everywhere("compact past blocks", base.clone(), &|img| img.compact(false, &mut NoMonitor).map(|_| ()));
+        let (w, f) = power_cut_on("repair past blocks", base.clone(), &|j| repair(j, false, &mut NoMonitor).map(|_| ()), 0);
+        assert!(w >= 5 && f >= 2, "repair: {w} writes, {f} flushes");
+        let mut n = 0;
+        let fixed = loop {
+            let mut f = Faulty::new(base.clone(), n);
+            let ok = repair(&mut f, false, &mut NoMonitor).is_ok();
+            verify_left("repair past blocks", &format!("stopped after write {n}"), f.inner.clone(), &before, &before, (0, 4));
+            if ok {
+                break f.inner;
+            }
+            n += 1;
+        };
+        // Eleven blocks in use, packed below blocks_in_image, the file cut after them.
+        let img = VdiImage::open(fixed.clone()).unwrap();
+        let h = img.header();
+        assert_eq!(h.blocks_allocated, 11);
+        assert_eq!(fixed.len().unwrap(), h.offset_data as u64 + 11 * BS as u64);
+        assert!(vdi::check(fixed.clone(), &mut NoMonitor).unwrap().is_clean());
+        assert_eq!(disk(&fixed), before);
+    }
+}
+
+#[test]
+fn repair_keeps_a_slot_cut_short_by_the_end_of_the_file() {
+    // The file ends 1000 bytes into the last slot: those bytes are the block's stored data
+    // (qemu-img reads them, then zeros); repair grows the file to the whole slot.
+    let full = image(Layout::Vbox, false, 24 * BS as u64);
+    let mut img = VdiImage::open(full.clone()).unwrap();
+    let last = (0..24).find(|&b| img.entry(b).unwrap() == vdi::Entry::Data(8)).expect("a block in slot 8");
+    let mut s = full.clone();
+    let cut = img.header().offset_data as u64 + 8 * BS as u64 + 1000;
+    s.set_len(cut).unwrap();
+    assert_eq!(VdiImage::open(s.clone()).unwrap().read_at(last as u64 * BS as u64, &mut [0u8; 1]).unwrap_err().kind(), "block-past-end");
+    let (rep, _) = repair(s.clone(), true, &mut NoMonitor).unwrap();
+    assert!(rep.actions.iter().all(|a| !a.data_lost), "{:?}", rep.actions);
+    let mut want = disk_blocks(&full, &[last as u64]).remove(0);
+    want[1000..].fill(0);
+    let mut n = 0;
+    loop {
+        let mut f = Faulty::new(s.clone(), n);
+        let ok = repair(&mut f, false, &mut NoMonitor).is_ok();
+        let r = vdi::check(f.inner.clone(), &mut NoMonitor).unwrap();
+        assert!(r.corruptions <= rep.before.corruptions, "stopped after write {n}: {:?}", r.findings);
+        if ok {
+            assert!(r.is_clean(), "{:?}", r.findings);
+            assert_eq!(disk_blocks(&f.inner, &[last as u64]), [want.clone()]);
+            let mut whole = disk(&full);
+            whole[last as usize * BS as usize + 1000..][..BS as usize - 1000].fill(0);
+            assert!(disk(&f.inner) == whole, "every other block reads as before");
+            break;
+        }
+        n += 1;
+    }
 }

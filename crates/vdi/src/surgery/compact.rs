@@ -28,7 +28,8 @@ pub struct CompactStats {
 impl<S: Storage> VdiImage<S> {
     /// Compact: mark all-zero data blocks ZERO (or FREE with `zero_as_free`), move blocks
     /// from the end of the file into the holes, set `blocks_allocated` and truncate.
-    /// Dynamic images only. `monitor` sees blocks scanned, then blocks moved.
+    /// Dynamic images only. Blocks stored in slots past `blocks_in_image` (see
+    /// [`crate::FindingKind::SlotPastBlocks`]) are moved below it: nothing is lost. `monitor` sees blocks scanned, then blocks moved.
     ///
     /// Cancelling stops the scan; the holes made so far are then packed (at most one block
     /// moved per block marked, not interruptible) so the image ends consistent with a
@@ -48,7 +49,8 @@ impl<S: Storage> VdiImage<S> {
             }
             _ => {}
         }
-        self.require_consistent("compacting")?;
+        // Slots past blocks_in_image are packed below it like any other block.
+        self.require_consistent_but_past_blocks("compacting")?;
         let mut st = CompactStats { file_len_before: self.file_len, ..Default::default() };
         st.blocks_zeroed = self.mark_zero_blocks(if zero_as_free { BLOCK_FREE } else { BLOCK_ZERO }, monitor)?;
         let (moved, _) = self.reclaim_unchecked(monitor)?;

@@ -54,12 +54,26 @@ impl<S: Storage> VdiImage<S> {
     /// dynamic base image.
     fn require_consistent(&mut self, what: &str) -> Result<()> {
         self.check_writable()?;
+        self.require_no_corruption(what, false)
+    }
+
+    /// [`Self::require_consistent`] for an operation that packs the data area (compact):
+    /// slots past `blocks_in_image` are accepted, since packing moves them below it.
+    fn require_consistent_but_past_blocks(&mut self, what: &str) -> Result<()> {
+        self.check_layout_writable()?;
+        self.require_no_corruption(what, true)
+    }
+
+    /// Refuse when check finds a corruption (other than slots past `blocks_in_image`, when
+    /// `past_blocks_ok`).
+    fn require_no_corruption(&mut self, what: &str, past_blocks_ok: bool) -> Result<()> {
         let r = check_image(self, &mut NoMonitor)?;
-        if r.corruptions > 0 {
-            let first = r.findings.iter().find(|f| f.severity == crate::Severity::Corruption);
+        let ok = |f: &crate::Finding| past_blocks_ok && f.kind == crate::FindingKind::SlotPastBlocks;
+        let bad = r.corruptions - if past_blocks_ok { r.past_blocks } else { 0 };
+        if bad > 0 {
+            let first = r.findings.iter().find(|f| f.severity == crate::Severity::Corruption && !ok(f));
             return Err(VdiError::Unsupported(format!(
-                "{what} on an image with {} corruption(s) (first: {}); run repair first",
-                r.corruptions,
+                "{what} on an image with {bad} corruption(s) (first: {}); run repair first",
                 first.map(|f| f.message.as_str()).unwrap_or("?")
             )));
         }

@@ -1,12 +1,13 @@
-//! Repair: rebuild what check finds broken and can be inferred, clear the rest.
+//! Repair: rebuild what check finds broken and can be inferred, keep every block whose data
+//! is in the file, clear only entries that name no stored byte.
 
 use crate::block_map::{EntryClass, EntryClassifier, BLOCK_FREE};
 use crate::check::{check_image, CheckReport, MAX_LISTED};
 use crate::error::{Result, VdiError};
 use crate::header::{ImageType, VdiHeader, MAX_BLOCKS_IN_IMAGE, SECTOR_SIZE, VDI_SIGNATURE, VDI_VERSION_0_2};
-use crate::image::{read_header, slots_in_file, VdiImage};
+use crate::image::{read_header, VdiImage};
 use crate::monitor::{Monitor, NoMonitor};
-use crate::storage::{flush, read_exact, storage_len, write_all, ReadAt, Storage};
+use crate::storage::{flush, read_exact, set_len, storage_len, write_all, ReadAt, Storage};
 
 /// One change [`repair`] makes (or would make, in a dry run).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,11 +33,19 @@ pub struct RepairReport {
     pub after: Option<CheckReport>,
 }
 
-/// Repair what check finds and can be fixed: entries out of range, past the end of the file
-/// or duplicated are cleared (the data they named is reported lost), `blocks_allocated` is
-/// recomputed, leaked slots are reclaimed, trailing bytes are cut, an odd `disk_size` is
-/// rounded up to a sector. Header fields that break a rule but can be inferred are rebuilt
-/// and listed in `guessed`. With `dry_run` nothing is written.
+/// Repair what check finds and can be fixed, never discarding a block whose data is in the
+/// file and readable (each rule keeps what QEMU reads):
+/// - a slot past `blocks_in_image` inside the file: kept, moved below it by the packing;
+/// - a slot two blocks share: the later block gets its own copy (both read as before);
+/// - the slot the end of the file cuts short: kept, the file grows to it (zeros past the
+///   old end, as QEMU reads them);
+/// - an entry naming no stored byte (wholly past the end of the file): cleared, reported
+///   lost (it could not be read before either);
+/// - `blocks_allocated` recomputed, leaked slots reclaimed, trailing bytes cut, an odd
+///   `disk_size` rounded up to a sector, a fixed image that lost blocks made dynamic.
+///
+/// Header fields that break a rule but can be inferred are rebuilt and listed in `guessed`.
+/// With `dry_run` nothing is written.
 pub fn repair<S: Storage>(storage: S, dry_run: bool, monitor: &mut dyn Monitor) -> Result<(RepairReport, S)> {
     let mut rep = RepairReport { dry_run, ..Default::default() };
     let mut img = open_for_repair(storage, dry_run, &mut rep.guessed)?;
@@ -69,7 +78,7 @@ fn open_for_repair<S: Storage>(mut storage: S, dry_run: bool, guessed: &mut Vec<
         return Err(VdiError::Unsupported("repairing a legacy v0.2 image (v0.2 images are read-only)".into()));
     }
     let file_len = storage_len(&storage)?;
-    guess_fields(&mut header, file_len, guessed)?;
+    guess_fields(&mut header, guessed)?;
     header.validate_fields()?;
     header.validate_layout(file_len)?;
     if !guessed.is_empty() && !dry_run {
@@ -86,21 +95,36 @@ struct EntryFixes {
     /// FREE entries.
     free: u64,
     /// Entries that keep their slot.
-    used: u64,
+    in_use: u64,
+    /// Blocks that shared a slot with an earlier block, and that slot: each gets a copy of
+    /// it, so both read what they read before.
+    copies: Vec<(u32, u32, String)>,
+    /// The end of the slot the end of the file cuts short, when an entry names it: the file
+    /// grows to it (zeros), so the block keeps its stored bytes, as QEMU reads them.
+    grow_to: Option<u64>,
     /// The highest slot kept + 1.
     max_end: u64,
-    /// Slots an entry may use (in the file, below blocks_in_image).
+    /// Whole slots in the file.
     slots: u64,
+    /// Blocks kept in slots past blocks_in_image (moved below it by the packing).
+    past_blocks: u64,
     /// A fixed image that loses blocks becomes a dynamic one.
     to_dynamic: bool,
 }
 
 impl EntryFixes {
-    /// Classify every entry; each one check calls a corruption is to be cleared.
+    /// Classify every entry: what is readable is kept (see the rules in the module docs of
+    /// this file), what names no stored byte is cleared.
     fn plan<S: Storage>(img: &mut VdiImage<S>) -> Result<Self> {
         let h = img.header.clone();
-        let mut slots = EntryClassifier::with_owners(h.blocks_in_image, img.slots_in_file());
+        // The slot the end of the file falls in, when some of its data bytes are stored, is
+        // classified as if whole: the file grows to it before anything else is written.
+        let cut = img.slots_in_file();
+        let cut_start = img.slot_base(cut) + h.block_extra as u64;
+        let partial = cut_start < img.file_len;
+        let mut slots = EntryClassifier::with_owners(h.blocks_in_image, cut + partial as u64);
         let mut clear: Vec<(u32, String)> = Vec::new();
+        let mut copies: Vec<(u32, u32, String)> = Vec::new();
         let mut free = 0u64;
         img.map.scan(&img.storage, 0, h.blocks_in_image, |first, entries| {
             for (k, &raw) in entries.iter().enumerate() {
@@ -112,6 +136,8 @@ impl EntryFixes {
                         continue;
                     }
                     EntryClass::Zero | EntryClass::InUse(_) => continue,
+                    // Kept: packing moves it below blocks_in_image (see `apply`).
+                    EntryClass::PastBlocks(_) => continue,
                     EntryClass::OutOfRange(s) => format!(
                         "block {b} (disk offset {}) named slot {s}, not below blocks_in_image; cleared, its data is lost",
                         off()
@@ -120,11 +146,16 @@ impl EntryFixes {
                         "block {b} (disk offset {}) named slot {s}, past the end of the file; cleared, its data was never stored",
                         off()
                     ),
-                    EntryClass::Duplicate { slot: s, first } => format!(
-                        "block {b} (disk offset {}) shared slot {s} with {}; cleared, block {b} now reads zeros",
-                        off(),
-                        first.map_or("an earlier block".to_string(), |f| format!("block {f}"))
-                    ),
+                    EntryClass::Duplicate { slot: s, first } => {
+                        let why = format!(
+                            "block {b} (disk offset {}) shared slot {s} with {}; given its own copy of that slot, so both \
+                             read what they read before (one of them likely holds the other's data)",
+                            off(),
+                            first.map_or("an earlier block".to_string(), |f| format!("block {f}"))
+                        );
+                        copies.push((b, s, why));
+                        continue;
+                    }
                 };
                 clear.push((b, why));
             }
@@ -134,17 +165,45 @@ impl EntryFixes {
         // here, or FREE already: a truncated fixed image) can only be a dynamic one. Growing
         // the file back to the size its header claims could take any amount of space.
         let to_dynamic = h.kind() == Some(ImageType::Fixed) && free + clear.len() as u64 > 0;
-        Ok(EntryFixes { clear, free, used: slots.in_use(), max_end: slots.end(), slots: slots.slots(), to_dynamic })
+        let grow_to = (partial && slots.is_taken(cut)).then(|| img.slot_base(cut + 1));
+        Ok(EntryFixes {
+            clear,
+            free,
+            in_use: slots.in_use(),
+            copies,
+            grow_to,
+            max_end: slots.end(),
+            slots: slots.slots(),
+            past_blocks: slots.past_blocks(),
+            to_dynamic,
+        })
     }
 
     /// The actions, for people, in the order they are done.
     fn describe<S: Storage>(&self, img: &VdiImage<S>, file_len: u64, actions: &mut Vec<RepairAction>) {
         let mut say = |message: String, data_lost: bool| actions.push(RepairAction { message, data_lost });
+        if let Some(end) = self.grow_to {
+            say(
+                format!(
+                    "the end of the file cuts slot {} short: the file grows by {} zero bytes, so the data stored in it is kept \
+                     (as qemu-img reads it: zeros past the end of the file)",
+                    self.slots - 1,
+                    end - file_len
+                ),
+                false,
+            );
+        }
         for (_, m) in self.clear.iter().take(MAX_LISTED) {
             say(m.clone(), true);
         }
         if self.clear.len() > MAX_LISTED {
             say(format!("... and {} more entries cleared", self.clear.len() - MAX_LISTED), true);
+        }
+        for (_, _, m) in self.copies.iter().take(MAX_LISTED) {
+            say(m.clone(), false);
+        }
+        if self.copies.len() > MAX_LISTED {
+            say(format!("... and {} more shared slots copied", self.copies.len() - MAX_LISTED), false);
         }
         if self.to_dynamic {
             say(
@@ -155,16 +214,26 @@ impl EntryFixes {
                 false,
             );
         }
-        let used = self.used;
+        let used = self.in_use + self.copies.len() as u64;
         let ba = img.header.blocks_allocated;
         if ba as u64 != used {
             say(format!("blocks_allocated set from {ba} to {used}"), false);
         }
-        let leaked = self.max_end - used;
+        if self.past_blocks > 0 {
+            say(
+                format!(
+                    "{} block(s) stored in slots past blocks_in_image ({}) moved below it; nothing is lost",
+                    self.past_blocks, img.header.blocks_in_image
+                ),
+                false,
+            );
+        }
+        let leaked = self.max_end - self.in_use;
         if leaked > 0 {
             say(format!("{leaked} leaked slot(s) reclaimed by moving blocks from the end of the file"), false);
         }
         let end = img.slot_base(used);
+        let file_len = file_len.max(self.grow_to.unwrap_or(0));
         if file_len > end {
             say(format!("file truncated to {end} bytes (from {file_len})"), false);
         }
@@ -172,6 +241,13 @@ impl EntryFixes {
 
     /// Write the fixes, in a crash-safe order.
     fn apply<S: Storage>(&self, img: &mut VdiImage<S>, monitor: &mut dyn Monitor) -> Result<()> {
+        // 0. The slot the end of the file cuts short becomes whole (zeros past the old end):
+        // only bytes past the end of the file change.
+        if let Some(end) = self.grow_to {
+            set_len(&mut img.storage, end)?;
+            img.file_len = end;
+            flush(&mut img.storage)?;
+        }
         // 1. The header count covers every slot still in use (never below: crash-safe).
         let ba = img.header.blocks_allocated as u64;
         let recount = ba < self.max_end || ba > self.slots;
@@ -189,7 +265,27 @@ impl EntryFixes {
             img.map.set(&img.storage, *b, BLOCK_FREE)?;
         }
         img.map.flush(&mut img.storage)?;
-        // 3. Fill holes, set the count, truncate.
+        // 3. Each block that shared a slot gets a copy of it past the slots counted (free:
+        // step 1), then the count covers the copies, then the entries point at them; a
+        // barrier between each (a copy lands before anything names it).
+        if !self.copies.is_empty() {
+            let first = img.header.blocks_allocated as u64;
+            let end = u32::try_from(first + self.copies.len() as u64)
+                .map_err(|_| VdiError::Unsupported("more slots than a block-map entry can name".into()))?;
+            let mut buf = Vec::new();
+            for (k, (_, slot, _)) in self.copies.iter().enumerate() {
+                img.copy_slot(*slot as u64, first + k as u64, &mut buf)?;
+            }
+            img.barrier()?;
+            img.header.blocks_allocated = end;
+            img.write_header()?;
+            img.barrier()?;
+            for (k, (b, _, _)) in self.copies.iter().enumerate() {
+                img.map.set(&img.storage, *b, (first + k as u64) as u32)?;
+            }
+            img.barrier()?;
+        }
+        // 4. Fill holes, set the count, truncate.
         img.reclaim_unchecked(monitor)?;
         Ok(())
     }
@@ -208,7 +304,7 @@ fn restore_signature<S: ReadAt>(storage: &S) -> Result<VdiHeader> {
 }
 
 /// Fix header fields that break a rule but can be inferred; say what was guessed.
-fn guess_fields(h: &mut VdiHeader, file_len: u64, guessed: &mut Vec<String>) -> Result<()> {
+fn guess_fields(h: &mut VdiHeader, guessed: &mut Vec<String>) -> Result<()> {
     if h.kind().is_none() {
         guessed.push(format!("image_type {} is invalid; set to 1 (dynamic)", h.image_type));
         h.image_type = 1;
@@ -235,10 +331,7 @@ fn guess_fields(h: &mut VdiHeader, file_len: u64, guessed: &mut Vec<String>) -> 
         guessed.push(format!("disk_size {} rounded up to {r} (a whole sector)", h.disk_size));
         h.disk_size = r;
     }
-    if h.blocks_allocated > h.blocks_in_image {
-        let v = slots_in_file(h, file_len).min(h.blocks_in_image as u64) as u32;
-        guessed.push(format!("blocks_allocated {} exceeds blocks_in_image; set to {v} from the file size", h.blocks_allocated));
-        h.blocks_allocated = v;
-    }
+    // (blocks_allocated > blocks_in_image is no guess to make: the entries say which slots
+    // hold data, and the packing in `EntryFixes::apply` sets the count.)
     Ok(())
 }
