@@ -295,9 +295,10 @@ struct Slots<'a, 'b> {
     next_slot: u64,
 }
 
-impl Slots<'_, '_> {
-    fn unit_params(&self) -> (u64, u64, u64, &[u8]) {
-        match self.place {
+impl<'a> Slots<'a, '_> {
+    fn unit_params(&self) -> (u64, u64, u64, &'a [u8]) {
+        let place: &'a Placement = self.place;
+        match place {
             Placement::Slots { unit, start, stride, prefix } => (*unit, *start, *stride, prefix),
             _ => (1, 0, 1, &[]),
         }
@@ -321,7 +322,6 @@ impl Slots<'_, '_> {
             };
         }
         let (unit, start, stride, prefix) = self.unit_params();
-        let prefix = prefix.to_vec();
         let mut done = 0u64;
         while done < len {
             let at = offset + done;
@@ -341,7 +341,7 @@ impl Slots<'_, '_> {
                 let slot = self.next_slot;
                 self.next_slot += 1;
                 self.out.zeros_to(start + slot * stride)?;
-                self.out.bytes(&prefix)?;
+                self.out.bytes(prefix)?;
                 self.out.zeros(within)?;
                 self.open = Some((u, slot, within));
             }
