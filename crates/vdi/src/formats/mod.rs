@@ -290,8 +290,8 @@ impl Cursor {
 struct Slots<'a, 'b> {
     out: &'a mut Out<'b>,
     place: &'a Placement,
-    /// The unit open, its slot and the bytes of it written so far.
-    open: Option<(u64, u64, u64)>,
+    /// The unit open and the bytes of it written so far.
+    open: Option<(u64, u64)>,
     next_slot: u64,
 }
 
@@ -306,7 +306,7 @@ impl<'a> Slots<'a, '_> {
 
     /// Close the open unit: zeros to its end.
     fn close(&mut self) -> Result<()> {
-        if let Some((_, _, filled)) = self.open.take() {
+        if let Some((_, filled)) = self.open.take() {
             let (unit, ..) = self.unit_params();
             self.out.zeros(unit - filled)?;
         }
@@ -328,7 +328,7 @@ impl<'a> Slots<'a, '_> {
             let u = at / unit;
             let within = at % unit;
             let n = (len - done).min(unit - within);
-            let open_here = matches!(self.open, Some((o, ..)) if o == u);
+            let open_here = matches!(self.open, Some((o, _)) if o == u);
             if !open_here {
                 if data.is_none() {
                     // Zeros in a unit not (yet) stored: nothing to write. Data later in the
@@ -343,9 +343,9 @@ impl<'a> Slots<'a, '_> {
                 self.out.zeros_to(start + slot * stride)?;
                 self.out.bytes(prefix)?;
                 self.out.zeros(within)?;
-                self.open = Some((u, slot, within));
+                self.open = Some((u, within));
             }
-            let Some((_, _, filled)) = self.open.as_mut() else { unreachable!("opened above") };
+            let Some((_, filled)) = self.open.as_mut() else { unreachable!("opened above") };
             if *filled != within {
                 return Err(VdiError::InvalidArgument(format!("format export out of order at disk offset {at}")));
             }
@@ -391,7 +391,7 @@ pub struct FormatExport {
     export: Export,
     pos: u64,
     next_slot: u64,
-    open: Option<(u64, u64, u64)>,
+    open: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for FormatExport {
