@@ -280,7 +280,7 @@ fn bad_input_gets_one_clear_line() {
         (vec!["create".into(), "--uuid".into(), "zzz".into(), p(&dir, "a.vdi"), "1G".into()], "invalid --uuid"),
         (vec!["create".into(), "--comment".into(), "x".repeat(300), p(&dir, "a.vdi"), "1G".into()], "at most 255"),
         (vec!["convert".into(), not_vdi.clone(), p(&dir, "o.raw")], "not a VDI image"),
-        (vec!["convert".into(), "-O".into(), "qcow2".into(), not_vdi.clone(), p(&dir, "o")], "unknown output format"),
+        (vec!["convert".into(), "-O".into(), "qcow3".into(), not_vdi.clone(), p(&dir, "o")], "unknown output format"),
     ];
     for (args, want) in cases {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -45,6 +45,7 @@ export const OPS = deepFreeze({
 
   // Saving and creating.
   exportRaw: { args: { target: 'object', name: 'string' }, progress: true, cancel: 'message', about: 'the virtual disk as a raw file, to {target}' },
+  exportFormat: { args: { target: 'object', name: 'string', format: 'string' }, progress: true, cancel: 'message', about: 'the virtual disk as qcow2, vmdk, vmdk-stream, vhd, vhd-fixed or vhdx {format}, to {target}' },
   exportImage: { args: { target: 'object', name: 'string' }, progress: true, cancel: 'message', about: 'the image file itself, to {target}' },
   create: { args: { options: 'object', target: 'object' }, progress: true, about: 'a new image from {options}, saved to {target}' },
   importRaw: { args: { file: 'file', options: 'object', target: 'object' }, progress: true, cancel: 'flag', about: 'a new image holding a raw disk {file}' },
@@ -69,6 +70,7 @@ export const OPS = deepFreeze({
   chainInfo: { about: 'the open chain\'s report' },
   chainCells: { args: { layer: 'index?', per: 'count' }, transfer: CELLS, about: 'a layer\'s map, or the combined one ({layer: null})' },
   chainExportRaw: { args: { target: 'object', name: 'string' }, progress: true, cancel: 'message', about: 'the flattened disk as a raw file' },
+  chainExportFormat: { args: { target: 'object', name: 'string', format: 'string' }, progress: true, cancel: 'message', about: 'the flattened disk in another hypervisor\'s {format}' },
   chainExportVdi: { args: { target: 'object', name: 'string' }, progress: true, cancel: 'message', about: 'the flattened disk as a new dynamic VDI' },
 });
 

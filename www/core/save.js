@@ -25,6 +25,30 @@ export async function pickTarget(suggestedName, description, ext) {
   }
 }
 
+/** The formats "Export as…" offers (raw stays the default), as the engine names them:
+ * the file extension and what the save dialog calls the file. */
+export const DISK_FORMATS = Object.freeze({
+  raw: { ext: '.raw', label: 'Raw disk image' },
+  qcow2: { ext: '.qcow2', label: 'qcow2 (QEMU/KVM, Proxmox, UTM)' },
+  vmdk: { ext: '.vmdk', label: 'VMDK (VMware Workstation, Fusion)' },
+  'vmdk-stream': { ext: '.vmdk', label: 'VMDK stream-optimized (OVA, ESXi import)' },
+  vhd: { ext: '.vhd', label: 'VHD dynamic (Hyper-V, Virtual PC)' },
+  'vhd-fixed': { ext: '.vhd', label: 'VHD fixed (Azure)' },
+  vhdx: { ext: '.vhdx', label: 'VHDX dynamic (Hyper-V)' },
+});
+
+/** Fill a <select> with DISK_FORMATS (raw first, selected). */
+export function fillFormats(select) {
+  for (const [value, { label }] of Object.entries(DISK_FORMATS)) select.append(el('option', { value, text: label }));
+  select.value = 'raw';
+}
+
+/** What an export to another format did to fit it (its plan's notes), as a sentence. */
+export function formatNotes(r) {
+  const notes = r && r.plan ? r.plan.notes : [];
+  return notes.length ? ` Note: ${notes.join('; ')}.` : '';
+}
+
 /** Hand `file` to the browser's downloads as `name`. */
 export function download(file, name) {
   const url = URL.createObjectURL(file);

@@ -9,7 +9,7 @@ import { $, el, showError, status, swatch } from '../core/dom.js';
 import { dec, human, NIL, pct } from '../core/format.js';
 import { MAX_FILES } from '../core/limits.js';
 import { go, setAvailable } from '../core/router.js';
-import { baseName, finishSave, pickTarget, saveJobs } from '../core/save.js';
+import { DISK_FORMATS, baseName, fillFormats, finishSave, formatNotes, pickTarget, saveJobs } from '../core/save.js';
 import { openImage } from '../core/session.js';
 import { setChain, state } from '../core/state.js';
 
@@ -21,7 +21,7 @@ export const chainBusy = () => busy;
 
 function setChainBusy(on) {
   busy = on;
-  for (const b of document.querySelectorAll('#chain-export-raw, #chain-export-vdi, #folder-input')) b.disabled = on;
+  for (const b of document.querySelectorAll('#chain-export-raw, #chain-export-format, #chain-export-vdi, #folder-input')) b.disabled = on;
 }
 
 /** Open `files` as one chain. From a folder (or a mixed pick), only .vdi files are kept. */
@@ -202,26 +202,33 @@ async function ensureOpen() {
   }
 }
 
-/** Export the flattened disk: kind 'raw' or 'vdi'. Call it from a click. */
+/** Export the flattened disk: kind 'raw' (in the format chosen: raw or another
+ * hypervisor's) or 'vdi'. Call it from a click. */
 export async function runChainExport(kind) {
   if (!state.chain || busy) return;
   showError(null);
   const raw = kind === 'raw';
+  const format = raw ? $('#chain-export-format').value : 'raw';
+  const other = format !== 'raw';
+  const { ext, label } = DISK_FORMATS[format];
   const { layers } = state.chain.info;
-  const name = `${baseName(layers[layers.length - 1].name)}-flat.${raw ? 'raw' : 'vdi'}`;
+  const name = `${baseName(layers[layers.length - 1].name)}-flat${raw ? ext : '.vdi'}`;
   const result = $('#chain-export-result');
   result.hidden = true;
-  const target = await pickTarget(name, raw ? 'Raw disk image' : 'VirtualBox disk image', raw ? '.raw' : '.vdi');
+  const target = await pickTarget(name, raw ? label : 'VirtualBox disk image', raw ? ext : '.vdi');
   if (!target) { status('Save cancelled.'); return; }
   setChainBusy(true);
   try {
     const r = await jobs.run(async (opts) => {
       await ensureOpen();
+      if (other) return bridge.call('chainExportFormat', { target, name, format }, opts);
       return bridge.call(raw ? 'chainExportRaw' : 'chainExportVdi', { target, name }, opts);
     });
     if (!r) return;
-    result.textContent = finishSave(r, { what: raw ? ' (flattened raw disk)' : ' (flattened VDI)' });
+    const what = other ? ` (flattened, ${format})` : raw ? ' (flattened raw disk)' : ' (flattened VDI)';
+    result.textContent = finishSave(r, { what }) + formatNotes(r);
     result.dataset.kind = kind;
+    result.dataset.format = format;
     result.dataset.size = String(r.size);
     result.hidden = false;
     status(result.textContent);
@@ -231,6 +238,7 @@ export async function runChainExport(kind) {
 }
 
 export function initChain() {
+  fillFormats($('#chain-export-format'));
   $('#chain-export-raw').addEventListener('click', () => runChainExport('raw'));
   $('#chain-export-vdi').addEventListener('click', () => runChainExport('vdi'));
   jobs = saveJobs('chain-export');

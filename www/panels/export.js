@@ -5,29 +5,35 @@
 import { bridge } from '../core/bridge.js';
 import { $, showError, status } from '../core/dom.js';
 import { human } from '../core/format.js';
-import { baseName, finishSave, pickTarget, saveJobs } from '../core/save.js';
+import { DISK_FORMATS, baseName, fillFormats, finishSave, formatNotes, pickTarget, saveJobs } from '../core/save.js';
 import { emit, on, setBusy, state } from '../core/state.js';
 
 let jobs = null; // the view's save jobs (saveJobs), made in initExport
 
-/** Export the open image: kind 'raw' (its disk) or 'image' (its file). Call it from a click. */
+/** Export the open image: kind 'raw' (its disk, in the format chosen: raw or another
+ * hypervisor's) or 'image' (its file). Call it from a click. */
 export async function runExport(kind) {
   const { current } = state;
   if (!current) return;
   showError(null);
   const raw = kind === 'raw';
+  const format = raw ? $('#export-format').value : 'raw';
+  const other = format !== 'raw';
+  const { ext, label } = DISK_FORMATS[format];
   const fileName = current.file.name;
-  const name = raw ? `${baseName(fileName)}.raw` : (/\.vdi$/i.test(fileName) ? fileName : `${fileName}.vdi`);
+  const name = raw ? `${baseName(fileName)}${ext}` : (/\.vdi$/i.test(fileName) ? fileName : `${fileName}.vdi`);
   const result = $('#export-result');
   result.hidden = true;
-  const target = await pickTarget(name, raw ? 'Raw disk image' : 'VirtualBox disk image', raw ? '.raw' : '.vdi');
+  const target = await pickTarget(name, raw ? label : 'VirtualBox disk image', raw ? ext : '.vdi');
   if (!target) { status('Save cancelled.'); return; }
   setBusy(1);
   try {
-    const r = await jobs.run((opts) => bridge.call(raw ? 'exportRaw' : 'exportImage', { target, name }, opts));
+    const op = other ? 'exportFormat' : raw ? 'exportRaw' : 'exportImage';
+    const r = await jobs.run((opts) => bridge.call(op, other ? { target, name, format } : { target, name }, opts));
     if (!r) return;
-    const data = raw && r.dataBytes != null && r.dataBytes !== r.size ? ` (${human(r.dataBytes)} of data)` : '';
-    result.textContent = finishSave(r, { data });
+    const data = raw && !other && r.dataBytes != null && r.dataBytes !== r.size ? ` (${human(r.dataBytes)} of data)` : '';
+    result.textContent = finishSave(r, { data, what: other ? ` (${format})` : '' }) + formatNotes(r);
+    result.dataset.format = format;
     result.dataset.ms = String(r.ms);
     result.dataset.finishMs = String(r.finishMs ?? 0);
     result.dataset.size = String(r.size);
@@ -56,6 +62,7 @@ export async function refreshStorage() {
 }
 
 export function initExport() {
+  fillFormats($('#export-format'));
   $('#export-raw').addEventListener('click', () => runExport('raw'));
   $('#export-image').addEventListener('click', () => runExport('image'));
   jobs = saveJobs('export');

@@ -104,6 +104,24 @@ function exportOf(session) {
     },
     exportDone: () => session().export_done(),
     exportCancel: () => session().export_cancel(),
+    /** Start an export to another `format` into a file `name`: the plan {format, disk-size,
+     * virtual-size, output-length (null: known at the end), notes}. */
+    formatBegin: (format, name) => parseJson(session().format_begin(format, name)),
+    /** The next step, or null at the end: {done (disk bytes), written (output bytes),
+     * pieces: [{offset, len, bytes}]} (bytes: a view valid until the next engine call, or
+     * null for zeros). */
+    formatStep() {
+      const x = session();
+      const v = x.format_step();
+      if (!v.length) return null;
+      const ptr = x.format_buffer_ptr();
+      const pieces = [];
+      for (let k = 2; k < v.length; k += 3) {
+        pieces.push({ offset: v[k], len: v[k + 1], bytes: v[k + 2] < 0 ? null : view(ptr + v[k + 2], v[k + 1]) });
+      }
+      return { done: v[0], written: v[1], pieces };
+    },
+    formatCancel: () => session().format_cancel(),
   };
 }
 

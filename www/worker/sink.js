@@ -49,6 +49,43 @@ export async function withSink(target, size, name, work) {
 }
 
 /**
+ * Export the disk of `source` (engine.js `image` or `chain`) as another hypervisor's
+ * `format` to `target`: the engine writes the output file in order, a step at a time; each
+ * step's data pieces are written at their offsets (zeros are already there: the target is
+ * sized first, or grows as a stream-optimized file is written). Returns the save's result
+ * with `size` the output's length and `plan` (its notes say what was done to fit the
+ * format).
+ */
+export async function exportFormat(source, { target, name, format }, ctx) {
+  const t0 = performance.now();
+  const plan = source.formatBegin(format, name);
+  try {
+    const total = plan['disk-size'];
+    const { value: written, ...saved } = await withSink(target, plan['output-length'] ?? 0, name, async (sink) => {
+      let breath = performance.now();
+      let n = 0;
+      for (;;) {
+        if (ctx.cancelled()) throw fail('cancelled', 'the export was cancelled');
+        const step = source.formatStep();
+        if (!step) break;
+        // One write at a time: the pieces are views of the engine's buffer.
+        for (const p of step.pieces) if (p.bytes) await sink.write(p.bytes, p.offset);
+        n = step.written;
+        ctx.progress(step.done, total);
+        if (performance.now() - breath > 40) {
+          await breathe();
+          breath = performance.now();
+        }
+      }
+      return n;
+    });
+    return { ...saved, size: written, plan, ms: performance.now() - t0 };
+  } finally {
+    source.formatCancel();
+  }
+}
+
+/**
  * Write a raw export read by the engine piece by piece (`source.exportNext()`: data in
  * wasm memory, or zeros that need no write) to `sink`, one write at a time since the
  * engine reuses its buffer. Returns the data bytes written.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use vdi::report::{chain_extent_json, extent_json};
 use vdi::{BlockState, ChainExtent, Extent, RawSink, SparseSink};
+use uuid::Uuid;
 use vdi_cli::FileStorage;
 
 use crate::{create_options, layers, open_file, Bar};
@@ -83,8 +84,9 @@ fn is_seekable_file(path: &Path) -> bool {
 
 #[allow(clippy::too_many_arguments)]
 pub fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layout: &str, fixed: bool, chain: &[PathBuf]) -> Result<u8> {
-    if format != "raw" && format != "vdi" {
-        bail!("unknown output format {format:?}: expected raw or vdi");
+    let other = vdi::Format::parse(format);
+    if format != "raw" && format != "vdi" && other.is_none() {
+        bail!("unknown output format {format:?}: expected raw, vdi, {}", vdi::Format::names());
     }
     let src = open_file(input)?;
     let is_vdi = vdi::probe(&src);
@@ -94,6 +96,73 @@ pub fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layou
         }
     }
     let mut bar = Bar::new("converting");
+    // A regular file this command creates is removed when the conversion fails: nothing
+    // partial is left looking complete.
+    let created = output.as_os_str() != "-" && is_seekable_file(output);
+    let r = match other {
+        Some(f) => to_format(input, output, &src, is_vdi, f, chain, &mut bar),
+        None => to_raw_or_vdi(input, output, src, is_vdi, format, (block_size, layout, fixed), chain, &mut bar),
+    };
+    if r.is_err() && created {
+        let _ = std::fs::remove_file(output);
+    }
+    r
+}
+
+/// `-O FORMAT` for another hypervisor's format: the engine's [`vdi::FormatExport`] over
+/// the disk (a VDI, a flattened chain, or a raw file), written in order into a sparse file
+/// or a stream. What was done to fit the format is said on stderr.
+fn to_format(input: &Path, output: &Path, src: &FileStorage, is_vdi: bool, format: vdi::Format, chain: &[PathBuf], bar: &mut Bar) -> Result<u8> {
+    let mut disk: Box<dyn vdi::Disk> = if is_vdi {
+        layers::open_disk(input, chain, false)?.0
+    } else {
+        let f = FileStorage::from_file(src.file().try_clone()?);
+        Box::new(vdi::RawDisk::new(f)?)
+    };
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "disk.vmdk".into());
+    let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let opts = vdi::FormatOptions::new([Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()], time, &name);
+    let mut e = vdi::FormatExport::begin(&mut *disk, format, &opts)?;
+    for n in &e.plan().notes {
+        eprintln!("vdi: note: {n}");
+    }
+    if output.as_os_str() == "-" || !is_seekable_file(output) {
+        let mut sink = StreamSink { out: open_stream(output)?, zeros: vec![0u8; vdi::transfer::CHUNK] };
+        e.run(&mut *disk, &mut sink, bar)?;
+        sink.out.flush()?;
+    } else {
+        let f = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
+        let mut sink = SparseSink::new(f, e.plan().output_len.unwrap_or(0))?;
+        let written = e.run(&mut *disk, &mut sink, bar)?;
+        // A stream-optimized file's length is known only now (it may end in zeros).
+        vdi::Storage::set_len(&mut sink.storage, written).map_err(|e| anyhow!("could not set the length of {}: {e}", output.display()))?;
+    }
+    Ok(0)
+}
+
+/// The output as a stream: standard output, or a pipe or device opened for writing.
+fn open_stream(output: &Path) -> Result<Box<dyn Write>> {
+    if output.as_os_str() == "-" {
+        return Ok(Box::new(io::stdout().lock()));
+    }
+    let m = std::fs::metadata(output)?;
+    if m.file_type().is_dir() {
+        bail!("{} is a directory", output.display());
+    }
+    Ok(Box::new(File::options().write(true).open(output).with_context(|| format!("could not open {}", output.display()))?))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn to_raw_or_vdi(
+    input: &Path,
+    output: &Path,
+    src: FileStorage,
+    is_vdi: bool,
+    format: &str,
+    (block_size, layout, fixed): (u64, &str, bool),
+    chain: &[PathBuf],
+    bar: &mut Bar,
+) -> Result<u8> {
     match (is_vdi, format) {
         (true, "raw") => {
             drop(src);
@@ -101,22 +170,13 @@ pub fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layou
             let size = disk.virtual_size();
             let stream = output.as_os_str() == "-" || !is_seekable_file(output);
             if stream {
-                let out: Box<dyn Write> = if output.as_os_str() == "-" {
-                    Box::new(io::stdout().lock())
-                } else {
-                    let m = std::fs::metadata(output)?;
-                    if m.file_type().is_dir() {
-                        bail!("{} is a directory", output.display());
-                    }
-                    Box::new(File::options().write(true).open(output).with_context(|| format!("could not open {}", output.display()))?)
-                };
-                let mut sink = StreamSink { out, zeros: vec![0u8; vdi::transfer::CHUNK] };
-                vdi::export_disk(&mut *disk, &mut sink, &mut bar)?;
+                let mut sink = StreamSink { out: open_stream(output)?, zeros: vec![0u8; vdi::transfer::CHUNK] };
+                vdi::export_disk(&mut *disk, &mut sink, bar)?;
                 sink.out.flush()?;
             } else {
                 let f = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
                 let mut sink = SparseSink::new(f, size)?;
-                vdi::export_disk(&mut *disk, &mut sink, &mut bar)?;
+                vdi::export_disk(&mut *disk, &mut sink, bar)?;
             }
         }
         (false, "raw") => bail!("{} is not a VDI image (no VDI signature at offset 0x40); raw to raw is a plain copy", input.display()),
@@ -134,9 +194,9 @@ pub fn convert(input: &Path, output: &Path, format: &str, block_size: u64, layou
             let f = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
             let mut dst = vdi::create(f, &opts, &mut vdi::NoMonitor)?;
             if let Some(f) = from.as_mut() {
-                vdi::export_disk(&mut **f, &mut vdi::ImageSink(&mut dst), &mut bar)?;
+                vdi::export_disk(&mut **f, &mut vdi::ImageSink(&mut dst), bar)?;
             } else {
-                vdi::import_raw(&src, &mut dst, &mut bar)?;
+                vdi::import_raw(&src, &mut dst, bar)?;
             }
             // No fsync: a new output is left to the page cache, as for a raw output and as
             // `qemu-img convert` does by default (cache=unsafe). Syncing gigabytes here made

@@ -215,9 +215,10 @@ enum Cmd {
         /// The file whose bytes are written.
         data: PathBuf,
     },
-    /// Convert between VDI and raw (input format detected by signature).
+    /// Convert a VDI (a chain, flattened) or a raw disk to raw, VDI, or another hypervisor's
+    /// format: qcow2, vmdk, vmdk-stream, vhd, vhd-fixed, vhdx (input detected by signature).
     Convert {
-        /// Output format.
+        /// Output format: raw, vdi, qcow2, vmdk, vmdk-stream, vhd, vhd-fixed or vhdx.
         #[arg(short = 'O', long = "output-format", default_value = "raw")]
         format: String,
         /// Block size of a VDI output.

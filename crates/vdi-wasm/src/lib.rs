@@ -19,6 +19,7 @@ pub mod cells;
 pub mod chain;
 pub mod edit;
 pub mod export;
+mod formats;
 mod sample;
 pub mod session;
 pub mod storage;

@@ -28,7 +28,7 @@ pub(crate) enum Opened {
 }
 
 impl Opened {
-    fn disk(&mut self) -> &mut dyn Disk {
+    pub(crate) fn disk(&mut self) -> &mut dyn Disk {
         match self {
             Opened::Image(i) => &mut **i,
             Opened::Chain(c) => c,
@@ -58,6 +58,8 @@ pub struct Session {
     export: Option<Export>,
     piece: Option<Piece>,
     flat: Option<Flatten>,
+    /// An export to another format (see [`crate::formats`]).
+    pub(crate) format: Option<crate::formats::FormatJob>,
     /// The memory of the last in-memory image closed, reused by the next one.
     spare: Vec<u8>,
 }
@@ -129,6 +131,7 @@ impl Session {
         self.export = None;
         self.piece = None;
         self.flat = None;
+        self.format = None;
         self.names.clear();
         self.indices.clear();
         self.by_uuid.clear();
@@ -441,7 +444,7 @@ impl Session {
     /// An image or layer opened leniently (so Check can name the damage) is for inspection
     /// only: what its broken layout would read is not the disk (`vdi convert` refuses to open
     /// it), so its disk is neither exported nor flattened.
-    fn refuse_broken_layout(&self) -> Result<(), JsValue> {
+    pub(crate) fn refuse_broken_layout(&self) -> Result<(), JsValue> {
         let layers: Vec<&VdiImage<Backend>> = match self.open.as_ref().ok_or_else(no_image)? {
             Opened::Image(img) => vec![img],
             Opened::Chain(c) => c.layers().iter().collect(),

@@ -4,7 +4,7 @@
 import { chain } from '../engine.js';
 import { breathe, fail } from '../protocol.js';
 import { copyChunks, withOpfsFile } from '../opfs.js';
-import { pumpPieces, withSink } from '../sink.js';
+import { exportFormat, pumpPieces, withSink } from '../sink.js';
 
 export const chainHandlers = {
   chainOpen({ files }) {
@@ -34,6 +34,9 @@ export const chainHandlers = {
       chain.exportCancel();
     }
   },
+
+  /** The flattened disk in another hypervisor's format (see sink.js exportFormat). */
+  chainExportFormat: (args, ctx) => exportFormat(chain, args, ctx),
 
   /** The flattened VDI: built by the engine in a staged OPFS file, then copied to the picked
    * file (and removed), or handed to the page for a download. */

@@ -3,7 +3,7 @@
 import { image } from '../engine.js';
 import { fail, toError } from '../protocol.js';
 import { copyChunks, withOpfsFile } from '../opfs.js';
-import { pumpPieces, withSink } from '../sink.js';
+import { exportFormat, pumpPieces, withSink } from '../sink.js';
 
 /** Runs of the file kept in flight by the File export (each at most one CHUNK). */
 const READS_IN_FLIGHT = 3;
@@ -110,6 +110,9 @@ export const exportHandlers = {
   },
 
   exportImage,
+
+  /** The virtual disk in another hypervisor's format (see sink.js exportFormat). */
+  exportFormat: (args, ctx) => exportFormat(image, args, ctx),
 
   /** Create an image: in memory and streamed to a picked file, or built by the engine in a
    * staged OPFS file, then reopened read-only from it for a download. */
