@@ -367,11 +367,12 @@ impl Ext {
             return Ok(out);
         }
         let m = self.mapper();
-        let mut pos = from - from % self.bs;
+        let mut pos = from;
         while pos < inode.size && out.len() < max {
             let piece = m.map(disk, &inode, pos / self.bs)?;
-            let len = piece.blocks.saturating_mul(self.bs).min(inode.size - pos);
-            let disk_offset = piece.phys.map(|p| self.span.start + p * self.bs);
+            let within = pos % self.bs;
+            let len = (piece.blocks.saturating_mul(self.bs) - within).min(inode.size - pos);
+            let disk_offset = piece.phys.map(|p| self.span.start + p * self.bs + within);
             match out.last_mut() {
                 Some(last) if last.disk_offset.map(|d| d + last.len) == disk_offset || (last.disk_offset.is_none() && disk_offset.is_none()) => {
                     last.len += len

@@ -277,11 +277,12 @@ impl Fat {
             return Ok(out);
         }
         let size = if file.kind == EntryKind::Dir { u64::MAX } else { file.size };
-        let mut pos = from - from % self.cs;
+        let mut pos = from;
         while pos < size && out.len() < max {
             let Some(c) = self.nth(disk, file.id as u32, pos / self.cs)? else { break };
-            let len = self.cs.min(size - pos);
-            let d = self.span.start + self.cluster_at(c);
+            let within = pos % self.cs;
+            let len = (self.cs - within).min(size - pos);
+            let d = self.span.start + self.cluster_at(c) + within;
             match out.last_mut() {
                 Some(l) if l.disk_offset.map(|x| x + l.len) == Some(d) => l.len += len,
                 _ => out.push(FileExtent { offset: pos, disk_offset: Some(d), len }),

@@ -111,6 +111,15 @@ impl PartitionTable {
         match parsed {
             Some(m) if m.protective() => gpt::read(disk, &m, &mut table)?,
             Some(m) if whole.is_none() => mbr::read(disk, &m, &mut table)?,
+            _ if whole.is_none() && size >= 2 * SECTOR => {
+                // A GPT without its protective MBR (some tools leave sector 0 alone).
+                let mut s1 = [0u8; 8];
+                disk.read_disk(SECTOR, &mut s1)?;
+                if &s1 == b"EFI PART" {
+                    table.findings.push("a GPT without a protective MBR in sector 0".into());
+                    gpt::read(disk, &mbr::Mbr::empty(), &mut table)?;
+                }
+            }
             _ => {}
         }
         if table.scheme == Scheme::None {
