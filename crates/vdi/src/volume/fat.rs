@@ -171,6 +171,9 @@ impl Fat {
                 return Ok(None);
             }
             self.check(first, n)?;
+            if n == c {
+                return Err(self.damaged(format!("cluster chain from {first}"), format!("cluster {c} points to itself")));
+            }
             c = n;
             i += 1;
         }

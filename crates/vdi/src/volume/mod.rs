@@ -39,8 +39,13 @@ use crate::error::Result;
 
 /// Longest path, in components, a lookup walks.
 pub const MAX_PATH_DEPTH: usize = 256;
-/// Most entries one directory listing returns.
-pub const MAX_DIR_ENTRIES: usize = 1 << 20;
+/// Most entries one directory listing returns (a listing holds them all: about 100 bytes
+/// each).
+pub const MAX_DIR_ENTRIES: usize = 1 << 17;
+/// Largest directory read, in bytes (ext4's large directories can be bigger; this holds
+/// several times [`MAX_DIR_ENTRIES`] entries, and bounds the walk of a damaged directory
+/// claiming terabytes of holes).
+pub const MAX_DIR_BYTES: u64 = 64 << 20;
 
 /// A filesystem kind, named as `blkid` names its TYPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
