@@ -194,6 +194,20 @@ fn a_looping_or_broken_fat_chain_ends_in_a_named_error() {
 }
 
 #[test]
+fn a_file_whose_first_cluster_is_past_the_partition_has_no_extents() {
+    // Fuzzer-found: a FAT cut short; a file's first cluster lies past the cut, and its
+    // extents pointed there.
+    let bytes = fat_image();
+    let le16 = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
+    // Cut where the data area starts: reserved sectors, the FATs, the fixed root directory.
+    let data = (le16(14) + bytes[16] as usize * le16(22)) * 512 + le16(17) * 32;
+    let mut disk = Counted { bytes: bytes[..data].to_vec(), read: Cell::new(0) };
+    let mut fs = open(&mut disk).unwrap();
+    let big = fs.lookup(&mut disk, "/big.bin").unwrap();
+    damaged(fs.extents(&mut disk, &big, 0, 4), "is outside 2..");
+}
+
+#[test]
 fn truncated_filesystems_name_what_is_past_the_end() {
     let (bytes, _w) = ext_image();
     // Cut after the first 64 KiB: the superblock is there, the root's directory block is not.

@@ -246,6 +246,16 @@ mod tests {
         assert_eq!(t.findings.len(), 2, "{:?}", t.findings);
     }
 
+    #[test]
+    fn an_ebr_cut_off_by_the_end_of_the_disk_is_a_finding() {
+        // Fuzzer-found: an extended partition starting in the disk's last, partial sector.
+        let mut disk = vec![0u8; 30 * S + 26];
+        slot(&mut disk, 0, 0, 0, 0x05, 30, 100);
+        let t = PartitionTable::read(&mut disk).unwrap();
+        assert_eq!(t.partitions.len(), 1);
+        assert!(t.findings.iter().any(|f| f == "the EBR at byte 15360 lies past the end of the disk"), "{:?}", t.findings);
+    }
+
     /// A GPT header at `lba` with `count` entries of 128 bytes at `entries`, its CRCs right.
     fn gpt_header(disk: &mut [u8], lba: u64, alt: u64, entries: u64, count: u32) {
         let array_crc = crc32(&disk[entries as usize * S..][..count.min(4) as usize * 128]);
