@@ -24,6 +24,12 @@ mkfs.ext4 -q -F -b 1024 -N 32 -O ^has_journal,^resize_inode -d "$tmp/src" "$out/
 mkfs.vfat -C "$out/fat12.img" 64 >/dev/null
 mcopy -s -i "$out/fat12.img" "$tmp/src/hello.txt" "$tmp/src/dir" ::/
 mcopy -i "$out/fat12.img" "$tmp/src/hello.txt" "::/A long name é.txt"
+# NTFS (mkntfs needs 2 MiB: the seed is its first 64 KiB, cut; with 512-byte clusters
+# the $MFT starts at 16 KiB, so the boot sector and the system records are in it).
+truncate -s 2M "$tmp/ntfs.img"
+mkntfs -q -F -Q -c 512 "$tmp/ntfs.img" >/dev/null 2>&1
+ntfscp -q "$tmp/ntfs.img" "$tmp/src/hello.txt" hello.txt
+head -c 64K "$tmp/ntfs.img" > "$out/ntfs.img"
 # An MBR with an extended partition and two logicals; a GPT with two named partitions.
 truncate -s 64K "$out/mbr.img"
 printf 'label: dos\nstart=4, size=20, type=83\nstart=30, size=90, type=5\nstart=34, size=20, type=c\nstart=60, size=20, type=83\n' \

@@ -1,4 +1,4 @@
-//! The filesystem readers over any bytes: the first byte picks ext4, vfat, or detection;
+//! The filesystem readers over any bytes: the first byte picks ext4, vfat, ntfs, or detection;
 //! the rest is the filesystem. Opening, walking the tree (bounded here), reading every file
 //! and its extents never panics, never reads outside the filesystem, and every error is a
 //! named one.
@@ -19,9 +19,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, rest)) = data.split_first() else { return };
     let mut disk = rest.to_vec();
     let size = rest.len() as u64;
-    let kind = match pick % 3 {
+    let kind = match pick % 4 {
         0 => Some(FsKind::Ext4),
         1 => Some(FsKind::Vfat),
+        2 => Some(FsKind::Ntfs),
         _ => None,
     };
     let part = match kind {

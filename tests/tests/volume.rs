@@ -394,3 +394,51 @@ fn fixture_3hfs_is_detected() {
     let o = run(&mut vdi(&["ls", "-p", "2", img.to_str().unwrap()]));
     assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "vdi: partition 2 holds hfsplus, whose files are not read (detection only)");
 }
+
+#[test]
+fn ntfs_files_read_as_written_by_ntfscp() {
+    let work = scratch();
+    let w = work.path();
+    let raw = w.join("ntfs.raw");
+    fs::File::create(&raw).unwrap().set_len(40 * MB as u64).unwrap();
+    let mut child = Command::new("sfdisk").args(["-q", raw.to_str().unwrap()]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"label: dos\nstart=2048, type=7\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let part = w.join("p1");
+    fs::File::create(&part).unwrap().set_len(40 * MB as u64 - MB as u64).unwrap();
+    sh("mkntfs", &["-q", "-F", "-Q", "-L", "WINVOL", part.to_str().unwrap()]);
+    // Files: one spanning several VDI blocks, an empty one, non-ASCII names, and enough
+    // names that the root's index needs index records ($INDEX_ALLOCATION).
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("big.bin".into(), pattern(11, 3 * MB + 777)),
+        ("empty".into(), vec![]),
+        ("naïve café.txt".into(), "crème\n".into()),
+    ];
+    for i in 0..40 {
+        files.push((format!("many file {i}.txt"), format!("file {i}\n").into_bytes()));
+    }
+    for (name, bytes) in &files {
+        let f = w.join("one");
+        fs::write(&f, bytes).unwrap();
+        sh("ntfscp", &["-q", part.to_str().unwrap(), f.to_str().unwrap(), name]);
+    }
+    let theirs = sh("ntfsls", &[part.to_str().unwrap()]);
+    place(&raw, &part, 2048);
+    let img = to_vdi(&work, &raw, "ntfs.vdi");
+    fs::remove_file(&raw).unwrap();
+    let t = partitions(&img);
+    assert_eq!((t["partitions"][0]["filesystem"].as_str(), t["partitions"][0]["readable"].as_bool()), (Some("ntfs"), Some(true)));
+    let listed = json(&ok(&mut vdi(&["ls", "--json", &img, "/"])));
+    let mut ours: Vec<&str> = listed["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let mut want: Vec<&str> = theirs.lines().filter(|l| !l.starts_with('$') && !l.is_empty()).collect();
+    ours.sort();
+    want.sort();
+    assert_eq!(ours, want, "the root as ntfsls lists it");
+    assert_eq!(ours.len(), files.len());
+    for (name, bytes) in &files {
+        let o = run(&mut vdi(&["cat", &img, &format!("/{name}")]));
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_same(&o.stdout, bytes, name);
+    }
+    extents_read_back(&img, 1, "/big.bin", &files[0].1);
+}

@@ -225,7 +225,7 @@ enum Cmd {
         /// The image (a chain's top reads the newest snapshot).
         image: PathBuf,
     },
-    /// List a directory inside the disk (ext2/3/4, FAT).
+    /// List a directory inside the disk (ext2/3/4, FAT, NTFS).
     Ls {
         #[command(flatten)]
         out: Output,
