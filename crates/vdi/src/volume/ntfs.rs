@@ -166,7 +166,7 @@ impl Ntfs {
         if !(512..=65536).contains(&rec_size) || !rec_size.is_power_of_two() || !(512..=65536).contains(&index_size) {
             return Err(damaged("boot sector", format!("MFT record size {rec_size}, index record size {index_size}")));
         }
-        let clusters = (le64(&b, 0x28) * bps / cs).min(size / cs);
+        let clusters = (le64(&b, 0x28).saturating_mul(bps) / cs).min(size / cs);
         let mft_lcn = le64(&b, 0x30);
         if mft_lcn >= clusters {
             return Err(damaged("boot sector", format!("$MFT at cluster {mft_lcn}, outside the {clusters} clusters")));
@@ -190,7 +190,7 @@ impl Ntfs {
             let within = pos % self.cs;
             let run = runs.iter().find(|r| vcn >= r.vcn && vcn - r.vcn < r.len);
             let avail = match run {
-                Some(r) => (r.vcn + r.len - vcn) * self.cs - within,
+                Some(r) => (r.vcn.saturating_add(r.len) - vcn).saturating_mul(self.cs) - within,
                 None => self.cs - within,
             };
             let n = (avail.min((buf.len() - done) as u64)) as usize;
@@ -207,7 +207,7 @@ impl Ntfs {
     /// MFT record `n`, fixed up.
     fn record(&self, disk: &mut dyn ReadDisk, n: u64) -> Result<Vec<u8>> {
         let what = || format!("MFT record {n}");
-        let mft_len: u64 = self.mft.iter().map(|r| r.len).sum::<u64>() * self.cs;
+        let mft_len = self.mft.iter().fold(0u64, |n, r| n.saturating_add(r.len)).saturating_mul(self.cs);
         if n.checked_mul(self.rec_size).is_none_or(|o| o + self.rec_size > mft_len) {
             return Err(damaged(what(), format!("past the end of the {mft_len}-byte $MFT")));
         }
@@ -351,7 +351,7 @@ impl Ntfs {
         let Data::Runs { runs, .. } = self.data(disk, file.id)? else { return Ok(vec![]) };
         let mut out = vec![];
         for r in runs {
-            let (a, b) = ((r.vcn * self.cs).max(from), ((r.vcn + r.len) * self.cs).min(file.size));
+            let (a, b) = (r.vcn.saturating_mul(self.cs).max(from), r.vcn.saturating_add(r.len).saturating_mul(self.cs).min(file.size));
             if a >= b {
                 continue;
             }
@@ -409,4 +409,24 @@ fn entries(node: &[u8], out: &mut Vec<(u64, String)>, what: &dyn Fn() -> String)
         at += len;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_boot_sector_counts_do_not_overflow() {
+        // Fuzzer-found: total sectors near 2^64 times 512-byte sectors overflowed.
+        let mut b = vec![0u8; 64 << 10];
+        b[3..11].copy_from_slice(b"NTFS    ");
+        b[11..13].copy_from_slice(&512u16.to_le_bytes());
+        b[13] = 1;
+        b[0x28..0x30].copy_from_slice(&u64::MAX.to_le_bytes());
+        b[0x30..0x38].copy_from_slice(&4u64.to_le_bytes());
+        b[0x40] = 0xf6; // 2^10-byte records
+        b[0x44] = 0xf4;
+        let e = Ntfs::open(&mut b, 0, 64 << 10).unwrap_err();
+        assert_eq!(e.to_string(), "damaged ntfs: MFT record 0: no FILE signature");
+    }
 }
