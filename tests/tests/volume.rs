@@ -285,6 +285,15 @@ fn gpt_with_names_fat32_ext4_and_a_damaged_header() {
     check_partition(&work, &img, "1", &fat_src, false);
     check_partition(&work, &img, "2", &src, true);
 
+    // A hybrid MBR (sgdisk -h 1: partition 1 also in the MBR): the GPT is read.
+    let hybrid = w.join("hybrid.raw");
+    fs::copy(&raw, &hybrid).unwrap();
+    sgdisk(&hybrid, &["-h", "1"]);
+    let t = partitions(&to_vdi(&work, &hybrid, "hybrid.vdi"));
+    fs::remove_file(&hybrid).unwrap();
+    assert_eq!((t["scheme"].as_str(), t["partitions"].as_array().unwrap().len()), (Some("hybrid"), 2));
+    assert_eq!(t["findings"], serde_json::json!([]));
+
     // The backup header wiped: a finding, the partitions still read.
     let damaged = w.join("damaged.raw");
     fs::copy(&raw, &damaged).unwrap();
