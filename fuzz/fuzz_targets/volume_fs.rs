@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vdi::volume::{EntryKind, Filesystem, FsInfo, FsKind, Partition, PartitionTable, TypeId};
+use vdi::volume::{EntryKind, Filesystem, FsInfo, FsKind, Partition, PartitionTable};
 
 fn allowed(e: &vdi::VdiError) {
     assert!(
@@ -26,17 +26,10 @@ fuzz_target!(|data: &[u8]| {
         _ => None,
     };
     let part = match kind {
-        Some(kind) => Partition {
-            number: 0,
-            start: 0,
+        Some(kind) => Partition::whole(
             size,
-            type_id: TypeId::None,
-            type_name: String::new(),
-            name: String::new(),
-            uuid: String::new(),
-            attributes: 0,
-            filesystem: Some(FsInfo { kind, label: String::new(), uuid: String::new(), size, used: None, free: None, readable: true }),
-        },
+            FsInfo { kind, label: String::new(), uuid: String::new(), size, used: None, free: None, readable: true },
+        ),
         None => match PartitionTable::read(&mut disk).unwrap().select(None) {
             Ok(p) => p.clone(),
             Err(_) => return,

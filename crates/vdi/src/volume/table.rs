@@ -80,6 +80,23 @@ pub struct Partition {
     pub filesystem: Option<FsInfo>,
 }
 
+impl Partition {
+    /// A filesystem spanning the whole disk (`size` bytes): partition 0, no table.
+    pub fn whole(size: u64, fs: FsInfo) -> Partition {
+        Partition {
+            number: 0,
+            start: 0,
+            size,
+            type_id: TypeId::None,
+            type_name: String::new(),
+            name: String::new(),
+            uuid: String::new(),
+            attributes: 0,
+            filesystem: Some(fs),
+        }
+    }
+}
+
 /// The partition table of a disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionTable {
@@ -124,17 +141,7 @@ impl PartitionTable {
         }
         if table.scheme == Scheme::None {
             if let Some(fs) = whole {
-                table.partitions.push(Partition {
-                    number: 0,
-                    start: 0,
-                    size,
-                    type_id: TypeId::None,
-                    type_name: String::new(),
-                    name: String::new(),
-                    uuid: String::new(),
-                    attributes: 0,
-                    filesystem: Some(fs),
-                });
+                table.partitions.push(Partition::whole(size, fs));
             }
         }
         for p in &mut table.partitions {
