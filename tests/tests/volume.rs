@@ -441,7 +441,8 @@ fn ntfs_files_read_as_written_by_ntfscp() {
     let img = to_vdi(&work, &raw, "ntfs.vdi");
     fs::remove_file(&raw).unwrap();
     let t = partitions(&img);
-    assert_eq!((t["partitions"][0]["filesystem"].as_str(), t["partitions"][0]["readable"].as_bool()), (Some("ntfs"), Some(true)));
+    let p0 = &t["partitions"][0];
+    assert_eq!((p0["filesystem"].as_str(), p0["readable"].as_bool(), p0["label"].as_str()), (Some("ntfs"), Some(true), Some("WINVOL")));
     let listed = json(&ok(&mut vdi(&["ls", "--json", &img, "/"])));
     let mut ours: Vec<&str> = listed["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     let mut want: Vec<&str> = theirs.lines().filter(|l| !l.starts_with('$') && !l.is_empty()).collect();
@@ -455,4 +456,33 @@ fn ntfs_files_read_as_written_by_ntfscp() {
         assert_same(&o.stdout, bytes, name);
     }
     extents_read_back(&img, 1, "/big.bin", &files[0].1);
+}
+
+/// What `vdi fs` says of bare filesystems equals what `blkid -p` says: TYPE, LABEL, UUID.
+#[test]
+fn detection_agrees_with_blkid() {
+    let work = scratch();
+    let w = work.path();
+    let cases: [(&str, &str, &[&str]); 6] = [
+        ("ext2", "mkfs.ext2", &["-q", "-F", "-L", "two"]),
+        ("ext3", "mkfs.ext3", &["-q", "-F", "-L", "three"]),
+        ("ext4", "mkfs.ext4", &["-q", "-F", "-L", "four é"]),
+        ("vfat", "mkfs.vfat", &["-n", "FATLABEL"]),
+        ("ntfs", "mkntfs", &["-q", "-F", "-Q", "-L", "NT label"]),
+        ("swap", "mkswap", &["-q", "-L", "swaplabel"]),
+    ];
+    for (kind, mkfs, args) in cases {
+        let raw = w.join(format!("{kind}.raw"));
+        fs::File::create(&raw).unwrap().set_len(8 * MB as u64).unwrap();
+        let mut a = args.to_vec();
+        a.push(raw.to_str().unwrap());
+        sh(mkfs, &a);
+        let tag = |t: &str| sh("blkid", &["-p", "-o", "value", "-s", t, raw.to_str().unwrap()]).trim_end_matches('\n').to_string();
+        let theirs = (tag("TYPE"), tag("LABEL"), tag("UUID"));
+        let t = partitions(&to_vdi(&work, &raw, &format!("{kind}.vdi")));
+        fs::remove_file(&raw).unwrap();
+        let p = &t["partitions"][0];
+        let ours = (p["filesystem"].as_str().unwrap(), p["label"].as_str().unwrap(), p["uuid"].as_str().unwrap());
+        assert_eq!(ours, (theirs.0.as_str(), theirs.1.as_str(), theirs.2.as_str()), "{kind}");
+    }
 }
