@@ -486,3 +486,28 @@ fn detection_agrees_with_blkid() {
         assert_eq!(ours, (theirs.0.as_str(), theirs.1.as_str(), theirs.2.as_str()), "{kind}");
     }
 }
+
+/// A directory of 400 names, indexed by `e2fsck -D` (a hashed directory, dir_index): every
+/// name is listed once and found by lookup.
+#[test]
+fn a_hashed_ext4_directory_lists_every_name() {
+    let work = scratch();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("many")).unwrap();
+    let names: Vec<String> = (0..400).map(|i| format!("a fairly long file name number {i:04}.txt")).collect();
+    for n in &names {
+        fs::write(src.join("many").join(n), n.as_bytes()).unwrap();
+    }
+    let raw = ext_fs(work.path(), "h.raw", &src, "mkfs.ext4", &["-b", "1024"], "8M");
+    let r = run(Command::new("e2fsck").args(["-fyD", raw.to_str().unwrap()]));
+    assert!(r.status.code().is_some_and(|c| c <= 1), "e2fsck: {}", String::from_utf8_lossy(&r.stdout));
+    let stat = sh("debugfs", &["-R", "stat /many", raw.to_str().unwrap()]);
+    let flags = u32::from_str_radix(stat.split("Flags: 0x").nth(1).unwrap().split_whitespace().next().unwrap(), 16).unwrap();
+    assert!(flags & 0x1000 != 0, "the directory is indexed (EXT4_INDEX_FL): {stat}");
+    let img = to_vdi(&work, &raw, "h.vdi");
+    let listed = json(&ok(&mut vdi(&["ls", "--json", &img, "/many"])));
+    let mut ours: Vec<&str> = listed["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    ours.sort();
+    assert_eq!(ours, names.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(ok(&mut vdi(&["cat", &img, &format!("/many/{}", names[399])])), names[399]);
+}
