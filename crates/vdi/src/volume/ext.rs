@@ -5,7 +5,8 @@
 //! descriptors, inode table, directory entries). Read: 1–64 KiB blocks, 32- and 64-byte
 //! descriptors, meta_bg, bigalloc (extents stay in blocks), hashed directories (read
 //! linearly: their index blocks look like empty entries), fast and slow symlinks, inline
-//! data (i_block and the in-inode system.data attribute). Not read: a journal is not replayed; encrypted files.
+//! data (i_block and the in-inode system.data attribute). Not read: a journal is never
+//! replayed; encrypted files.
 
 use crate::error::Result;
 use crate::volume::ext_map::Mapper;
