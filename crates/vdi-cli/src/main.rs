@@ -18,6 +18,7 @@ use vdi_cli::{parse_size, FileStorage};
 
 mod chains;
 mod convert;
+mod fs;
 mod layers;
 mod surgery;
 
@@ -56,6 +57,18 @@ struct ChainArg {
     /// instead of searching the image's folder and the folder above for its parents.
     #[arg(long, value_name = "FILE", value_delimiter = ',')]
     chain: Vec<PathBuf>,
+}
+
+/// Which filesystem of which disk: `vdi ls`, `cat`, `extract`.
+#[derive(clap::Args)]
+struct FsArg {
+    /// The partition (as `vdi fs` numbers them); optional when one holds a filesystem.
+    #[arg(long, short = 'p')]
+    partition: Option<u32>,
+    #[command(flatten)]
+    chain: ChainArg,
+    /// The image (a chain's top reads the newest snapshot).
+    image: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -215,6 +228,45 @@ enum Cmd {
         /// The file whose bytes are written.
         data: PathBuf,
     },
+    /// Show the partition table and the filesystem on each partition.
+    Fs {
+        #[command(flatten)]
+        out: Output,
+        #[command(flatten)]
+        chain: ChainArg,
+        /// The image (a chain's top reads the newest snapshot).
+        image: PathBuf,
+    },
+    /// List a directory inside the disk (ext2/3/4, FAT, NTFS).
+    Ls {
+        #[command(flatten)]
+        out: Output,
+        /// Long listing: mode, size, modification time (UTC), name, symlink target.
+        #[arg(short = 'l')]
+        long: bool,
+        #[command(flatten)]
+        fs: FsArg,
+        /// The directory (default: the root).
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Print a file inside the disk on standard output (symlinks followed).
+    Cat {
+        #[command(flatten)]
+        fs: FsArg,
+        /// The file.
+        path: String,
+    },
+    /// Copy a file or directory tree out of the disk, like `cp -r PATH DEST` (DEST/name;
+    /// modification times kept, symlinks as symlinks).
+    Extract {
+        #[command(flatten)]
+        fs: FsArg,
+        /// The file or directory inside the disk ("/" extracts everything into DEST).
+        path: String,
+        /// The host directory to extract into.
+        dest: PathBuf,
+    },
     /// Convert a VDI (a chain, flattened) or a raw disk to raw, VDI, or another hypervisor's
     /// format: qcow2, vmdk, vmdk-stream, vhd, vhd-fixed, vhdx (input detected by signature).
     Convert {
@@ -304,6 +356,10 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Write { offset, chain, image, data } => surgery::write(&image, &data, offset, &chain.chain),
         Cmd::Commit { keep, chain, image } => chains::commit(&image, keep, &chain.chain),
         Cmd::Stream { chain, image } => chains::stream(&image, &chain.chain),
+        Cmd::Fs { out, chain, image } => fs::table(&image, &chain.chain, out.json()),
+        Cmd::Ls { out, long, fs: f, path } => fs::ls(&f.image, &f.chain.chain, f.partition, &path, long, out.json()),
+        Cmd::Cat { fs: f, path } => fs::cat(&f.image, &f.chain.chain, f.partition, &path),
+        Cmd::Extract { fs: f, path, dest } => fs::extract(&f.image, &f.chain.chain, f.partition, &path, &dest),
     }
 }
 
