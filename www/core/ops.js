@@ -63,6 +63,9 @@ export const OPS = deepFreeze({
   setFields: { args: { fields: 'object' }, about: 'write header fields (comment, UUIDs, LCHS geometry)' },
   writeFile: { args: { file: 'file', offset: 'index' }, progress: true, cancel: 'message', about: 'write a {file} into the disk at {offset}' },
 
+  // The disk's bytes (the Hex view): the chain's disk ({chain: true}) or the image's.
+  hexRead: { args: { offset: 'index', len: 'count', chain: 'boolean?' }, query: true, transfer: ['bytes'], about: '{len} bytes of the disk at {offset} and the labels of the known structures there' },
+
   // Snapshot chains (several files linked by UUID).
   chainOpen: { args: { files: 'files' }, about: 'link {files} into one chain, base first' },
   chainClose: { about: 'close the chain' },

@@ -6,7 +6,7 @@ import { bridge } from '../core/bridge.js';
 import { COLORS, freeColour, mix, paintCells, planCells, ramp, viewContentWidth } from '../core/cells.js';
 import { $, el, pairs, showError, stat, swatch } from '../core/dom.js';
 import { dec, hex, human, pct } from '../core/format.js';
-import { on, state } from '../core/state.js';
+import { emit, on, state } from '../core/state.js';
 
 let map = null; // {per, cells, blocks, readable, data, zero, slot, summary, of}
 let layout = null; // {cell, cols, rows, dpr, cssW}
@@ -55,6 +55,23 @@ function cellColor(i) {
   return mix([[COLORS.data, d], [COLORS.zero, z], [free, f], [COLORS.unreadable, unread]], n, floor);
 }
 
+/** The picked cell's row under the map: its blocks and "Show in hex view". */
+function renderPick() {
+  const row = $('#map-pick');
+  row.hidden = selected < 0 || !map;
+  if (row.hidden) return;
+  const first = selected * map.per;
+  const last = Math.min(map.blocks, first + map.per) - 1;
+  $('#map-pick-text').textContent = first === last ? `Block ${first}` : `Blocks ${first} – ${last}`;
+}
+
+function showInHex() {
+  if (selected < 0 || !map) return;
+  const block = selected * map.per;
+  const bs = Number(state.current.info['format-specific'].data['block-size']);
+  emit('hex', { offset: block * bs, why: `Opened from block ${block} of the block map.` });
+}
+
 function draw() {
   const canvas = $('#map-canvas');
   const { cell, cols, dpr } = layout;
@@ -68,6 +85,7 @@ function draw() {
     ctx.lineWidth = Math.max(1, Math.round(dpr));
     ctx.strokeRect(x0 + 0.5, y0 + 0.5, Math.max(1, cell - 1), Math.max(1, cell - 1));
   }
+  renderPick();
   canvas.setAttribute('aria-label', `Block map: ${map.blocks} blocks${map.per > 1 ? `, ${map.per} per cell` : ''}, coloured by ${colourBy === 'state' ? 'state' : 'position in the file'}`);
   renderLegend();
 }
@@ -227,6 +245,7 @@ export function initMap() {
     showTip(at.i, at);
   });
   canvas.addEventListener('blur', hideTip);
+  $('#map-hex').addEventListener('click', showInHex);
   for (const r of document.querySelectorAll('input[name=map-view]')) {
     r.addEventListener('change', () => { colourBy = r.value; if (map) draw(); });
   }
@@ -243,6 +262,7 @@ export function initMap() {
     if (current) return loadMap();
     map = null;
     layout = null;
+    renderPick();
     $('#map-summary').replaceChildren();
     $('#map-legend').replaceChildren();
     return undefined;

@@ -201,3 +201,14 @@ export const chain = {
   flatFinish: () => parseJson(c.flat_finish()),
   flatCancel: () => c.flat_cancel(),
 };
+
+/** The disk seen by the Hex and Files views: the chain's (files as its top sees them) or
+ * the image's. */
+export const disk = {
+  /** `len` bytes at `offset` (a copy of their own) and the labelled fields there. */
+  read(chainDisk, offset, len) {
+    const x = chainDisk ? c : s;
+    const bytes = x.read_copy(offset, len);
+    return { offset, bytes, labels: parseJson(x.structure_labels(offset, len)) };
+  },
+};

@@ -17,8 +17,10 @@
 
 pub mod cells;
 pub mod chain;
+pub mod crc32;
 pub mod edit;
 pub mod export;
+pub mod labels;
 mod sample;
 pub mod session;
 pub mod storage;

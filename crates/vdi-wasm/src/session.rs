@@ -215,6 +215,27 @@ impl Session {
         disk.read_at(offset as u64, &mut self.buf[..len]).map_err(vdi_err)
     }
 
+    /// `len` bytes (at most [`crate::labels::MAX_LABEL_WINDOW`]) of the virtual disk at
+    /// `offset`, as a copy of their own: the hex view reads beside a running export, whose
+    /// pieces stay in the transfer buffer.
+    pub fn read_copy(&mut self, offset: f64, len: u32) -> Result<Vec<u8>, JsValue> {
+        if u64::from(len) > crate::labels::MAX_LABEL_WINDOW {
+            return Err(js_error("invalid-argument", format!("a window of {len} bytes is larger than {}", crate::labels::MAX_LABEL_WINDOW)));
+        }
+        let disk = self.open.as_mut().ok_or_else(no_image)?.disk();
+        let mut out = vec![0u8; len as usize];
+        disk.read_at(offset as u64, &mut out).map_err(vdi_err)?;
+        Ok(out)
+    }
+
+    /// The labelled fields of known structures (MBR, GPT) overlapping `len` bytes of the
+    /// disk at `offset` (see [`crate::labels`]): JSON `[{start, len, group, name, value}]`.
+    pub fn structure_labels(&mut self, offset: f64, len: u32) -> Result<String, JsValue> {
+        let disk = self.open.as_mut().ok_or_else(no_image)?.disk();
+        let labels = crate::labels::structure_labels(disk, offset as u64, u64::from(len)).map_err(vdi_err)?;
+        Ok(Value::Array(labels.iter().map(crate::labels::Label::to_json).collect()).to_string())
+    }
+
     /// Read `len` bytes of the image file itself at `offset` into the transfer buffer
     /// (to save the image back out).
     pub fn read_image(&mut self, offset: f64, len: u32) -> Result<(), JsValue> {
