@@ -18,6 +18,7 @@ use vdi_cli::{parse_size, FileStorage};
 
 mod chains;
 mod convert;
+mod fs;
 mod layers;
 mod surgery;
 
@@ -215,6 +216,60 @@ enum Cmd {
         /// The file whose bytes are written.
         data: PathBuf,
     },
+    /// Show the partition table and the filesystem on each partition.
+    Fs {
+        #[command(flatten)]
+        out: Output,
+        #[command(flatten)]
+        chain: ChainArg,
+        /// The image (a chain's top reads the newest snapshot).
+        image: PathBuf,
+    },
+    /// List a directory inside the disk (ext2/3/4, FAT).
+    Ls {
+        #[command(flatten)]
+        out: Output,
+        /// Long listing: mode, size, modification time (UTC), name, symlink target.
+        #[arg(short = 'l')]
+        long: bool,
+        /// The partition (as `vdi fs` numbers them); optional when one holds a filesystem.
+        #[arg(long, short = 'p')]
+        partition: Option<u32>,
+        #[command(flatten)]
+        chain: ChainArg,
+        /// The image.
+        image: PathBuf,
+        /// The directory (default: the root).
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Print a file inside the disk on standard output.
+    Cat {
+        /// The partition (as `vdi fs` numbers them); optional when one holds a filesystem.
+        #[arg(long, short = 'p')]
+        partition: Option<u32>,
+        #[command(flatten)]
+        chain: ChainArg,
+        /// The image.
+        image: PathBuf,
+        /// The file.
+        path: String,
+    },
+    /// Copy a file or directory tree out of the disk, like `cp -r PATH DEST` (DEST/name;
+    /// modification times kept, symlinks as symlinks).
+    Extract {
+        /// The partition (as `vdi fs` numbers them); optional when one holds a filesystem.
+        #[arg(long, short = 'p')]
+        partition: Option<u32>,
+        #[command(flatten)]
+        chain: ChainArg,
+        /// The image.
+        image: PathBuf,
+        /// The file or directory inside the disk ("/" extracts everything into DEST).
+        path: String,
+        /// The host directory to extract into.
+        dest: PathBuf,
+    },
     /// Convert between VDI and raw (input format detected by signature).
     Convert {
         /// Output format.
@@ -303,6 +358,10 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Write { offset, chain, image, data } => surgery::write(&image, &data, offset, &chain.chain),
         Cmd::Commit { keep, chain, image } => chains::commit(&image, keep, &chain.chain),
         Cmd::Stream { chain, image } => chains::stream(&image, &chain.chain),
+        Cmd::Fs { out, chain, image } => fs::table(&image, &chain.chain, out.json()),
+        Cmd::Ls { out, long, partition, chain, image, path } => fs::ls(&image, &chain.chain, partition, &path, long, out.json()),
+        Cmd::Cat { partition, chain, image, path } => fs::cat(&image, &chain.chain, partition, &path),
+        Cmd::Extract { partition, chain, image, path, dest } => fs::extract(&image, &chain.chain, partition, &path, &dest),
     }
 }
 

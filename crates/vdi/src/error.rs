@@ -139,6 +139,10 @@ pub enum VdiError {
         #[source]
         source: StorageError,
     },
+    /// Reading partitions or files inside the disk failed; its kind is
+    /// [`VolumeError::kind`](crate::volume::VolumeError::kind).
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
 }
 
 impl VdiError {
@@ -161,6 +165,7 @@ impl VdiError {
             VdiError::Io { source, .. } if source.is_no_space() => "no-space",
             VdiError::Io { .. } => "io",
             VdiError::Output { .. } => "output",
+            VdiError::Volume(e) => e.kind(),
         }
     }
 

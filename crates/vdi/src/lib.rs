@@ -42,6 +42,7 @@ pub mod storage;
 pub mod surgery;
 pub mod transfer;
 pub mod uuid_arg;
+pub mod volume;
 
 pub use block_map::{BlockMap, Entry, BLOCK_FREE, BLOCK_ZERO};
 pub use chain::{Chain, ChainExtent, CommitStats, Source};

@@ -1,0 +1,304 @@
+//! Inside the disk: partition tables, filesystems and files.
+//!
+//! ```text
+//! Disk ──> PartitionTable::read ──> Partition { number, start, size, type, filesystem: FsInfo }
+//!                                        │
+//!                     Filesystem::open ──┘──> lookup(path) / list(dir) -> Entry
+//!                                             read(file, offset, buf)   bounded reads
+//!                                             extents(file, ...)        where its bytes lie
+//! ```
+//!
+//! Nothing here owns the disk: a [`Filesystem`] keeps only what it parsed (a superblock,
+//! geometry) and takes the disk — anything that implements [`ReadDisk`], e.g.
+//! [`DiskReader`] around a [`Disk`](crate::Disk) or a chain — on every call. A caller that
+//! holds the disk (the wasm session, the CLI) keeps an open filesystem beside it and lists a
+//! directory now and reads a file later without parsing anything again.
+//!
+//! Read: ext2/3/4 and FAT12/16/32 files. Detected only (type, label, UUID, size): see
+//! [`FsKind`] and docs/volumes.md. Every count and size taken from the image is bounded
+//! before anything is allocated; reads are proportional to what is asked.
+
+mod detect;
+mod error;
+mod ext;
+mod ext_map;
+mod gpt;
+mod io;
+#[cfg(feature = "json")]
+pub mod json;
+mod mbr;
+mod table;
+
+pub use detect::detect;
+pub use error::VolumeError;
+pub use io::{DiskReader, ReadDisk};
+pub use table::{Partition, PartitionTable, Scheme, TypeId};
+
+use crate::error::Result;
+
+/// Longest path, in components, a lookup walks.
+pub const MAX_PATH_DEPTH: usize = 256;
+/// Most entries one directory listing returns.
+pub const MAX_DIR_ENTRIES: usize = 1 << 20;
+
+/// A filesystem kind, named as `blkid` names its TYPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FsKind {
+    /// ext2 (no journal).
+    Ext2,
+    /// ext3 (journal, no ext4 features).
+    Ext3,
+    /// ext4.
+    Ext4,
+    /// FAT12, FAT16 or FAT32.
+    Vfat,
+    /// exFAT.
+    Exfat,
+    /// NTFS.
+    Ntfs,
+    /// HFS+ (or HFSX).
+    Hfsplus,
+    /// An APFS container.
+    Apfs,
+    /// XFS.
+    Xfs,
+    /// btrfs.
+    Btrfs,
+    /// An LVM2 physical volume.
+    Lvm2Member,
+    /// A LUKS encrypted volume.
+    CryptoLuks,
+    /// Linux swap.
+    Swap,
+    /// ISO 9660.
+    Iso9660,
+}
+
+impl FsKind {
+    /// The lower-case name (`blkid`'s TYPE).
+    pub fn name(self) -> &'static str {
+        match self {
+            FsKind::Ext2 => "ext2",
+            FsKind::Ext3 => "ext3",
+            FsKind::Ext4 => "ext4",
+            FsKind::Vfat => "vfat",
+            FsKind::Exfat => "exfat",
+            FsKind::Ntfs => "ntfs",
+            FsKind::Hfsplus => "hfsplus",
+            FsKind::Apfs => "apfs",
+            FsKind::Xfs => "xfs",
+            FsKind::Btrfs => "btrfs",
+            FsKind::Lvm2Member => "lvm2_member",
+            FsKind::CryptoLuks => "crypto_luks",
+            FsKind::Swap => "swap",
+            FsKind::Iso9660 => "iso9660",
+        }
+    }
+
+    /// Whether this engine lists and reads its files (the others are detection only).
+    pub fn readable(self) -> bool {
+        matches!(self, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Vfat)
+    }
+}
+
+impl std::fmt::Display for FsKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a signature says about a filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsInfo {
+    /// Its kind.
+    pub kind: FsKind,
+    /// Its label ("" when it has none or it is not read).
+    pub label: String,
+    /// Its UUID or serial number as `blkid` prints it ("" when it has none).
+    pub uuid: String,
+    /// Bytes the filesystem says it spans (0 when unknown).
+    pub size: u64,
+    /// Bytes in use, when the superblock says so.
+    pub used: Option<u64>,
+    /// Bytes free, when the superblock says so.
+    pub free: Option<u64>,
+    /// Whether [`Filesystem::open`] reads its files.
+    pub readable: bool,
+}
+
+/// What a directory entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A device, FIFO or socket.
+    Other,
+}
+
+impl EntryKind {
+    /// "file", "dir", "symlink" or "other".
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Other => "other",
+        }
+    }
+}
+
+/// One file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its name in its directory ("/" for the root). Bytes that are not UTF-8 are shown
+    /// as U+FFFD.
+    pub name: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Bytes of data.
+    pub size: u64,
+    /// Last modification, seconds since 1970 (UTC; FAT's local time taken as UTC).
+    pub mtime: i64,
+    /// Unix permission bits and type (`st_mode`); FAT gives 0o755 dirs, 0o644 files.
+    pub mode: u32,
+    /// The filesystem's own id: inode number (ext), first cluster (FAT; 0 for FAT12/16's root).
+    pub id: u64,
+    /// A symlink's target.
+    pub target: Option<String>,
+}
+
+/// Where a piece of a file lies: `len` bytes at file offset `offset`, stored at
+/// `disk_offset` on the virtual disk, or nowhere (`None`: a hole, or an unwritten extent,
+/// reading zeros).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileExtent {
+    /// Offset in the file.
+    pub offset: u64,
+    /// Offset on the virtual disk (None: reads zeros).
+    pub disk_offset: Option<u64>,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// An open filesystem on a partition: what was parsed of it, not the disk (pass the disk to
+/// each call).
+#[derive(Debug, Clone)]
+pub struct Filesystem {
+    info: FsInfo,
+    number: u32,
+    inner: Inner,
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    Ext(Box<ext::Ext>),
+}
+
+/// Split a path into its components ("/a//b/" is a, b); refuses "." and ".." (paths here
+/// are absolute and plain).
+pub(crate) fn components(path: &str) -> Result<Vec<&str>> {
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    if parts.len() > MAX_PATH_DEPTH {
+        return Err(VolumeError::Limit { what: "path depth", value: parts.len() as u64, limit: MAX_PATH_DEPTH as u64 }.into());
+    }
+    if parts.iter().any(|c| *c == "." || *c == "..") {
+        return Err(VolumeError::NotFound { path: path.to_string() }.into());
+    }
+    Ok(parts)
+}
+
+impl Filesystem {
+    /// Open the filesystem of `part` (as found by [`PartitionTable::read`]).
+    pub fn open(disk: &mut dyn ReadDisk, part: &Partition) -> Result<Filesystem> {
+        let Some(info) = part.filesystem.clone() else {
+            return Err(VolumeError::NoFilesystem { number: part.number }.into());
+        };
+        let inner = match info.kind {
+            FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => Inner::Ext(Box::new(ext::Ext::open(disk, part.start, part.size)?)),
+            other => return Err(VolumeError::Unsupported { number: part.number, fs: other.name().into() }.into()),
+        };
+        Ok(Filesystem { info, number: part.number, inner })
+    }
+
+    /// What detection said about it.
+    pub fn info(&self) -> &FsInfo {
+        &self.info
+    }
+
+    /// The number of the partition it is on.
+    pub fn partition(&self) -> u32 {
+        self.number
+    }
+
+    /// The root directory.
+    pub fn root(&mut self, disk: &mut dyn ReadDisk) -> Result<Entry> {
+        match &mut self.inner {
+            Inner::Ext(fs) => fs.root(disk),
+        }
+    }
+
+    /// The entry a path names ("/" is the root). Symlinks are not followed.
+    pub fn lookup(&mut self, disk: &mut dyn ReadDisk, path: &str) -> Result<Entry> {
+        let parts = components(path)?;
+        let mut cur = self.root(disk)?;
+        for (i, part) in parts.iter().enumerate() {
+            if cur.kind != EntryKind::Dir {
+                return Err(VolumeError::NotADirectory { path: format!("/{}", parts[..i].join("/")) }.into());
+            }
+            cur = match &mut self.inner {
+                Inner::Ext(fs) => fs.find(disk, &cur, part)?,
+            }
+            .ok_or_else(|| VolumeError::NotFound { path: path.to_string() })?;
+        }
+        Ok(cur)
+    }
+
+    /// The entries of a directory, without "." and "..", in on-disk order.
+    pub fn list(&mut self, disk: &mut dyn ReadDisk, dir: &Entry) -> Result<Vec<Entry>> {
+        if dir.kind != EntryKind::Dir {
+            return Err(VolumeError::NotADirectory { path: dir.name.clone() }.into());
+        }
+        match &mut self.inner {
+            Inner::Ext(fs) => fs.list(disk, dir),
+        }
+    }
+
+    /// The entries of the directory a path names.
+    pub fn list_path(&mut self, disk: &mut dyn ReadDisk, path: &str) -> Result<Vec<Entry>> {
+        let dir = self.lookup(disk, path)?;
+        if dir.kind != EntryKind::Dir {
+            return Err(VolumeError::NotADirectory { path: path.to_string() }.into());
+        }
+        self.list(disk, &dir)
+    }
+
+    /// Read a regular file's bytes from `offset` into `buf`; returns how many were read
+    /// (fewer than `buf.len()` only at the end of the file). Reads only what is asked.
+    pub fn read(&mut self, disk: &mut dyn ReadDisk, file: &Entry, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if file.kind != EntryKind::File {
+            return Err(VolumeError::NotAFile { path: file.name.clone() }.into());
+        }
+        let want = file.size.saturating_sub(offset).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        match &mut self.inner {
+            Inner::Ext(fs) => fs.read(disk, file, offset, &mut buf[..want])?,
+        }
+        Ok(want)
+    }
+
+    /// Where a file's (or directory's) bytes lie on the virtual disk, from file offset
+    /// `from` on, at most `max` extents (ask again from the end of the last one for more).
+    /// Holes and unwritten extents have no disk offset.
+    pub fn extents(&mut self, disk: &mut dyn ReadDisk, file: &Entry, from: u64, max: usize) -> Result<Vec<FileExtent>> {
+        match &mut self.inner {
+            Inner::Ext(fs) => fs.extents(disk, file, from, max),
+        }
+    }
+}
