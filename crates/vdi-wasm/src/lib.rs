@@ -24,6 +24,7 @@ pub mod labels;
 mod sample;
 pub mod session;
 pub mod storage;
+pub mod volume;
 pub mod zip;
 
 use serde_json::{json, Value};

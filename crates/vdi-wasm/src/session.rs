@@ -28,7 +28,7 @@ pub(crate) enum Opened {
 }
 
 impl Opened {
-    fn disk(&mut self) -> &mut dyn Disk {
+    pub(crate) fn disk(&mut self) -> &mut dyn Disk {
         match self {
             Opened::Image(i) => &mut **i,
             Opened::Chain(c) => c,
@@ -54,7 +54,9 @@ pub struct Session {
     indices: Vec<usize>,
     /// Image UUID -> file names (for messages about a chain).
     by_uuid: Vec<(String, String)>,
-    buf: Vec<u8>,
+    pub(crate) buf: Vec<u8>,
+    /// The partition table, open filesystem and archive of the open disk (crate::volume).
+    pub(crate) volume: Option<crate::volume::Volume>,
     export: Option<Export>,
     piece: Option<Piece>,
     flat: Option<Flatten>,
@@ -126,6 +128,7 @@ impl Session {
 
     /// Close what is open (OPFS handles are released as the storage drops).
     pub fn close(&mut self) {
+        self.volume = None;
         self.export = None;
         self.piece = None;
         self.flat = None;
@@ -210,7 +213,7 @@ impl Session {
     /// Read `len` bytes of the virtual disk at `offset` into the transfer buffer.
     pub fn read_disk(&mut self, offset: f64, len: u32) -> Result<(), JsValue> {
         let len = read_len(len)?;
-        self.ensure_buf(len);
+        self.ensure_transfer(len);
         let disk = self.open.as_mut().ok_or_else(no_image)?.disk();
         disk.read_at(offset as u64, &mut self.buf[..len]).map_err(vdi_err)
     }
@@ -240,7 +243,7 @@ impl Session {
     /// (to save the image back out).
     pub fn read_image(&mut self, offset: f64, len: u32) -> Result<(), JsValue> {
         let len = read_len(len)?;
-        self.ensure_buf(len);
+        self.ensure_transfer(len);
         let Some(Opened::Image(img)) = self.open.as_ref() else {
             return Err(self.not_image("saving the image file"));
         };
@@ -340,7 +343,7 @@ impl Session {
         o.layout = Layout::Vbox;
         o.comment = "flattened snapshot chain (VDI workbench)".into();
         let img = create(target, &o, &mut vdi::NoMonitor).map_err(vdi_err)?;
-        self.ensure_buf(CHUNK);
+        self.ensure_transfer(CHUNK);
         self.flat = Some(Flatten { img, export: vdi::Export::new(size) });
         Ok(size as f64)
     }
@@ -428,6 +431,7 @@ impl Session {
 impl Session {
     /// Make `img` the open image, named `name`.
     pub(crate) fn set_image(&mut self, img: VdiImage<Backend>, name: &str) {
+        self.volume = None;
         self.open = Some(Opened::Image(Box::new(img)));
         self.names = vec![name.to_string()];
         self.indices = vec![0];
@@ -498,6 +502,7 @@ impl Session {
     /// Take the open image out of the session (to hand its storage to an operation that
     /// reopens it); a chain stays open and is refused.
     pub(crate) fn take_image(&mut self, what: &str) -> Result<VdiImage<Backend>, JsValue> {
+        self.volume = None;
         match self.open.take() {
             Some(Opened::Image(img)) => Ok(*img),
             other => {
@@ -532,7 +537,7 @@ impl Session {
     /// The next piece of the raw export (see [`Session::export_next`]); data pieces are
     /// in [`Session::transfer_buffer`] at `buf_off`.
     pub fn next_piece(&mut self) -> Result<Piece, JsValue> {
-        self.ensure_buf(CHUNK);
+        self.ensure_transfer(CHUNK);
         let disk = self.open.as_mut().ok_or_else(no_image)?.disk();
         let e = self.export.as_mut().ok_or_else(|| js_error("invalid-argument", "no export in progress"))?;
         e.next(disk, &mut self.buf).map_err(vdi_err)
@@ -548,7 +553,7 @@ impl Session {
         }
     }
 
-    fn ensure_buf(&mut self, len: usize) {
+    pub(crate) fn ensure_transfer(&mut self, len: usize) {
         if self.buf.len() < len {
             // Grow once to the full chunk: later calls reuse the same memory.
             self.buf = vec![0u8; len.max(CHUNK)];
