@@ -44,10 +44,25 @@ export const FAT_FILES = {
   'PICS/ONE.BIN': noise(70 * 1024, 3),
 };
 
+/** An ext4 filesystem of `size` bytes in `file`, made from folder `src`. */
+export function ext4Image(file, src, size, label = 'linuxdata') {
+  fs.writeFileSync(file, '');
+  fs.truncateSync(file, size);
+  run('mkfs.ext4', ['-q', '-F', '-L', label, '-d', src, file]);
+  return file;
+}
+
+/** Write `file` into raw disk `raw` at sector `lba`. */
+function place(raw, file, lba) {
+  run('dd', [`if=${file}`, `of=${raw}`, 'bs=512', `seek=${lba}`, 'conv=notrunc', 'status=none']);
+  fs.rmSync(file);
+}
+
 /**
- * A 16 MiB GPT disk in `dir`: partition 1 "linux data" (ext4, 6 MiB at LBA 2048) and
- * partition 2 "fat stuff" (FAT, 4 MiB at LBA 14336). Returns {raw, vdi, diskGuid, src}
- * (src: the folders the filesystems were made from).
+ * A 16 MiB GPT disk in `dir`: partition 1 "linux data" (ext4, 6 MiB at LBA 2048),
+ * partition 2 "fat stuff" (FAT, 4 MiB at LBA 14336) and partition 3 "swap" (Linux swap,
+ * detection only, 2 MiB at LBA 22528). Returns {raw, vdi, diskGuid, src} (src: the folders
+ * the filesystems were made from).
  */
 export function gptDisk(dir, { vdiName = 'gpt.vdi' } = {}) {
   const raw = path.join(dir, 'gpt.raw');
@@ -56,24 +71,38 @@ export function gptDisk(dir, { vdiName = 'gpt.vdi' } = {}) {
   writeTree(src.fat, FAT_FILES);
   fs.writeFileSync(raw, '');
   fs.truncateSync(raw, 16 * MiB);
-  run('sgdisk', ['-n', '1:2048:+6M', '-t', '1:8300', '-c', '1:linux data', '-n', '2:0:+4M', '-t', '2:0700', '-c', '2:fat stuff', raw]);
+  // (sgdisk -q writes nothing: it is left out.)
+  run('sgdisk', ['-n', '1:2048:+6M', '-t', '1:8300', '-c', '1:linux data', '-n', '2:0:+4M', '-t', '2:0700', '-c', '2:fat stuff',
+    '-n', '3:0:+2M', '-t', '3:8200', '-c', '3:swap', raw]);
   const diskGuid = /Disk identifier \(GUID\): ([0-9A-F-]+)/.exec(run('sgdisk', ['-p', raw]))[1];
 
-  const ext4 = path.join(dir, 'p1.img');
-  fs.writeFileSync(ext4, '');
-  fs.truncateSync(ext4, 6 * MiB);
-  run('mkfs.ext4', ['-q', '-F', '-L', 'linuxdata', '-d', src.ext4, ext4]);
+  place(raw, ext4Image(path.join(dir, 'p1.img'), src.ext4, 6 * MiB), 2048);
   const fat = path.join(dir, 'p2.img');
   fs.writeFileSync(fat, '');
   fs.truncateSync(fat, 4 * MiB);
   run('mkfs.vfat', ['-n', 'FATSTUFF', fat]);
   run('mcopy', ['-s', '-i', fat, path.join(src.fat, 'README.TXT'), path.join(src.fat, 'PICS'), '::/']);
-  run('dd', [`if=${ext4}`, `of=${raw}`, 'bs=512', 'seek=2048', 'conv=notrunc', 'status=none']);
-  run('dd', [`if=${fat}`, `of=${raw}`, 'bs=512', 'seek=14336', 'conv=notrunc', 'status=none']);
-  fs.rmSync(ext4);
-  fs.rmSync(fat);
+  place(raw, fat, 14336);
+  const swap = path.join(dir, 'p3.img');
+  fs.writeFileSync(swap, '');
+  fs.truncateSync(swap, 2 * MiB);
+  run('mkswap', ['-q', swap]);
+  place(raw, swap, 22528);
 
   const vdi = path.join(dir, vdiName);
   run(VDI, ['convert', '-O', 'vdi', raw, vdi]);
   return { raw, vdi, diskGuid, src };
+}
+
+/** A snapshot of `base` (a disk from gptDisk) whose ext4 partition holds `files` instead:
+ * the filesystem is made again and written into the snapshot only. */
+export function ext4Snapshot(dir, base, files) {
+  const src = path.join(dir, 'src-snap');
+  writeTree(src, files);
+  const snap = path.join(dir, 'snap.vdi');
+  run(VDI, ['create', '--parent', base, snap]);
+  const img = ext4Image(path.join(dir, 'snap-p1.img'), src, 6 * MiB, 'snapdata');
+  run(VDI, ['write', '--offset', String(2048 * 512), snap, img]);
+  fs.rmSync(img);
+  return { snap, src };
 }

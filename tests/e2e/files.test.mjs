@@ -1,13 +1,51 @@
 // Inside the disk, end to end in headless Chromium: a GPT disk built at test time
-// (sgdisk, mkfs.ext4 -d, mkfs.vfat + mcopy, `vdi convert`), opened in the page. The Hex
-// view shows the disk's bytes with the MBR and GPT fields labelled (compared with what
-// sgdisk wrote), is bounded by the virtual size, and opens from a block of the map.
+// (sgdisk, mkfs.ext4 -d, mkfs.vfat + mcopy, mkswap, `vdi convert`), opened in the page. The
+// Hex view shows the disk's bytes with the MBR and GPT fields labelled (compared with what
+// sgdisk wrote), is bounded by the virtual size, and opens from a block of the map. The
+// Files view shows the partitions, lists folders, previews, downloads a file (its SHA-256
+// is the source's) and a folder as a .zip (checked entry by entry by Python's zipfile and
+// unzip -t), finds a file's blocks (the bytes at the offset it names are the file's), says
+// what it cannot read, and reads a snapshot chain's newest view.
 
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { openImage, openWorkbench, scratch, screenshot, stopServer } from './helpers.mjs';
-import { gptDisk } from './disks.mjs';
+import { openImage, openWorkbench, removeSavePicker, run, scratch, screenshot, sha256File, stopServer, waitOpened } from './helpers.mjs';
+import { EXT4_FILES, ext4Snapshot, gptDisk } from './disks.mjs';
+
+/** Show the Files view and wait for partition `part`'s root folder to be listed. */
+async function filesReady(page, part = 1) {
+  await page.click('#tab-files');
+  await page.waitForFunction((n) => document.querySelector(`#disk-bar .seg[data-part="${n}"]`)?.getAttribute('aria-pressed') === 'true'
+    && document.querySelector('#files-tree li[data-path="/"]')?.dataset.listed, part);
+}
+
+/** Click the tree item of `path` (a folder opens: wait for its listing). */
+async function clickItem(page, p) {
+  await page.click(`#files-tree li[data-path="${p}"] > .item-row`);
+  await page.waitForFunction((x) => {
+    const li = document.querySelector(`#files-tree li[data-path="${x}"]`);
+    return li.getAttribute('aria-selected') === 'true' && (li.dataset.kind !== 'dir' || li.dataset.listed || li.getAttribute('aria-expanded') === 'false');
+  }, p);
+}
+
+/** The children shown under folder `path`: their paths. */
+async function children(page, p) {
+  return page.$$eval(`#files-tree li[data-path="${p}"] > ul > li.item`, (l) => l.map((x) => x.dataset.path));
+}
+
+/** Click the download button and save what the browser downloads to `dest`. */
+async function download(page, dest) {
+  const [dl] = await Promise.all([page.waitForEvent('download', { timeout: 60000 }), page.click('#file-save')]);
+  await dl.saveAs(dest);
+  await page.waitForSelector('#files-result:not([hidden])');
+  return dest;
+}
+
+const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 
 /** The hex view's rows as {off, hex, text}, and its fields table as {group/name: value}. */
 async function hexView(page) {
@@ -81,7 +119,8 @@ describe('inside the disk', () => {
     assert.equal(f['GPT entry 1/name'].value, '"linux data"');
     assert.equal(f['GPT entry 2/partition type GUID'].value, 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7 (Microsoft basic data)');
     assert.equal(f['GPT entry 2/name'].value, '"fat stuff"');
-    assert.equal(f['GPT entries 3–128/entries'].value, 'unused (126 entries)');
+    assert.equal(f['GPT entry 3/name'].value, '"swap"');
+    assert.equal(f['GPT entries 4–128/entries'].value, 'unused (125 entries)');
     // Hovering a byte of the header names its field.
     await page.hover('#hex-grid .hex-row:first-child .hx .b:nth-child(3)');
     assert.match(await page.$eval('#hex-field', (e) => e.textContent), /^GPT header — signature \(8 bytes at 512\)/);
@@ -124,8 +163,136 @@ describe('inside the disk', () => {
     assert.equal(v.rows[31].hex.slice(-5), '55 aa');
   });
 
+  test('the partitions are shown to scale with their filesystems; one not read says so', async () => {
+    const { page } = wb;
+    await filesReady(page);
+    const segs = await page.$$eval('#disk-bar .seg[data-part]', (l) => l.map((b) => ({ n: b.dataset.part, text: b.textContent, grow: Number(b.style.flexGrow) })));
+    assert.deepEqual(segs.map((s) => s.text), ['1: linux dataext4 · 6 MiB', '2: fat stuffFAT · 4 MiB', '3: swapLinux swap · 2 MiB']);
+    assert.deepEqual(segs.map((s) => s.grow), [6 / 16, 4 / 16, 2 / 16], 'to scale');
+    assert.match(await page.$eval('#files-summary', (e) => e.textContent), /GUID partition table \(GPT\).*: 3 partitions\.$/);
+    const facts = await page.$$eval('#part-facts dd', (l) => Object.fromEntries(l.map((d) => [d.dataset.k, d.textContent])));
+    assert.equal(facts.start, '1048576 (LBA 2048, 1 MiB)');
+    assert.equal(facts.type, 'Linux filesystem (0FC63DAF-8483-4772-8E79-3D69D8477DE4)');
+    assert.equal(facts.label, 'linuxdata');
+    assert.deepEqual(await children(page, '/'), ['/data', '/docs', '/lost+found', '/hello.txt']);
+    // Partition 3 is detected only.
+    await page.click('#disk-bar .seg[data-part="3"]');
+    assert.equal(await page.$eval('#part-note', (e) => (e.hidden ? null : e.textContent)), 'Linux swap — detected; reading files is not supported.');
+    assert.equal(await page.$eval('#files-browser', (e) => e.hidden), true);
+    // The partitions are bands on the block map, in the disk bar's colours.
+    const legend = await page.$$eval('#map-legend .key', (l) => l.map((k) => k.textContent));
+    assert.ok(legend.includes('band: partition 1 linux data (ext4)'), legend.join(' | '));
+    await page.click('#disk-bar .seg[data-part="1"]');
+    await filesReady(page);
+  });
+
+  test('a folder opens lazily; a text file shows as text, a binary one in hex', async () => {
+    const { page } = wb;
+    await clickItem(page, '/docs');
+    assert.deepEqual(await children(page, '/docs'), ['/docs/notes', '/docs/readme.md']);
+    await clickItem(page, '/docs/notes');
+    assert.deepEqual(await children(page, '/docs/notes'), ['/docs/notes/deep.txt']);
+    await clickItem(page, '/docs/readme.md');
+    await page.waitForSelector('#file-preview-wrap:not([hidden])');
+    assert.equal(await page.$eval('#file-preview', (e) => e.textContent), EXT4_FILES['docs/readme.md']);
+    const facts = await page.$$eval('#file-facts dd', (l) => Object.fromEntries(l.map((d) => [d.dataset.k, d.textContent])));
+    assert.equal(facts.size, `${EXT4_FILES['docs/readme.md'].length} B (${EXT4_FILES['docs/readme.md'].length} bytes)`);
+    assert.equal(facts.mode, '-rw-r--r-- (0644)');
+    await clickItem(page, '/data');
+    await clickItem(page, '/data/small.bin');
+    await page.waitForFunction(() => document.querySelector('#file-preview').dataset.kind === 'hex' && !document.querySelector('#file-preview-wrap').hidden);
+    const lines = (await page.$eval('#file-preview', (e) => e.textContent)).split('\n');
+    const src = EXT4_FILES['data/small.bin'];
+    assert.equal(lines[0].slice(0, 57), `00000000  ${[...src.subarray(0, 16)].map((b) => b.toString(16).padStart(2, '0')).join(' ')}`);
+    assert.equal(lines.length, 4096 / 16, 'the first 4 KiB of the 5000 bytes');
+    assert.equal(await page.$eval('#file-preview-h', (e) => e.textContent), 'Preview (binary, in hexadecimal): the first 4 KiB of 4.883 KiB');
+    await screenshot(page, 'files', '#files-panel');
+  });
+
+  test('a file downloads with the SHA-256 of its source, and its blocks are found', async () => {
+    const { page } = wb;
+    await removeSavePicker(page);
+    await clickItem(page, '/data/random.bin');
+    const got = await download(page, tmp.file('random.bin'));
+    assert.equal(await sha256File(got), sha256(EXT4_FILES['data/random.bin']));
+    // Where is it: the first byte it names holds the file's first bytes on the raw disk.
+    await page.click('#file-where');
+    await page.waitForFunction(() => /outlined there/.test(document.querySelector('#file-where-text').textContent));
+    const text = await page.$eval('#file-where-text', (e) => e.textContent);
+    const first = Number(/Its first byte is at (\d+) on the disk/.exec(text)[1]);
+    const raw = fs.readFileSync(disk.raw);
+    assert.equal(sha256(raw.subarray(first, first + 4096)), sha256(EXT4_FILES['data/random.bin'].subarray(0, 4096)));
+    assert.ok((await page.$$eval('#map-legend .key', (l) => l.map((k) => k.dataset.k))).includes('file'));
+    // And the hex view opens there.
+    await page.click('#file-hex');
+    await page.waitForFunction((t) => document.querySelector('#hex-grid').dataset.target === String(t) && !document.querySelector('#hex-panel').hidden, first);
+    const row = await page.$eval('#hex-grid .b.target', (b) => [...b.closest('.hx').querySelectorAll('.b')].map((x) => x.textContent).join(''));
+    const at = first % 16;
+    assert.equal(row.slice(at * 2), EXT4_FILES['data/random.bin'].subarray(0, 16 - at).toString('hex'));
+  });
+
+  test('a folder downloads as a .zip, checked entry by entry by zipfile and unzip -t', async () => {
+    const { page } = wb;
+    await page.click('#tab-files');
+    await clickItem(page, '/docs');
+    assert.equal(await page.$eval('#file-save', (b) => b.textContent), 'Download folder as .zip');
+    const zip = await download(page, tmp.file('docs.zip'));
+    const check = `
+import json, os, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1]); top = sys.argv[2]
+assert z.testzip() is None
+want = {}
+for dp, dns, fns in os.walk(os.path.join(top, 'docs')):
+    rel = os.path.relpath(dp, top)
+    for d in dns: want[rel + '/' + d + '/'] = None
+    for f in fns: want[rel + '/' + f] = open(os.path.join(dp, f), 'rb').read()
+names = sorted(z.namelist())
+assert names == sorted(want), (names, sorted(want))
+for n in names:
+    if want[n] is not None: assert z.read(n) == want[n], n
+print(json.dumps(names))
+`;
+    const names = JSON.parse(run('python3', ['-c', check, zip, disk.src.ext4]));
+    assert.deepEqual(names, ['docs/notes/', 'docs/notes/deep.txt', 'docs/readme.md']);
+    run('unzip', ['-tqq', zip]);
+    assert.match(await page.$eval('#files-result', (e) => e.textContent), /a zip of 3 entries/);
+  });
+
   test('no request leaves the page\'s origin', () => {
     assert.deepEqual(wb.foreignRequests(), []);
     assert.deepEqual(wb.consoleErrors, []);
+  });
+});
+
+describe('inside a snapshot chain', () => {
+  let wb;
+  let tmp;
+
+  before(async () => {
+    tmp = scratch('vdi-files-chain-');
+    const base = gptDisk(tmp.dir);
+    const { snap } = ext4Snapshot(tmp.dir, base.vdi, { 'hello.txt': 'Hello from the snapshot.\n', 'new/only-here.txt': 'new' });
+    wb = await openWorkbench();
+    await wb.page.setInputFiles('#file-input', [snap, base.vdi]);
+    await wb.page.waitForFunction(() => document.documentElement.dataset.chainMs, null, { timeout: 60000 });
+    await waitOpened(wb.page);
+  });
+
+  after(async () => {
+    await wb?.close();
+    tmp?.cleanup();
+    stopServer();
+  });
+
+  test('the files are those the newest layer sees', async () => {
+    const { page } = wb;
+    await filesReady(page);
+    assert.match(await page.$eval('#files-summary', (e) => e.textContent), /^The disk of the snapshot chain/);
+    assert.deepEqual(await children(page, '/'), ['/lost+found', '/new', '/hello.txt']);
+    await clickItem(page, '/hello.txt');
+    await page.waitForSelector('#file-preview-wrap:not([hidden])');
+    assert.equal(await page.$eval('#file-preview', (e) => e.textContent), 'Hello from the snapshot.\n');
+    assert.equal(await page.$eval('#part-facts dd[data-k=label]', (e) => e.textContent), 'snapdata');
+    assert.deepEqual(wb.foreignRequests(), []);
   });
 });

@@ -10,6 +10,8 @@
 //   'busy'        boolean
 //   'view'        {view}              the view shown changed (core/router.js)
 //   'hex'         {offset, why?}      show the disk's bytes at `offset` (panels/hex.js)
+//   'partitions'  {partitions} | null the open disk's partitions, each with its colour (files.js)
+//   'highlight'   {ranges, label} | null  blocks [first, last] to outline on the map (files.js)
 //   'diag'        ask the diagnostics to refresh (awaited)
 //   'storage'     ask the storage figures to refresh
 

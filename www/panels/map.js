@@ -13,6 +13,8 @@ let layout = null; // {cell, cols, rows, dpr, cssW}
 let colourBy = 'state';
 let selected = -1;
 let free = COLORS.free;
+let parts = null; // the disk's partitions, each with its colour (the 'partitions' event)
+let marks = null; // {ranges: [[first, last]], label}: blocks of a file (the 'highlight' event)
 
 /** The cell size (device pixels) and blocks per cell for `blocks` at the views' width. */
 function planMap(blocks) {
@@ -55,6 +57,28 @@ function cellColor(i) {
   return mix([[COLORS.data, d], [COLORS.zero, z], [free, f], [COLORS.unreadable, unread]], n, floor);
 }
 
+/** Cells `first`..`last` (inclusive) of the blocks `a`..`b`. */
+const cellsOf = (a, b) => [Math.floor(a / map.per), Math.min(map.cells - 1, Math.floor(b / map.per))];
+
+/** Partitions as bands along the bottom of their cells; a file's blocks outlined. */
+function overlay(ctx, cell, cols, dpr) {
+  const bs = Number(state.current.info['format-specific'].data['block-size']);
+  const band = Math.max(1, Math.round(cell / 4));
+  for (const p of parts ?? []) {
+    if (!p.size) continue;
+    const [c0, c1] = cellsOf(Math.floor(p.start / bs), Math.floor((p.start + p.size - 1) / bs));
+    ctx.fillStyle = `rgb(${p.colour.join(' ')})`;
+    for (let i = c0; i <= c1; i++) ctx.fillRect((i % cols) * cell, Math.floor(i / cols) * cell + cell - band, cell, band);
+  }
+  if (!marks) return;
+  ctx.strokeStyle = getComputedStyle(document.documentElement).getPropertyValue('--focus').trim() || '#f59e0b';
+  ctx.lineWidth = Math.max(2, Math.round(2 * dpr));
+  for (const [a, b] of marks.ranges) {
+    const [c0, c1] = cellsOf(a, b);
+    for (let i = c0; i <= c1; i++) ctx.strokeRect((i % cols) * cell + 1, Math.floor(i / cols) * cell + 1, Math.max(1, cell - 2), Math.max(1, cell - 2));
+  }
+}
+
 /** The picked cell's row under the map: its blocks and "Show in hex view". */
 function renderPick() {
   const row = $('#map-pick');
@@ -85,6 +109,7 @@ function draw() {
     ctx.lineWidth = Math.max(1, Math.round(dpr));
     ctx.strokeRect(x0 + 0.5, y0 + 0.5, Math.max(1, cell - 1), Math.max(1, cell - 1));
   }
+  overlay(ctx, cell, cols, dpr);
   renderPick();
   canvas.setAttribute('aria-label', `Block map: ${map.blocks} blocks${map.per > 1 ? `, ${map.per} per cell` : ''}, coloured by ${colourBy === 'state' ? 'state' : 'position in the file'}`);
   renderLegend();
@@ -101,6 +126,8 @@ function renderLegend() {
     lg.replaceChildren(el('span', { class: 'key' }, el('span', { class: 'sw sw-ramp', 'aria-hidden': 'true' }),
       'data block position in the file: start → end. A smooth left-to-right gradient means sequential; jumps mean fragmentation.'));
   }
+  for (const p of parts ?? []) lg.append(swatch(p.colour, `band: partition ${p.number}${p.name ? ` ${p.name}` : ''}${p.filesystem ? ` (${p.filesystem})` : ''}`, `part-${p.number}`));
+  if (marks) lg.append(el('span', { class: 'key', 'data-k': 'file' }, el('span', { class: 'sw sw-mark', 'aria-hidden': 'true' }), `outlined: the blocks holding ${marks.label}`));
   if (map.per > 1) lg.append(el('span', { class: 'key per', text: `each cell is ${map.per} blocks (a cell with any data or zero blocks shows their colour)` }));
 }
 
@@ -257,6 +284,8 @@ export function initMap() {
   // The theme changes the colour of free blocks.
   matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => { if (map && layout) draw(); });
   on('view', ({ view }) => { if (view === 'map') refit(); });
+  on('partitions', (d) => { parts = d?.partitions ?? null; if (map && layout) draw(); });
+  on('highlight', (h) => { marks = h; if (map && layout) draw(); });
   on('image', ({ current }) => {
     hideTip();
     if (current) return loadMap();

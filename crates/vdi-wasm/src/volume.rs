@@ -248,14 +248,17 @@ impl Session {
         let fs = filesystem(v, disk, number)?;
         let r = &mut DiskReader(disk);
         let e = fs.lookup(r, path).map_err(vdi_err)?;
+        const ASK: usize = 4096;
         let mut all: Vec<FileExtent> = Vec::new();
         let mut from = 0u64;
         loop {
-            let some = fs.extents(r, &e, from, 4096).map_err(vdi_err)?;
-            let Some(last) = some.last().copied() else { break };
-            let end = last.offset + last.len;
-            all.extend(some);
-            if end <= from || all.len() >= MAX_EXTENTS {
+            let some = fs.extents(r, &e, from, ASK).map_err(vdi_err)?;
+            let full = some.len() >= ASK;
+            // An extent that began before `from` was given last time already.
+            let first = all.is_empty();
+            all.extend(some.into_iter().filter(|x| first || x.offset >= from));
+            let end = all.last().map_or(from, |x| x.offset + x.len);
+            if !full || end <= from || all.len() >= MAX_EXTENTS {
                 break;
             }
             from = end;

@@ -347,6 +347,7 @@ pub(crate) mod tests {
 
     /// An archive of `files` (path, bytes; a path ending in '/' is a folder), each file's
     /// bytes fed in pieces of `piece`.
+    #[cfg(not(target_arch = "wasm32"))]
     fn archive(files: &[(&str, Vec<u8>)], piece: usize, force64: bool) -> Vec<u8> {
         let mut z = ZipWriter::new();
         let mut out = Vec::new();
@@ -430,6 +431,7 @@ print(len(infos))
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn sample_files() -> Vec<(&'static str, Vec<u8>)> {
         vec![
             ("docs/", vec![]),
