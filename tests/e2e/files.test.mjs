@@ -115,7 +115,7 @@ describe('inside the disk', () => {
     // The entries at LBA 2 (in the same window), as sgdisk wrote them.
     assert.equal(f['GPT entry 1/partition type GUID'].value, '0FC63DAF-8483-4772-8E79-3D69D8477DE4 (Linux filesystem)');
     assert.equal(f['GPT entry 1/first LBA'].value, '2048 (byte 1048576)');
-    assert.equal(f['GPT entry 1/last LBA'].value, '14335, 6 MiB');
+    assert.equal(f['GPT entry 1/last LBA'].value, '14335 (6 MiB)');
     assert.equal(f['GPT entry 1/name'].value, '"linux data"');
     assert.equal(f['GPT entry 2/partition type GUID'].value, 'EBD0A0A2-B9E5-4433-87C0-68B6B72699C7 (Microsoft basic data)');
     assert.equal(f['GPT entry 2/name'].value, '"fat stuff"');

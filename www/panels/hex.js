@@ -118,6 +118,9 @@ function render() {
   $('#hex-last').disabled = end >= diskSize();
 }
 
+/** A label's value, with the size it stands for in units. */
+const valueOf = (l) => (l.bytes != null ? `${l.value} (${human(l.bytes)})` : l.value);
+
 function renderFields() {
   const { labels } = win;
   $('#hex-fields-wrap').hidden = labels.length === 0;
@@ -126,7 +129,7 @@ function renderFields() {
     el('td', { text: String(l.len) }),
     el('td', { text: l.group }),
     el('th', { scope: 'row', text: l.name }),
-    el('td', { class: 'value', text: l.value }))));
+    el('td', { class: 'value', text: valueOf(l) }))));
 }
 
 /** Highlight label `k` (or none: -1) in the grid and say what it is. */
@@ -135,7 +138,7 @@ function highlight(k) {
   if (k < 0 || !win?.labels[k]) { $('#hex-field').textContent = ''; return; }
   const l = win.labels[k];
   for (const e of document.querySelectorAll(`#hex-grid [data-l="${k}"], #hex-fields tr[data-l="${k}"]`)) e.classList.add('hl');
-  $('#hex-field').textContent = `${l.group} — ${l.name} (${l.len} bytes at ${dec(l.start)}): ${l.value}`;
+  $('#hex-field').textContent = `${l.group} — ${l.name} (${l.len} bytes at ${dec(l.start)}): ${valueOf(l)}`;
 }
 
 function onPoint(ev) {

@@ -8,6 +8,7 @@
 //! or 4096 when the GPT header is found there instead.
 
 use serde_json::{json, Value};
+use vdi::volume::{PartitionTable, Scheme};
 use vdi::{Disk, Result};
 
 use crate::crc32::crc32;
@@ -32,21 +33,24 @@ pub struct Label {
     pub name: String,
     /// Its value, as text.
     pub value: String,
+    /// A size in bytes the value stands for (the page shows it in units), if any.
+    pub bytes: Option<u64>,
 }
 
 impl Label {
     /// `{start, len, group, name, value}`.
     pub fn to_json(&self) -> Value {
-        json!({ "start": self.start, "len": self.len, "group": self.group, "name": self.name, "value": self.value })
+        json!({ "start": self.start, "len": self.len, "group": self.group, "name": self.name, "value": self.value, "bytes": self.bytes })
     }
 }
 
 /// The labels of every known field overlapping `offset..offset + len` (at most
-/// [`MAX_LABEL_WINDOW`] bytes are considered), in disk order.
-pub fn structure_labels(disk: &mut dyn Disk, offset: u64, len: u64) -> Result<Vec<Label>> {
+/// [`MAX_LABEL_WINDOW`] bytes are considered), in disk order. The partition types are named
+/// as the engine's partition `table` of the disk names them, when it is given.
+pub fn structure_labels(disk: &mut dyn Disk, table: Option<&PartitionTable>, offset: u64, len: u64) -> Result<Vec<Label>> {
     let size = disk.virtual_size();
     let end = offset.saturating_add(len.min(MAX_LABEL_WINDOW)).min(size);
-    let mut out = Labeller { offset, end, labels: Vec::new() };
+    let mut out = Labeller { offset, end, labels: Vec::new(), table };
     if size < 512 || offset >= end {
         return Ok(out.labels);
     }
@@ -100,82 +104,48 @@ pub fn guid(b: &[u8]) -> String {
     )
 }
 
-/// What a GPT partition type GUID means (the common ones).
-fn gpt_type_name(g: &str) -> Option<&'static str> {
-    Some(match g {
-        "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" => "EFI system partition",
-        "21686148-6449-6E6F-744E-656564454649" => "BIOS boot partition",
-        "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" => "Microsoft basic data",
-        "E3C9E316-0B5C-4DB8-817D-F92DF00215AE" => "Microsoft reserved",
-        "DE94BBA4-06D1-4D40-A16A-BFD50179D6AC" => "Windows recovery",
-        "0FC63DAF-8483-4772-8E79-3D69D8477DE4" => "Linux filesystem",
-        "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" => "Linux root (x86-64)",
-        "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F" => "Linux swap",
-        "E6D6D379-F507-44C2-A23C-238F2A3DF928" => "Linux LVM",
-        "A19D880F-05FC-4D3B-A006-743F0F84911E" => "Linux RAID",
-        "48465300-0000-11AA-AA11-00306543ECAC" => "Apple HFS+",
-        "7C3457EF-0000-11AA-AA11-00306543ECAC" => "Apple APFS",
-        "516E7CB4-6ECF-11D6-8FF8-00022D09712B" => "FreeBSD data",
-        _ => return None,
-    })
-}
-
-/// What an MBR partition type byte means (the common ones).
-fn mbr_type_name(t: u8) -> &'static str {
-    match t {
-        0x00 => "empty",
-        0x01 => "FAT12",
-        0x04 | 0x06 | 0x0e => "FAT16",
-        0x05 | 0x0f => "extended",
-        0x07 => "NTFS, exFAT or HPFS",
-        0x0b | 0x0c => "FAT32",
-        0x82 => "Linux swap",
-        0x83 => "Linux",
-        0x8e => "Linux LVM",
-        0xa5 => "FreeBSD",
-        0xaf => "HFS / HFS+",
-        0xee => "GPT protective",
-        0xef => "EFI system",
-        0xfd => "Linux RAID",
-        _ => "unknown",
-    }
-}
-
-/// Bytes in binary units ("1 MiB", "512 B").
-fn human(n: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        return format!("{n} B");
-    }
-    let s = format!("{v:.2}");
-    format!("{} {}", s.trim_end_matches('0').trim_end_matches('.'), UNITS[u])
-}
-
 fn chs(b: &[u8]) -> String {
     let (h, s, c) = (b[0], b[1] & 0x3f, (u16::from(b[1] & 0xc0) << 2) | u16::from(b[2]));
     format!("C/H/S {c}/{h}/{s}")
 }
 
-struct Labeller {
+struct Labeller<'t> {
     offset: u64,
     end: u64,
     labels: Vec<Label>,
+    table: Option<&'t PartitionTable>,
 }
 
-impl Labeller {
+impl Labeller<'_> {
+    /// The usual name of partition `number`'s type, from the engine's table ("" when unknown).
+    fn type_name(&self, number: u64) -> &str {
+        self.table
+            .and_then(|t| t.partitions.iter().find(|p| u64::from(p.number) == number))
+            .map_or("", |p| p.type_name.as_str())
+    }
+
+    /// `value`, with the type's name after it when it has one.
+    fn typed(&self, value: String, number: u64) -> String {
+        match self.type_name(number) {
+            "" => value,
+            n => format!("{value} ({n})"),
+        }
+    }
+
+    fn add_bytes(&mut self, start: u64, len: u64, group: &str, name: &str, value: String, bytes: u64) {
+        self.add(start, len, group, name, value);
+        if let Some(l) = self.labels.last_mut().filter(|l| l.start == start && l.name == name) {
+            l.bytes = Some(bytes);
+        }
+    }
+
     fn overlaps(&self, start: u64, len: u64) -> bool {
         start < self.end && start + len > self.offset
     }
 
     fn add(&mut self, start: u64, len: u64, group: &str, name: &str, value: String) {
         if self.overlaps(start, len) {
-            self.labels.push(Label { start, len, group: group.into(), name: name.into(), value });
+            self.labels.push(Label { start, len, group: group.into(), name: name.into(), value, bytes: None });
         }
     }
 
@@ -202,12 +172,14 @@ impl Labeller {
             };
             self.add(a, 1, &group, "status", status);
             self.add(a + 1, 3, &group, "first sector (CHS)", chs(&e[1..4]));
-            self.add(a + 4, 1, &group, "type", format!("0x{t:02x} ({})", mbr_type_name(t)));
+            let gpt = self.table.is_some_and(|x| matches!(x.scheme, Scheme::Gpt | Scheme::HybridMbr));
+            let ty = if t == 0xee && gpt { format!("0x{t:02x} (GPT protective)") } else { self.typed(format!("0x{t:02x}"), i as u64 + 1) };
+            self.add(a + 4, 1, &group, "type", ty);
             self.add(a + 5, 3, &group, "last sector (CHS)", chs(&e[5..8]));
             let first = u64::from(le32(e, 8));
             let count = u64::from(le32(e, 12));
             self.add(a + 8, 4, &group, "first LBA", format!("{first} (byte {})", first * 512));
-            self.add(a + 12, 4, &group, "sectors", format!("{count} ({})", human(count * 512)));
+            self.add_bytes(a + 12, 4, &group, "sectors", count.to_string(), count * 512);
         }
         self.add(510, 2, "MBR", "boot signature", "55 AA (valid)".into());
     }
@@ -305,24 +277,23 @@ impl Labeller {
                 unused = Some(k);
             }
             if used {
-                self.gpt_entry(&e, at, &format!("{eg} {}", k + 1), sector);
+                self.gpt_entry(&e, at, &format!("{eg} {}", k + 1), k + 1, sector);
             }
         }
         Ok(())
     }
 
-    fn gpt_entry(&mut self, e: &[u8], at: u64, group: &str, sector: u64) {
-        let t = guid(&e[..16]);
-        let tv = match gpt_type_name(&t) {
-            Some(n) => format!("{t} ({n})"),
-            None => t,
-        };
+    fn gpt_entry(&mut self, e: &[u8], at: u64, group: &str, number: u64, sector: u64) {
+        let tv = self.typed(guid(&e[..16]), number);
         self.add(at, 16, group, "partition type GUID", tv);
         self.add(at + 16, 16, group, "unique partition GUID", guid(&e[16..32]));
         let (f, l) = (le64(e, 32), le64(e, 40));
         self.add(at + 32, 8, group, "first LBA", format!("{f} (byte {})", f.saturating_mul(sector)));
-        let len = if l >= f { format!(", {}", human((l - f + 1).saturating_mul(sector))) } else { " (before the first LBA!)".into() };
-        self.add(at + 40, 8, group, "last LBA", format!("{l}{len}"));
+        if l >= f {
+            self.add_bytes(at + 40, 8, group, "last LBA", l.to_string(), (l - f + 1).saturating_mul(sector));
+        } else {
+            self.add(at + 40, 8, group, "last LBA", format!("{l} (before the first LBA!)"));
+        }
         self.add(at + 48, 8, group, "attributes", format!("0x{:016x}", le64(e, 48)));
         let units: Vec<u16> = (0..36).map(|i| le16(e, 56 + 2 * i)).take_while(|&u| u != 0).collect();
         self.add(at + 56, 72, group, "name", format!("\"{}\"", String::from_utf16_lossy(&units)));
@@ -380,7 +351,8 @@ mod tests {
     #[test]
     fn mbr_and_gpt_fields() {
         let mut img = gpt_disk();
-        let l = structure_labels(&mut img, 0, 4096).unwrap();
+        let table = PartitionTable::read(&mut vdi::volume::DiskReader(&mut img)).unwrap();
+        let l = structure_labels(&mut img, Some(&table), 0, 4096).unwrap();
         assert_eq!(find(&l, "MBR", "boot signature").start, 510);
         let t = find(&l, "MBR partition 1", "type");
         assert_eq!((t.start, t.value.as_str()), (450, "0xee (GPT protective)"));
@@ -394,7 +366,9 @@ mod tests {
         let ty = find(&l, "GPT entry 1", "partition type GUID");
         assert_eq!((ty.start, ty.value.as_str()), (1024, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B (EFI system partition)"));
         assert_eq!(find(&l, "GPT entry 1", "name").value, "\"boot\"");
-        assert_eq!(find(&l, "GPT entry 1", "last LBA").value, "4095, 1 MiB");
+        let last = find(&l, "GPT entry 1", "last LBA");
+        assert_eq!((last.value.as_str(), last.bytes), ("4095", Some(1 << 20)));
+        assert_eq!(find(&l, "MBR partition 1", "sectors").bytes, Some((4 << 20) - 512));
         assert_eq!(find(&l, "GPT entries 2\u{2013}128", "entries").value, "unused (127 entries)");
         assert!(l.windows(2).all(|w| w[0].start <= w[1].start), "in disk order");
     }
@@ -402,20 +376,20 @@ mod tests {
     #[test]
     fn only_the_window_and_damage_is_named() {
         let mut img = gpt_disk();
-        let l = structure_labels(&mut img, 512, 16).unwrap();
+        let l = structure_labels(&mut img, None, 512, 16).unwrap();
         let names: Vec<&str> = l.iter().map(|x| x.name.as_str()).collect();
         assert_eq!(names, ["signature", "revision", "header size"]);
         // A changed byte of the header: its CRC no longer matches.
         img.write_at(512 + 40, &[9]).unwrap();
-        let l = structure_labels(&mut img, 512, 92).unwrap();
+        let l = structure_labels(&mut img, None, 512, 92).unwrap();
         assert!(find(&l, "GPT header", "header CRC32").value.contains("does not match"));
         // Entry 130 is past the 128 the header declares: nothing there.
-        assert!(structure_labels(&mut img, 1024 + 130 * 128, 128).unwrap().is_empty());
+        assert!(structure_labels(&mut img, None, 1024 + 130 * 128, 128).unwrap().is_empty());
     }
 
     #[test]
     fn a_blank_disk_has_no_labels() {
         let mut img = create(MemStorage::new(), &CreateOptions::new(1 << 20, Uuid::from_u128(1), Uuid::from_u128(2)), &mut NoMonitor).unwrap();
-        assert!(structure_labels(&mut img, 0, 1 << 20).unwrap().is_empty());
+        assert!(structure_labels(&mut img, None, 0, 1 << 20).unwrap().is_empty());
     }
 }

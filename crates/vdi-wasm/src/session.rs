@@ -234,8 +234,8 @@ impl Session {
     /// The labelled fields of known structures (MBR, GPT) overlapping `len` bytes of the
     /// disk at `offset` (see [`crate::labels`]): JSON `[{start, len, group, name, value}]`.
     pub fn structure_labels(&mut self, offset: f64, len: u32) -> Result<String, JsValue> {
-        let disk = self.open.as_mut().ok_or_else(no_image)?.disk();
-        let labels = crate::labels::structure_labels(disk, offset as u64, u64::from(len)).map_err(vdi_err)?;
+        let (disk, table) = self.disk_and_table()?;
+        let labels = crate::labels::structure_labels(disk, table, offset as u64, u64::from(len)).map_err(vdi_err)?;
         Ok(Value::Array(labels.iter().map(crate::labels::Label::to_json).collect()).to_string())
     }
 

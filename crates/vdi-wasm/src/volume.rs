@@ -320,6 +320,14 @@ impl Session {
         Ok((disk, v))
     }
 
+    /// The open disk and its partition table (None when the table cannot be read: the
+    /// hex view then labels the structures without naming the partition types).
+    pub(crate) fn disk_and_table(&mut self) -> Result<(&mut dyn Disk, Option<&PartitionTable>), JsValue> {
+        let (disk, v) = self.disk_and_volume()?;
+        let ok = table(v, disk).is_ok();
+        Ok((disk, if ok { v.table.as_ref() } else { None }))
+    }
+
     /// The open disk, the volume state and the transfer buffer, borrowed together.
     fn parts(&mut self) -> Result<(&mut dyn Disk, &mut Volume, &mut [u8]), JsValue> {
         let opened = self.open.as_mut().ok_or_else(no_image)?;
