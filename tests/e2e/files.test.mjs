@@ -175,6 +175,14 @@ describe('inside the disk', () => {
     assert.equal(facts.type, 'Linux filesystem (0FC63DAF-8483-4772-8E79-3D69D8477DE4)');
     assert.equal(facts.label, 'linuxdata');
     assert.deepEqual(await children(page, '/'), ['/data', '/docs', '/lost+found', '/hello.txt']);
+    // A partition opens the hex view at its first byte (the ext4 superblock's magic 0xef53
+    // lies 1080 bytes in).
+    await page.click('#part-hex');
+    await page.waitForFunction(() => document.querySelector('#hex-grid').dataset.target === '1048576' && !document.querySelector('#hex-panel').hidden);
+    const magic = await page.$$eval('#hex-grid .hx .b', (l) => l.map((b) => b.textContent));
+    assert.equal(await page.$eval('#hex-grid', (g) => g.dataset.start), '1048576');
+    assert.deepEqual(magic.slice(1080, 1082), ['53', 'ef']);
+    await page.click('#tab-files');
     // Partition 3 is detected only.
     await page.click('#disk-bar .seg[data-part="3"]');
     assert.equal(await page.$eval('#part-note', (e) => (e.hidden ? null : e.textContent)), 'Linux swap — detected; reading files is not supported.');
@@ -264,6 +272,9 @@ print(json.dumps(names))
   });
 });
 
+/** A file name that is markup: it must show as text and never run. */
+const MARKUP = '<img src=x onerror="window.__pwned=1">.txt';
+
 describe('inside a snapshot chain', () => {
   let wb;
   let tmp;
@@ -271,7 +282,7 @@ describe('inside a snapshot chain', () => {
   before(async () => {
     tmp = scratch('vdi-files-chain-');
     const base = gptDisk(tmp.dir);
-    const { snap } = ext4Snapshot(tmp.dir, base.vdi, { 'hello.txt': 'Hello from the snapshot.\n', 'new/only-here.txt': 'new' });
+    const { snap } = ext4Snapshot(tmp.dir, base.vdi, { 'hello.txt': 'Hello from the snapshot.\n', 'new/only-here.txt': 'new', [MARKUP]: 'x' });
     wb = await openWorkbench();
     await wb.page.setInputFiles('#file-input', [snap, base.vdi]);
     await wb.page.waitForFunction(() => document.documentElement.dataset.chainMs, null, { timeout: 60000 });
@@ -288,7 +299,12 @@ describe('inside a snapshot chain', () => {
     const { page } = wb;
     await filesReady(page);
     assert.match(await page.$eval('#files-summary', (e) => e.textContent), /^The disk of the snapshot chain/);
-    assert.deepEqual(await children(page, '/'), ['/lost+found', '/new', '/hello.txt']);
+    assert.deepEqual(await children(page, '/'), ['/lost+found', '/new', `/${MARKUP}`, '/hello.txt']);
+    // A name from the disk is text: shown as it is, never run.
+    const names = await page.$$eval('#files-tree li[data-path="/"] > ul > li .item-name', (l) => l.map((e) => e.textContent));
+    assert.ok(names.includes(MARKUP), names.join(' | '));
+    assert.equal(await page.evaluate(() => window.__pwned), undefined);
+    assert.equal(await page.$$eval('#files-panel img', (l) => l.length), 0);
     await clickItem(page, '/hello.txt');
     await page.waitForSelector('#file-preview-wrap:not([hidden])');
     assert.equal(await page.$eval('#file-preview', (e) => e.textContent), 'Hello from the snapshot.\n');

@@ -60,6 +60,7 @@ function renderEmpty() {
   $('#disk-bar').replaceChildren();
   $('#files-findings').replaceChildren();
   $('#part-facts').hidden = true;
+  $('#part-actions').hidden = true;
   $('#part-note').hidden = true;
   $('#files-browser').hidden = true;
   $('#files-summary').textContent = '';
@@ -126,6 +127,7 @@ function selectPartition(number) {
   const facts = $('#part-facts');
   facts.replaceChildren(...pairs(rows));
   facts.hidden = false;
+  $('#part-actions').hidden = false;
   const note = $('#part-note');
   note.hidden = p.readable;
   note.textContent = p.filesystem ? `${fsName(p.filesystem)} — detected; reading files is not supported.` : 'No filesystem this engine recognises: nothing to list.';
@@ -370,6 +372,10 @@ export function initFiles() {
   tree.addEventListener('click', onTreeClick);
   tree.addEventListener('keydown', onTreeKey);
   $('#file-save').addEventListener('click', download);
+  $('#part-hex').addEventListener('click', () => {
+    const p = vol?.table.partitions.find((x) => x.number === vol.part);
+    if (p) emit('hex', { offset: Number(p.start), why: `Opened from partition ${p.number}: its first byte.` });
+  });
   $('#file-where').addEventListener('click', where);
   $('#file-hex').addEventListener('click', showInHex);
   on('image', ({ current }) => {
