@@ -8,10 +8,17 @@ use anyhow::{bail, Context, Result};
 
 use crate::{output, root, run_cmd};
 
-/// What native tests need: qemu-img (interop oracle) and the VirtualBox fixtures.
+/// What native tests need: qemu-img (interop oracle), the filesystem tools, the VirtualBox fixtures.
 pub fn native() -> Result<()> {
     if Command::new("qemu-img").arg("--version").output().is_err() {
         apt_install(&["qemu-utils"])?;
+    }
+    // The reference tools tests/tests/volume.rs makes its disks with (e2fsprogs is part of
+    // the base system: mkfs.ext4, debugfs).
+    let tools = [("mkfs.vfat", "dosfstools"), ("mcopy", "mtools"), ("mkntfs", "ntfs-3g"), ("sgdisk", "gdisk"), ("sfdisk", "fdisk")];
+    let missing: Vec<&str> = tools.iter().filter(|(t, _)| Command::new(t).arg("--version").output().is_err()).map(|(_, p)| *p).collect();
+    if !missing.is_empty() {
+        apt_install(&missing)?;
     }
     let fixtures = root().join("../shared/fixtures");
     if !fixtures.is_dir() {

@@ -10,7 +10,7 @@
 use crate::error::Result;
 use crate::volume::ext_map::Mapper;
 use crate::volume::io::{le16, le32, text, ReadDisk, Span};
-use crate::volume::{Entry, EntryKind, FileExtent, FsInfo, FsKind, VolumeError, MAX_DIR_ENTRIES};
+use crate::volume::{Entry, EntryKind, FileExtent, FsInfo, FsKind, VolumeError, MAX_DIR_BYTES, MAX_DIR_ENTRIES};
 
 const MAGIC: u16 = 0xef53;
 const COMPAT_JOURNAL: u32 = 0x4;
@@ -265,6 +265,9 @@ impl Ext {
 
     /// Walk a directory's entries, calling `f(name, inode number)` until it returns true.
     fn walk(&self, disk: &mut dyn ReadDisk, dir: &Inode, f: &mut dyn FnMut(&[u8], u64) -> Result<bool>) -> Result<()> {
+        if dir.size > MAX_DIR_BYTES {
+            return Err(VolumeError::Limit { what: "directory size", value: dir.size, limit: MAX_DIR_BYTES }.into());
+        }
         let mut block = vec![0u8; self.bs as usize];
         let mut count = 0usize;
         let blocks = dir.size.div_ceil(self.bs);
@@ -367,11 +370,12 @@ impl Ext {
             return Ok(out);
         }
         let m = self.mapper();
-        let mut pos = from - from % self.bs;
+        let mut pos = from;
         while pos < inode.size && out.len() < max {
             let piece = m.map(disk, &inode, pos / self.bs)?;
-            let len = piece.blocks.saturating_mul(self.bs).min(inode.size - pos);
-            let disk_offset = piece.phys.map(|p| self.span.start + p * self.bs);
+            let within = pos % self.bs;
+            let len = (piece.blocks.saturating_mul(self.bs) - within).min(inode.size - pos);
+            let disk_offset = piece.phys.map(|p| self.span.start + p * self.bs + within);
             match out.last_mut() {
                 Some(last) if last.disk_offset.map(|d| d + last.len) == disk_offset || (last.disk_offset.is_none() && disk_offset.is_none()) => {
                     last.len += len

@@ -25,6 +25,11 @@ pub(crate) struct Mbr {
 }
 
 impl Mbr {
+    /// No MBR at all (sector 0 empty).
+    pub fn empty() -> Mbr {
+        Mbr { slots: [Slot { status: 0, kind: 0, lba: 0, count: 0 }; 4], signature: 0 }
+    }
+
     /// A GPT's protective MBR (a slot of type 0xEE).
     pub fn protective(&self) -> bool {
         self.slots.iter().any(|s| s.kind == 0xee)

@@ -22,6 +22,7 @@ mod detect;
 mod error;
 mod ext;
 mod ext_map;
+mod fat;
 mod gpt;
 mod io;
 #[cfg(feature = "json")]
@@ -38,8 +39,13 @@ use crate::error::Result;
 
 /// Longest path, in components, a lookup walks.
 pub const MAX_PATH_DEPTH: usize = 256;
-/// Most entries one directory listing returns.
-pub const MAX_DIR_ENTRIES: usize = 1 << 20;
+/// Most entries one directory listing returns (a listing holds them all: about 100 bytes
+/// each).
+pub const MAX_DIR_ENTRIES: usize = 1 << 17;
+/// Largest directory read, in bytes (ext4's large directories can be bigger; this holds
+/// several times [`MAX_DIR_ENTRIES`] entries, and bounds the walk of a damaged directory
+/// claiming terabytes of holes).
+pub const MAX_DIR_BYTES: u64 = 64 << 20;
 
 /// A filesystem kind, named as `blkid` names its TYPE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -197,6 +203,7 @@ pub struct Filesystem {
 #[derive(Debug, Clone)]
 enum Inner {
     Ext(Box<ext::Ext>),
+    Fat(Box<fat::Fat>),
 }
 
 /// Split a path into its components ("/a//b/" is a, b); refuses "." and ".." (paths here
@@ -212,6 +219,14 @@ pub(crate) fn components(path: &str) -> Result<Vec<&str>> {
     Ok(parts)
 }
 
+/// An unsupported-feature error from a reader, with the partition's number put in.
+fn numbered(e: crate::VdiError, number: u32) -> crate::VdiError {
+    match e {
+        crate::VdiError::Volume(VolumeError::Unsupported { fs, .. }) => VolumeError::Unsupported { number, fs }.into(),
+        other => other,
+    }
+}
+
 impl Filesystem {
     /// Open the filesystem of `part` (as found by [`PartitionTable::read`]).
     pub fn open(disk: &mut dyn ReadDisk, part: &Partition) -> Result<Filesystem> {
@@ -219,7 +234,8 @@ impl Filesystem {
             return Err(VolumeError::NoFilesystem { number: part.number }.into());
         };
         let inner = match info.kind {
-            FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => Inner::Ext(Box::new(ext::Ext::open(disk, part.start, part.size)?)),
+            FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => Inner::Ext(Box::new(ext::Ext::open(disk, part.start, part.size).map_err(|e| numbered(e, part.number))?)),
+            FsKind::Vfat => Inner::Fat(Box::new(fat::Fat::open(disk, part.start, part.size)?)),
             other => return Err(VolumeError::Unsupported { number: part.number, fs: other.name().into() }.into()),
         };
         Ok(Filesystem { info, number: part.number, inner })
@@ -239,6 +255,7 @@ impl Filesystem {
     pub fn root(&mut self, disk: &mut dyn ReadDisk) -> Result<Entry> {
         match &mut self.inner {
             Inner::Ext(fs) => fs.root(disk),
+            Inner::Fat(fs) => Ok(fs.root()),
         }
     }
 
@@ -252,6 +269,7 @@ impl Filesystem {
             }
             cur = match &mut self.inner {
                 Inner::Ext(fs) => fs.find(disk, &cur, part)?,
+                Inner::Fat(fs) => fs.find(disk, &cur, part)?,
             }
             .ok_or_else(|| VolumeError::NotFound { path: path.to_string() })?;
         }
@@ -265,6 +283,7 @@ impl Filesystem {
         }
         match &mut self.inner {
             Inner::Ext(fs) => fs.list(disk, dir),
+            Inner::Fat(fs) => fs.list(disk, dir),
         }
     }
 
@@ -289,6 +308,7 @@ impl Filesystem {
         }
         match &mut self.inner {
             Inner::Ext(fs) => fs.read(disk, file, offset, &mut buf[..want])?,
+            Inner::Fat(fs) => fs.read(disk, file, offset, &mut buf[..want])?,
         }
         Ok(want)
     }
@@ -299,6 +319,7 @@ impl Filesystem {
     pub fn extents(&mut self, disk: &mut dyn ReadDisk, file: &Entry, from: u64, max: usize) -> Result<Vec<FileExtent>> {
         match &mut self.inner {
             Inner::Ext(fs) => fs.extents(disk, file, from, max),
+            Inner::Fat(fs) => fs.extents(disk, file, from, max),
         }
     }
 }

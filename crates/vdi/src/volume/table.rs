@@ -111,6 +111,15 @@ impl PartitionTable {
         match parsed {
             Some(m) if m.protective() => gpt::read(disk, &m, &mut table)?,
             Some(m) if whole.is_none() => mbr::read(disk, &m, &mut table)?,
+            _ if whole.is_none() && size >= 2 * SECTOR => {
+                // A GPT without its protective MBR (some tools leave sector 0 alone).
+                let mut s1 = [0u8; 8];
+                disk.read_disk(SECTOR, &mut s1)?;
+                if &s1 == b"EFI PART" {
+                    table.findings.push("a GPT without a protective MBR in sector 0".into());
+                    gpt::read(disk, &mbr::Mbr::empty(), &mut table)?;
+                }
+            }
             _ => {}
         }
         if table.scheme == Scheme::None {
@@ -187,4 +196,106 @@ pub(crate) fn clip(number: u32, start: u64, size: u64, disk: u64, findings: &mut
         return Some((start, disk - start));
     }
     Some((start, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::io::crc32;
+
+    const S: usize = SECTOR as usize;
+
+    /// Write MBR slot `i` of the sector at `sector`: status, type, first LBA, count.
+    fn slot(disk: &mut [u8], sector: usize, i: usize, status: u8, kind: u8, lba: u32, count: u32) {
+        let e = sector * S + 446 + 16 * i;
+        disk[e] = status;
+        disk[e + 4] = kind;
+        disk[e + 8..e + 12].copy_from_slice(&lba.to_le_bytes());
+        disk[e + 12..e + 16].copy_from_slice(&count.to_le_bytes());
+        disk[sector * S + 510] = 0x55;
+        disk[sector * S + 511] = 0xaa;
+    }
+
+    #[test]
+    fn logical_partitions_are_numbered_from_5_and_a_looping_chain_stops() {
+        let mut disk = vec![0u8; 1 << 20];
+        slot(&mut disk, 0, 0, 0x80, 0x83, 100, 50);
+        slot(&mut disk, 0, 1, 0, 0x05, 200, 1000);
+        // EBRs at 200 (A), 201 (B), 202 (C); C links back to B.
+        for (ebr, next) in [(200, 1), (201, 2), (202, 1)] {
+            slot(&mut disk, ebr, 0, 0, 0x83, 10, 5);
+            slot(&mut disk, ebr, 1, 0, 0x05, next, 1);
+        }
+        let t = PartitionTable::read(&mut disk).unwrap();
+        assert_eq!(t.scheme, Scheme::Mbr);
+        let got: Vec<(u32, u64)> = t.partitions.iter().map(|p| (p.number, p.start / SECTOR)).collect();
+        assert_eq!(got, [(1, 100), (2, 200), (5, 210), (6, 211), (7, 212)]);
+        assert_eq!(t.partitions[0].attributes, 0x80);
+        assert_eq!(t.findings, ["the chain of logical partitions loops back to the EBR at byte 102912"]);
+        assert_eq!(t.select(Some(9)).unwrap_err().to_string(), "no partition 9 on this disk (partitions: 1, 2, 5, 6, 7)");
+    }
+
+    #[test]
+    fn a_partition_past_the_end_is_clipped_with_a_finding() {
+        let mut disk = vec![0u8; 64 * S];
+        slot(&mut disk, 0, 0, 0, 0x83, 10, 1000);
+        slot(&mut disk, 0, 1, 0, 0x83, 5000, 10);
+        let t = PartitionTable::read(&mut disk).unwrap();
+        assert_eq!(t.partitions.len(), 1);
+        assert_eq!(t.partitions[0].size, 54 * SECTOR);
+        assert_eq!(t.findings.len(), 2, "{:?}", t.findings);
+    }
+
+    /// A GPT header at `lba` with `count` entries of 128 bytes at `entries`, its CRCs right.
+    fn gpt_header(disk: &mut [u8], lba: u64, alt: u64, entries: u64, count: u32) {
+        let array_crc = crc32(&disk[entries as usize * S..][..count.min(4) as usize * 128]);
+        let h = &mut disk[lba as usize * S..][..S];
+        h[..8].copy_from_slice(b"EFI PART");
+        h[8..12].copy_from_slice(&0x10000u32.to_le_bytes());
+        h[12..16].copy_from_slice(&92u32.to_le_bytes());
+        h[24..32].copy_from_slice(&lba.to_le_bytes());
+        h[32..40].copy_from_slice(&alt.to_le_bytes());
+        h[72..80].copy_from_slice(&entries.to_le_bytes());
+        h[80..84].copy_from_slice(&count.to_le_bytes());
+        h[84..88].copy_from_slice(&128u32.to_le_bytes());
+        h[88..92].copy_from_slice(&array_crc.to_le_bytes());
+        h[16..20].fill(0);
+        let crc = crc32(&h[..92]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn gpt_primary_and_backup_are_compared_and_absurd_counts_refused() {
+        let mut disk = vec![0u8; 128 * S];
+        slot(&mut disk, 0, 0, 0, 0xee, 1, 127);
+        let e = 2 * S;
+        let linux = Uuid::parse_str("0FC63DAF-8483-4772-8E79-3D69D8477DE4").unwrap();
+        disk[e..e + 16].copy_from_slice(&linux.to_bytes_le());
+        disk[e + 32..e + 40].copy_from_slice(&34u64.to_le_bytes());
+        disk[e + 40..e + 48].copy_from_slice(&99u64.to_le_bytes());
+        for (i, c) in "données".encode_utf16().enumerate() {
+            disk[e + 56 + 2 * i..e + 58 + 2 * i].copy_from_slice(&c.to_le_bytes());
+        }
+        let copy: Vec<u8> = disk[e..e + 4 * 128].to_vec();
+        disk[100 * S..100 * S + 512].copy_from_slice(&copy);
+        gpt_header(&mut disk, 1, 127, 2, 4);
+        gpt_header(&mut disk, 127, 1, 100, 4);
+        let t = PartitionTable::read(&mut disk).unwrap();
+        assert_eq!((t.scheme, t.findings.len()), (Scheme::Gpt, 0), "{:?}", t.findings);
+        let p = &t.partitions[0];
+        assert_eq!((p.number, p.start, p.size, p.name.as_str(), p.type_name.as_str()), (1, 34 * SECTOR, 66 * SECTOR, "données", "Linux filesystem"));
+
+        // The backup's array differs: a finding; the primary is what is read.
+        disk[100 * S + 56] = b'X';
+        gpt_header(&mut disk, 127, 1, 100, 4);
+        let t = PartitionTable::read(&mut disk).unwrap();
+        assert_eq!(t.findings, ["the backup GPT entry array differs from the primary"]);
+        assert_eq!(t.partitions[0].name, "données");
+
+        // A primary claiming 2^31 entries is refused without allocating them; the backup is read.
+        gpt_header(&mut disk, 1, 127, 2, 1 << 31);
+        let t = PartitionTable::read(&mut disk).unwrap();
+        assert!(t.findings[0].starts_with("the primary GPT is damaged (2147483648 entries at LBA 1"), "{:?}", t.findings);
+        assert_eq!(t.partitions[0].name, "Xonnées");
+    }
 }
