@@ -14,7 +14,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { openImage, openWorkbench, removeSavePicker, run, scratch, screenshot, sha256File, stopServer, waitOpened } from './helpers.mjs';
-import { EXT4_FILES, ext4Snapshot, gptDisk } from './disks.mjs';
+import { EXT4_FILES, ext4Snapshot, FAT_FILES, gptDisk } from './disks.mjs';
 
 /** Show the Files view and wait for partition `part`'s root folder to be listed. */
 async function filesReady(page, part = 1) {
@@ -264,6 +264,18 @@ print(json.dumps(names))
     assert.deepEqual(names, ['docs/notes/', 'docs/notes/deep.txt', 'docs/readme.md']);
     run('unzip', ['-tqq', zip]);
     assert.match(await page.$eval('#files-result', (e) => e.textContent), /a zip of 3 entries/);
+  });
+
+  test('a FAT partition lists and downloads too', async () => {
+    const { page } = wb;
+    await page.click('#tab-files');
+    await page.click('#disk-bar .seg[data-part="2"]');
+    await filesReady(page, 2);
+    assert.deepEqual(await children(page, '/'), ['/PICS', '/README.TXT']);
+    await clickItem(page, '/PICS');
+    await clickItem(page, '/PICS/ONE.BIN');
+    const got = await download(page, tmp.file('ONE.BIN'));
+    assert.equal(await sha256File(got), sha256(FAT_FILES['PICS/ONE.BIN']));
   });
 
   test('no request leaves the page\'s origin', () => {
