@@ -21,6 +21,7 @@ pub mod crc32;
 pub mod edit;
 pub mod export;
 pub mod labels;
+pub mod readcache;
 mod sample;
 pub mod session;
 pub mod storage;

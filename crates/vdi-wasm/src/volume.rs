@@ -8,11 +8,12 @@
 
 use serde_json::{json, Value};
 use vdi::volume::json::{entry_json, extents_json, table_json};
-use vdi::volume::{DiskReader, Entry, EntryKind, FileExtent, Filesystem, PartitionTable, ReadDisk, MAX_PATH_DEPTH};
+use vdi::volume::{Entry, EntryKind, FileExtent, Filesystem, PartitionTable, ReadDisk, MAX_PATH_DEPTH};
 use vdi::Disk;
 use wasm_bindgen::prelude::*;
 
 use crate::export::CHUNK;
+use crate::readcache::{Cached, PageCache};
 use crate::session::Session;
 use crate::zip::{ZipError, ZipWriter};
 use crate::{js_error, no_image, vdi_err};
@@ -30,6 +31,8 @@ pub(crate) struct Volume {
     /// The file being read out, by path.
     file: Option<(String, Entry)>,
     zip: Option<FolderZip>,
+    /// Pages of the disk read by the filesystem readers.
+    cache: PageCache,
 }
 
 fn zip_err(e: ZipError) -> JsValue {
@@ -39,19 +42,21 @@ fn zip_err(e: ZipError) -> JsValue {
 /// The table of `disk`, read on first use and kept.
 fn table<'a>(v: &'a mut Volume, disk: &mut dyn Disk) -> Result<&'a PartitionTable, JsValue> {
     if v.table.is_none() {
-        v.table = Some(PartitionTable::read(&mut DiskReader(disk)).map_err(vdi_err)?);
+        v.table = Some(PartitionTable::read(&mut Cached { disk, cache: &mut v.cache }).map_err(vdi_err)?);
     }
     Ok(v.table.as_ref().expect("just read"))
 }
 
-/// The open filesystem, opened on partition `number` when another (or none) is open.
-fn filesystem<'a>(v: &'a mut Volume, disk: &mut dyn Disk, number: u32) -> Result<&'a mut Filesystem, JsValue> {
+/// The filesystem of partition `number`, opened when another (or none) is open, and the
+/// disk read through the page cache.
+fn fs_and_reader<'a>(v: &'a mut Volume, disk: &'a mut dyn Disk, number: u32) -> Result<(&'a mut Filesystem, Cached<'a>), JsValue> {
     if v.fs.as_ref().is_none_or(|f| f.partition() != number) {
         let part = table(v, disk)?.partition(number).map_err(vdi_err)?.clone();
         v.file = None;
-        v.fs = Some(Filesystem::open(&mut DiskReader(disk), &part).map_err(vdi_err)?);
+        v.zip = None;
+        v.fs = Some(Filesystem::open(&mut Cached { disk, cache: &mut v.cache }, &part).map_err(vdi_err)?);
     }
-    Ok(v.fs.as_mut().expect("just opened"))
+    Ok((v.fs.as_mut().expect("just opened"), Cached { disk, cache: &mut v.cache }))
 }
 
 /// Join a folder path and a name.
@@ -199,16 +204,16 @@ impl Session {
     /// partition's filesystem when another is open.
     pub fn fs_list(&mut self, number: u32, path: &str) -> Result<String, JsValue> {
         let (disk, v) = self.disk_and_volume()?;
-        let fs = filesystem(v, disk, number)?;
-        let entries = fs.list_path(&mut DiskReader(disk), path).map_err(vdi_err)?;
+        let (fs, mut r) = fs_and_reader(v, disk, number)?;
+        let entries = fs.list_path(&mut r, path).map_err(vdi_err)?;
         Ok(json!({ "path": path, "entries": entries.iter().map(entry_json).collect::<Vec<Value>>() }).to_string())
     }
 
     /// Open file `path` of partition `number` for reading; returns its entry (JSON).
     pub fn fs_file(&mut self, number: u32, path: &str) -> Result<String, JsValue> {
         let (disk, v) = self.disk_and_volume()?;
-        let fs = filesystem(v, disk, number)?;
-        let e = fs.lookup(&mut DiskReader(disk), path).map_err(vdi_err)?;
+        let (fs, mut r) = fs_and_reader(v, disk, number)?;
+        let e = fs.lookup(&mut r, path).map_err(vdi_err)?;
         if e.kind != EntryKind::File {
             return Err(js_error("not-a-file", format!("{path}: not a regular file")));
         }
@@ -223,20 +228,21 @@ impl Session {
         let len = (len as usize).min(CHUNK);
         self.ensure_transfer(len);
         let (disk, v, buf) = self.parts()?;
-        let (Some(fs), Some((_, e))) = (v.fs.as_mut(), v.file.as_ref()) else {
+        let Volume { fs, file, cache, .. } = v;
+        let (Some(fs), Some((_, e))) = (fs.as_mut(), file.as_ref()) else {
             return Err(js_error("invalid-argument", "no file is open for reading"));
         };
-        let n = fs.read(&mut DiskReader(disk), e, offset as u64, &mut buf[..len]).map_err(vdi_err)?;
+        let n = fs.read(&mut Cached { disk, cache }, e, offset as u64, &mut buf[..len]).map_err(vdi_err)?;
         Ok(n as u32)
     }
 
     /// Up to `len` bytes ([`MAX_PREVIEW`]) from the start of file `path`, as a copy.
     pub fn fs_head(&mut self, number: u32, path: &str, len: u32) -> Result<Vec<u8>, JsValue> {
         let (disk, v) = self.disk_and_volume()?;
-        let fs = filesystem(v, disk, number)?;
-        let e = fs.lookup(&mut DiskReader(disk), path).map_err(vdi_err)?;
+        let (fs, mut r) = fs_and_reader(v, disk, number)?;
+        let e = fs.lookup(&mut r, path).map_err(vdi_err)?;
         let mut out = vec![0u8; len.min(MAX_PREVIEW).min(u32::try_from(e.size).unwrap_or(u32::MAX)) as usize];
-        let n = fs.read(&mut DiskReader(disk), &e, 0, &mut out).map_err(vdi_err)?;
+        let n = fs.read(&mut r, &e, 0, &mut out).map_err(vdi_err)?;
         out.truncate(n);
         Ok(out)
     }
@@ -245,8 +251,8 @@ impl Session {
     /// (`complete` false when there were more than [`MAX_EXTENTS`]).
     pub fn fs_extents(&mut self, number: u32, path: &str) -> Result<String, JsValue> {
         let (disk, v) = self.disk_and_volume()?;
-        let fs = filesystem(v, disk, number)?;
-        let r = &mut DiskReader(disk);
+        let (fs, mut r) = fs_and_reader(v, disk, number)?;
+        let r = &mut r;
         let e = fs.lookup(r, path).map_err(vdi_err)?;
         const ASK: usize = 4096;
         let mut all: Vec<FileExtent> = Vec::new();
@@ -273,9 +279,9 @@ impl Session {
     pub fn zip_begin(&mut self, number: u32, path: &str, root: &str) -> Result<String, JsValue> {
         let (disk, v) = self.disk_and_volume()?;
         v.zip = None;
-        let fs = filesystem(v, disk, number)?;
-        let (size, data, entries) = zip_plan(fs, &mut DiskReader(&mut *disk), path, root)?;
-        let z = FolderZip::begin(fs, &mut DiskReader(disk), path, root).map_err(vdi_err)?;
+        let (fs, mut r) = fs_and_reader(v, disk, number)?;
+        let (size, data, entries) = zip_plan(fs, &mut r, path, root)?;
+        let z = FolderZip::begin(fs, &mut r, path, root).map_err(vdi_err)?;
         v.zip = Some(z);
         Ok(json!({ "size": size, "data": data, "entries": entries }).to_string())
     }
@@ -284,10 +290,11 @@ impl Session {
     pub fn zip_next(&mut self) -> Result<u32, JsValue> {
         self.ensure_transfer(CHUNK);
         let (disk, v, buf) = self.parts()?;
-        let (Some(fs), Some(z)) = (v.fs.as_mut(), v.zip.as_mut()) else {
+        let Volume { fs, zip, cache, .. } = v;
+        let (Some(fs), Some(z)) = (fs.as_mut(), zip.as_mut()) else {
             return Err(js_error("invalid-argument", "no archive is being written"));
         };
-        match z.next(fs, &mut DiskReader(disk), &mut buf[..CHUNK])? {
+        match z.next(fs, &mut Cached { disk, cache }, &mut buf[..CHUNK])? {
             ZipPiece::Data(n) => Ok(n as u32),
             ZipPiece::Meta(m) => {
                 buf[..m.len()].copy_from_slice(&m);
