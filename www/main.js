@@ -37,6 +37,7 @@ initOverview({
   chain: () => go('chain'),
   'chain-export-raw': () => { go('chain'); runChainExport('raw'); },
   'chain-export-vdi': () => { go('chain'); runChainExport('vdi'); },
+  files: () => go('files'),
   header: () => go('header'),
   map: () => go('map'),
 });

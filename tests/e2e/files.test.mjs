@@ -187,6 +187,7 @@ describe('inside the disk', () => {
     await page.click('#disk-bar .seg[data-part="3"]');
     assert.equal(await page.$eval('#part-note', (e) => (e.hidden ? null : e.textContent)), 'Linux swap — detected; reading files is not supported.');
     assert.equal(await page.$eval('#files-browser', (e) => e.hidden), true);
+    assert.equal(await page.$eval('#ov-facts dd[data-k=inside]', (e) => e.textContent), '3 partitions: 1: ext4 6 MiB, 2: vfat 4 MiB, 3: swap 2 MiB');
     // The partitions are bands on the block map, in the disk bar's colours.
     const legend = await page.$$eval('#map-legend .key', (l) => l.map((k) => k.textContent));
     assert.ok(legend.includes('band: partition 1 linux data (ext4)'), legend.join(' | '));
