@@ -324,4 +324,15 @@ describe('inside a snapshot chain', () => {
     assert.equal(await page.$eval('#part-facts dd[data-k=label]', (e) => e.textContent), 'snapdata');
     assert.deepEqual(wb.foreignRequests(), []);
   });
+
+  test('a block of the map opens the hex view of the chain\'s disk at once (its first visit)', async () => {
+    const { page } = wb;
+    await page.click('#tab-map');
+    const cell = await page.$eval('#map-canvas', (c) => Number(c.dataset.cell));
+    await page.click('#map-canvas', { position: { x: cell * 1.5, y: cell / 2 } });
+    await page.waitForSelector('#map-pick:not([hidden])');
+    await page.click('#map-hex');
+    await page.waitForFunction(() => document.querySelector('#hex-grid').dataset.target === String(1 << 20) && !document.querySelector('#hex-panel').hidden);
+    assert.match(await page.$eval('#hex-where', (e) => e.textContent), /^Bytes 1048576–1052671 .* of the disk of the snapshot chain/);
+  });
 });

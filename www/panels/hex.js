@@ -19,6 +19,7 @@ const SECTOR = 512;
 
 let win = null; // {start, bytes, labels, target, of}
 let token = 0;
+let askedFor = null; // the image a window was last asked for (shown or on its way)
 
 /** A byte as a character of the text column: printable ASCII, else '.'. */
 const glyph = (b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : '.');
@@ -55,6 +56,7 @@ export async function showAt(offset, why = '') {
   const start = Math.min(Math.floor(target / ROW) * ROW, Math.floor(Math.max(0, size - WINDOW) / ROW) * ROW);
   const len = Math.min(WINDOW, size - start);
   const my = ++token;
+  askedFor = current;
   message(null);
   try {
     const r = await bridge.ops.hexRead({ offset: start, len, chain: chainDisk() });
@@ -190,10 +192,12 @@ export function initHex() {
     return showAt(offset, why);
   });
   on('view', ({ view }) => {
-    if (view === 'hex' && state.current && (!win || win.of !== state.current)) showAt(win?.of === state.current ? win.start : 0);
+    // First shown for this image: its first bytes.
+    if (view === 'hex' && state.current && askedFor !== state.current) showAt(0);
   });
   const reset = () => {
     win = null;
+    askedFor = null;
     token++;
     $('#hex-grid').replaceChildren();
     delete $('#hex-grid').dataset.target;
