@@ -92,9 +92,10 @@ function renderTable() {
   [...parts].sort((a, b) => a.start - b.start).forEach((p) => {
     gap(at, p.start);
     const i = parts.indexOf(p);
-    const b = el('button', { type: 'button', class: 'seg', 'data-part': String(p.number), 'aria-pressed': 'false' },
+    const fsText = `${p.filesystem ? fsName(p.filesystem) : 'no filesystem'} · ${human(p.size)}`;
+    const b = el('button', { type: 'button', class: 'seg', 'data-part': String(p.number), 'aria-pressed': 'false', title: `${partLabel(p)}: ${fsText}` },
       el('span', { class: 'seg-name', text: `${p.number ? `${p.number}: ` : ''}${partLabel(p)}` }),
-      el('span', { class: 'seg-text', text: `${p.filesystem ? fsName(p.filesystem) : 'no filesystem'} · ${human(p.size)}` }));
+      el('span', { class: 'seg-text', text: fsText }));
     b.style.flexGrow = String(p.size / size);
     b.style.setProperty('--part', `rgb(${layerColor(i + 1).join(' ')})`);
     b.addEventListener('click', () => selectPartition(p.number));
