@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { openImage, openWorkbench, removeSavePicker, run, scratch, screenshot, sha256File, stopServer, waitOpened } from './helpers.mjs';
+import { fixture, openImage, openWorkbench, removeSavePicker, run, scratch, screenshot, sha256File, stopServer, waitOpened } from './helpers.mjs';
 import { EXT4_FILES, ext4Snapshot, FAT_FILES, gptDisk } from './disks.mjs';
 
 /** Show the Files view and wait for partition `part`'s root folder to be listed. */
@@ -277,6 +277,17 @@ print(json.dumps(names))
     await clickItem(page, '/PICS/ONE.BIN');
     const got = await download(page, tmp.file('ONE.BIN'));
     assert.equal(await sha256File(got), sha256(FAT_FILES['PICS/ONE.BIN']));
+  });
+
+  test('a VirtualBox disk with HFS+ volumes: its EFI partition lists, HFS+ is detected only', async () => {
+    const { page } = wb;
+    await openImage(page, fixture('3hfs.vdi'));
+    await filesReady(page, 1);
+    const segs = await page.$$eval('#disk-bar .seg[data-part]', (l) => l.map((b) => b.textContent));
+    assert.deepEqual(segs, ['1: EFI System PartitionFAT · 200 MiB', '2: vol1HFS+ · 2.667 GiB', '3: vol2HFS+ · 2.667 GiB', '4: vol3HFS+ · 2.096 GiB']);
+    assert.deepEqual(await children(page, '/'), ['/.Trashes', '/._.Trashes']);
+    await page.click('#disk-bar .seg[data-part="2"]');
+    assert.equal(await page.$eval('#part-note', (e) => (e.hidden ? null : e.textContent)), 'HFS+ — detected; reading files is not supported.');
   });
 
   test('no request leaves the page\'s origin', () => {

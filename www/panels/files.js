@@ -85,7 +85,9 @@ function renderTable() {
   let at = 0;
   const gap = (from, to) => {
     if (to - from < size / 100) return;
-    const g = el('span', { class: 'seg free', title: `unpartitioned: ${human(to - from)}` }, el('span', { class: 'seg-text', text: `free · ${human(to - from)}` }));
+    // A narrow gap keeps its size in its title only.
+    const text = (to - from) / size >= 0.05 ? `free · ${human(to - from)}` : '';
+    const g = el('span', { class: 'seg free', title: `unpartitioned: ${human(to - from)}` }, el('span', { class: 'seg-text', text }));
     g.style.flexGrow = String((to - from) / size);
     segs.push(g);
   };
