@@ -388,6 +388,31 @@ mod tests {
     }
 
     #[test]
+    fn mbr_types_are_named_by_the_engine_table() {
+        let mut img = create(MemStorage::new(), &CreateOptions::new(4 << 20, Uuid::from_u128(1), Uuid::from_u128(2)), &mut NoMonitor).unwrap();
+        let mut mbr = [0u8; 512];
+        mbr[440..444].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+        let e = &mut mbr[446..462];
+        e[0] = 0x80;
+        e[4] = 0x83;
+        e[8..12].copy_from_slice(&2048u32.to_le_bytes());
+        e[12..16].copy_from_slice(&4096u32.to_le_bytes());
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        img.write_at(0, &mbr).unwrap();
+        let table = PartitionTable::read(&mut vdi::volume::DiskReader(&mut img)).unwrap();
+        let l = structure_labels(&mut img, Some(&table), 0, 512).unwrap();
+        assert_eq!(find(&l, "MBR partition 1", "type").value, "0x83 (Linux)");
+        assert_eq!(find(&l, "MBR partition 1", "status").value, "0x80 (active, bootable)");
+        let n = find(&l, "MBR partition 1", "sectors");
+        assert_eq!((n.value.as_str(), n.bytes), ("4096", Some(2 << 20)));
+        assert_eq!(find(&l, "MBR", "disk signature").value, "0x12345678");
+        // Without the table the type is its number alone.
+        let l = structure_labels(&mut img, None, 0, 512).unwrap();
+        assert_eq!(find(&l, "MBR partition 1", "type").value, "0x83");
+    }
+
+    #[test]
     fn a_blank_disk_has_no_labels() {
         let mut img = create(MemStorage::new(), &CreateOptions::new(1 << 20, Uuid::from_u128(1), Uuid::from_u128(2)), &mut NoMonitor).unwrap();
         assert!(structure_labels(&mut img, None, 0, 1 << 20).unwrap().is_empty());
