@@ -30,12 +30,14 @@ export const fsName = (k) => FS_NAMES[k] ?? k;
 
 let vol = null; // {of, chain, table, part, selected: {path, entry}}
 let jobs = null;
+let askedFor = null; // the image whose table was last asked for (read or on its way)
 
 /* ---------- the partitions ---------- */
 
 async function loadTable() {
   const current = state.current;
   const chain = chainDisk();
+  askedFor = current;
   vol = null;
   renderEmpty();
   try {
@@ -381,13 +383,19 @@ export function initFiles() {
   });
   $('#file-where').addEventListener('click', where);
   $('#file-hex').addEventListener('click', showInHex);
+  // The table is read when the view is first shown for an image (opening an image reads
+  // its header and block map only), and again after an edit changes the disk.
+  const shown = () => document.documentElement.dataset.view === 'files';
   on('image', ({ current }) => {
     setAvailable('files', !!current);
-    if (!current) { vol = null; renderEmpty(); return undefined; }
-    // An edit changes the disk; opening changes everything. Either way: read it again (not
-    // awaited: opening does not wait for it, and it queues behind a check that started).
-    loadTable();
-    return undefined;
+    vol = null;
+    askedFor = null;
+    renderEmpty();
+    // Not awaited: it may queue behind a check that started.
+    if (current && shown()) loadTable();
+  });
+  on('view', ({ view }) => {
+    if (view === 'files' && state.current && askedFor !== state.current) loadTable();
   });
 }
 
