@@ -106,3 +106,26 @@ export function ext4Snapshot(dir, base, files) {
   fs.rmSync(img);
   return { snap, src };
 }
+
+/** A 16 MiB MBR disk in `dir` with one NTFS partition (type 0x07, 12 MiB at LBA 2048,
+ * label "ntfsdata") holding `files` ({name: contents}, top level) copied in with ntfscp. */
+export function ntfsDisk(dir, files) {
+  const part = path.join(dir, 'ntfs.img');
+  fs.writeFileSync(part, '');
+  fs.truncateSync(part, 12 * MiB);
+  run('mkntfs', ['-q', '-F', '-Q', '-L', 'ntfsdata', part], { stdio: ['ignore', 'pipe', 'ignore'] });
+  for (const [name, data] of Object.entries(files)) {
+    const src = path.join(dir, `src-${name}`);
+    fs.writeFileSync(src, data);
+    run('ntfscp', ['-q', part, src, name], { stdio: ['ignore', 'pipe', 'ignore'] });
+    fs.rmSync(src);
+  }
+  const raw = path.join(dir, 'mbr.raw');
+  fs.writeFileSync(raw, '');
+  fs.truncateSync(raw, 16 * MiB);
+  run('sfdisk', ['-q', raw], { input: 'start=2048, size=24576, type=7\n' });
+  place(raw, part, 2048);
+  const vdi = path.join(dir, 'mbr.vdi');
+  run(VDI, ['convert', '-O', 'vdi', raw, vdi]);
+  return { raw, vdi };
+}

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { fixture, openImage, openWorkbench, removeSavePicker, run, scratch, screenshot, sha256File, stopServer, waitOpened } from './helpers.mjs';
-import { EXT4_FILES, ext4Snapshot, FAT_FILES, gptDisk } from './disks.mjs';
+import { EXT4_FILES, ext4Snapshot, FAT_FILES, gptDisk, noise, ntfsDisk } from './disks.mjs';
 
 /** Show the Files view and wait for partition `part`'s root folder to be listed. */
 async function filesReady(page, part = 1) {
@@ -345,5 +345,43 @@ describe('inside a snapshot chain', () => {
     await page.click('#map-hex');
     await page.waitForFunction(() => document.querySelector('#hex-grid').dataset.target === String(1 << 20) && !document.querySelector('#hex-panel').hidden);
     assert.match(await page.$eval('#hex-where', (e) => e.textContent), /^Bytes 1048576–1052671 .* of the disk of the snapshot chain/);
+  });
+});
+
+describe('an MBR disk with NTFS', () => {
+  let wb;
+  let tmp;
+  const data = noise(40000, 11);
+
+  before(async () => {
+    tmp = scratch('vdi-files-ntfs-');
+    const { vdi } = ntfsDisk(tmp.dir, { 'data.bin': data, 'note.txt': 'NTFS note\n' });
+    wb = await openWorkbench();
+    await openImage(wb.page, vdi);
+  });
+
+  after(async () => {
+    await wb?.close();
+    tmp?.cleanup();
+    stopServer();
+  });
+
+  test('the MBR entry is labelled with its type, and the NTFS files list and download', async () => {
+    const { page } = wb;
+    await goTo(page, '0', 'byte', 0);
+    const v = await hexView(page);
+    assert.equal(v.fields['MBR partition 1/type'].value, '0x07 (HPFS/NTFS/exFAT)');
+    assert.equal(v.fields['MBR partition 1/first LBA'].value, '2048 (byte 1048576)');
+    assert.equal(v.fields['MBR partition 1/sectors'].value, '24576 (12 MiB)');
+    await filesReady(page);
+    assert.match(await page.$eval('#files-summary', (e) => e.textContent), /an MBR partition table/);
+    assert.equal(await page.$eval('#part-facts dd[data-k=label]', (e) => e.textContent), 'ntfsdata');
+    const kids = await children(page, '/');
+    assert.ok(kids.includes('/data.bin') && kids.includes('/note.txt'), kids.join(' '));
+    await removeSavePicker(page);
+    await clickItem(page, '/data.bin');
+    const got = await download(page, tmp.file('data.bin'));
+    assert.equal(await sha256File(got), sha256(data));
+    assert.deepEqual(wb.foreignRequests(), []);
   });
 });
