@@ -34,6 +34,8 @@ fn make_tree(dir: &Path, symlink: bool) -> PathBuf {
     fs::write(src.join("docs/big.bin"), pattern(7, 3 * MB + 12345)).unwrap();
     if symlink {
         std::os::unix::fs::symlink("docs/big.bin", src.join("link")).unwrap();
+        std::os::unix::fs::symlink("../with space/../docs/deep/er/nested.txt", src.join("docs/up")).unwrap();
+        std::os::unix::fs::symlink("loop", src.join("loop")).unwrap();
     }
     sh("find", &[src.to_str().unwrap(), "-exec", "touch", "-h", "-d", &format!("@{MTIME}"), "{}", "+"]);
     src
@@ -341,6 +343,11 @@ fn a_bare_filesystem_and_a_snapshot_that_rewrote_a_file() {
     fs::write(&data, b"HELLO, WORLD\n").unwrap();
     ok(&mut vdi(&["write", "--offset", &(block * 4096).to_string(), &child, &data]));
     assert_eq!(ok(&mut vdi(&["cat", &child, "/hello.txt"])), "HELLO, WORLD\n");
+    // cat follows symlinks (relative, through ".."), and stops a loop.
+    assert_eq!(ok(&mut vdi(&["cat", &child, "/docs/up"])), "deep\n");
+    assert_eq!(run(&mut vdi(&["cat", &child, "/link"])).stdout, fs::read(src.join("docs/big.bin")).unwrap());
+    let o = run(&mut vdi(&["cat", &child, "/loop"]));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "vdi: symlinks followed is 41, more than the 40 this engine reads");
     assert_eq!(ok(&mut vdi(&["cat", &base, "/hello.txt"])), "hello, world\n");
     let ls = ok(&mut vdi(&["ls", "-l", &child, "/"]));
     assert!(ls.lines().any(|l| l.starts_with("lrwxrwxrwx") && l.ends_with("link -> docs/big.bin")), "{ls}");
