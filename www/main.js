@@ -14,7 +14,9 @@ import { initCreate } from './panels/create.js';
 import { initEdit, makeCopy } from './panels/edit.js';
 import { initEditRun } from './panels/edit-run.js';
 import { initExport, runExport } from './panels/export.js';
+import { initFiles } from './panels/files.js';
 import { initHeader } from './panels/header.js';
+import { initHex } from './panels/hex.js';
 import { initMap } from './panels/map.js';
 import { initOpen } from './panels/open.js';
 import { initOverview } from './panels/overview.js';
@@ -37,6 +39,7 @@ initOverview({
   chain: () => go('chain'),
   'chain-export-raw': () => { go('chain'); runChainExport('raw'); },
   'chain-export-vdi': () => { go('chain'); runChainExport('vdi'); },
+  files: () => go('files'),
   header: () => go('header'),
   map: () => go('map'),
 });
@@ -49,3 +52,5 @@ initEdit();
 initRepair();
 initCreate();
 initChain();
+initHex();
+initFiles();

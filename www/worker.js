@@ -9,6 +9,7 @@ import { imageHandlers } from './worker/handlers/image.js';
 import { exportHandlers } from './worker/handlers/export.js';
 import { editHandlers } from './worker/handlers/edit.js';
 import { chainHandlers } from './worker/handlers/chain.js';
+import { volumeHandlers } from './worker/handlers/volume.js';
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 
@@ -22,7 +23,7 @@ const ready = (async () => {
 let handlers = {};
 let server = null;
 try {
-  handlers = mergeHandlers(imageHandlers, exportHandlers, editHandlers, chainHandlers);
+  handlers = mergeHandlers(imageHandlers, exportHandlers, editHandlers, chainHandlers, volumeHandlers);
   server = createServer({ handlers, post, ready });
 } catch (e) {
   post({ fatal: toError(e) });

@@ -7,12 +7,13 @@ import path from 'node:path';
 
 import { MiB, openImage, openWorkbench, reveal, run, scratch, stopServer, VDI, waitOpened } from './helpers.mjs';
 import { corruptedImage, dynamicImage } from './images.mjs';
+import { gptDisk } from './disks.mjs';
 
 const OUT = process.argv[2] ?? '/tmp/shots';
 fs.mkdirSync(OUT, { recursive: true });
 
 const tmp = scratch('vdi-shots-');
-const img = { dynamic: dynamicImage(tmp.dir), corrupt: corruptedImage(tmp.dir) };
+const img = { dynamic: dynamicImage(tmp.dir), corrupt: corruptedImage(tmp.dir), gpt: gptDisk(tmp.dir).vdi };
 // A chain: a base and two snapshots, each with data of its own.
 const chain = ['base', 'snap1', 'snap2'].map((n) => tmp.file(`${n}.vdi`));
 run(VDI, ['create', chain[0], String(64 * MiB)]);
@@ -73,7 +74,39 @@ async function session(scheme, viewport, tag, views) {
   }
 }
 
+/** Inside a partitioned disk: the Files view with a file picked, the Hex view at LBA 1. */
+async function inside(scheme, viewport, tag) {
+  const wb = await openWorkbench({ viewport, colorScheme: scheme });
+  const { page } = wb;
+  try {
+    await openImage(page, img.gpt);
+    await view(page, 'files');
+    await page.waitForFunction(() => document.querySelector('#files-tree li[data-path="/"]')?.dataset.listed);
+    await page.click('#files-tree li[data-path="/docs"] > .item-row');
+    await page.waitForFunction(() => document.querySelector('#files-tree li[data-path="/docs"]')?.dataset.listed);
+    await page.click('#files-tree li[data-path="/docs/readme.md"] > .item-row');
+    await page.waitForSelector('#file-preview-wrap:not([hidden])');
+    await page.click('#file-where');
+    await page.waitForFunction(() => /outlined/.test(document.querySelector('#file-where-text').textContent));
+    await shot(page, `${tag}-files`);
+    await view(page, 'map');
+    await shot(page, `${tag}-map-partitions`);
+    await view(page, 'hex');
+    await page.fill('#hex-at', '1');
+    await page.selectOption('#hex-unit', 'lba');
+    await page.click('#hex-go');
+    await page.waitForFunction(() => document.querySelector('#hex-grid').dataset.target === '512');
+    await page.hover('#hex-grid .hex-row:first-child .hx .b:nth-child(2)');
+    await shot(page, `${tag}-hex`);
+  } finally {
+    await wb.close();
+  }
+}
+
 try {
+  await inside('light', { width: 1280, height: 900 }, 'desktop');
+  await inside('dark', { width: 1280, height: 900 }, 'dark');
+  await inside('light', { width: 390, height: 844 }, 'phone');
   await session('light', { width: 1280, height: 900 }, 'desktop', ['header', 'map', 'check', 'export', 'edit', 'create']);
   await session('dark', { width: 1280, height: 900 }, 'dark', ['header', 'map', 'check', 'edit']);
   await session('light', { width: 390, height: 844 }, 'phone', ['header', 'map', 'check']);

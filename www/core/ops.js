@@ -64,6 +64,16 @@ export const OPS = deepFreeze({
   setFields: { args: { fields: 'object' }, about: 'write header fields (comment, UUIDs, LCHS geometry)' },
   writeFile: { args: { file: 'file', offset: 'index' }, progress: true, cancel: 'message', about: 'write a {file} into the disk at {offset}' },
 
+  // Inside the disk (the Hex and Files views): the chain's disk ({chain: true}) or the
+  // image's. Partitions are numbered as Linux numbers them; paths are absolute.
+  hexRead: { args: { offset: 'index', len: 'count', chain: 'boolean?' }, query: true, transfer: ['bytes'], about: '{len} bytes of the disk at {offset} and the labels of the known structures there' },
+  partitions: { args: { chain: 'boolean?' }, about: 'the partition table and the filesystem found in each partition' },
+  fsList: { args: { chain: 'boolean?', part: 'index', path: 'string' }, about: 'the entries of folder {path} of partition {part}' },
+  fsHead: { args: { chain: 'boolean?', part: 'index', path: 'string', len: 'count' }, transfer: ['bytes'], about: 'the first {len} bytes of file {path} (a preview)' },
+  fsExtents: { args: { chain: 'boolean?', part: 'index', path: 'string' }, about: 'where the bytes of {path} lie on the disk' },
+  fsSave: { args: { chain: 'boolean?', part: 'index', path: 'string', target: 'object', name: 'string' }, progress: true, cancel: 'message', about: 'file {path} of partition {part}, to {target}' },
+  fsZip: { args: { chain: 'boolean?', part: 'index', path: 'string', target: 'object', name: 'string' }, progress: true, cancel: 'message', about: 'folder {path} of partition {part} as a .zip, to {target}' },
+
   // Snapshot chains (several files linked by UUID).
   chainOpen: { args: { files: 'files' }, about: 'link {files} into one chain, base first' },
   chainClose: { about: 'close the chain' },

@@ -9,6 +9,9 @@
 //   'check'       {check}             the open image's check: state.check
 //   'busy'        boolean
 //   'view'        {view}              the view shown changed (core/router.js)
+//   'hex'         {offset, why?}      show the disk's bytes at `offset` (panels/hex.js)
+//   'partitions'  {partitions} | null the open disk's partitions, each with its colour (files.js)
+//   'highlight'   {ranges, label} | null  blocks [first, last] to outline on the map (files.js)
 //   'diag'        ask the diagnostics to refresh (awaited)
 //   'storage'     ask the storage figures to refresh
 
@@ -57,6 +60,20 @@ export function setChain(chain) {
 export function setCheck(check) {
   state.check = check;
   emit('check', { check });
+}
+
+/** True when the open image is the top of the open chain: the disk the Hex and Files views
+ * read is then the chain's (what the top layer's VM sees), not the top layer alone. */
+export function chainDisk() {
+  const { current, chain } = state;
+  if (!current || !chain) return false;
+  const top = chain.info.layers[chain.info.layers.length - 1];
+  return top?.info['format-specific'].data.uuid === current.info['format-specific'].data.uuid;
+}
+
+/** The virtual size (bytes) of the disk those views read. */
+export function diskSize() {
+  return Number(chainDisk() ? state.chain.info['virtual-size'] : state.current.info['virtual-size']);
 }
 
 let busy = 0;

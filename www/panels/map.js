@@ -6,13 +6,15 @@ import { bridge } from '../core/bridge.js';
 import { COLORS, freeColour, mix, paintCells, planCells, ramp, viewContentWidth } from '../core/cells.js';
 import { $, el, pairs, showError, stat, swatch } from '../core/dom.js';
 import { dec, hex, human, pct } from '../core/format.js';
-import { on, state } from '../core/state.js';
+import { emit, on, state } from '../core/state.js';
 
 let map = null; // {per, cells, blocks, readable, data, zero, slot, summary, of}
 let layout = null; // {cell, cols, rows, dpr, cssW}
 let colourBy = 'state';
 let selected = -1;
 let free = COLORS.free;
+let parts = null; // the disk's partitions, each with its colour (the 'partitions' event)
+let marks = null; // {ranges: [[first, last]], label}: blocks of a file (the 'highlight' event)
 
 /** The cell size (device pixels) and blocks per cell for `blocks` at the views' width. */
 function planMap(blocks) {
@@ -55,6 +57,45 @@ function cellColor(i) {
   return mix([[COLORS.data, d], [COLORS.zero, z], [free, f], [COLORS.unreadable, unread]], n, floor);
 }
 
+/** Cells `first`..`last` (inclusive) of the blocks `a`..`b`. */
+const cellsOf = (a, b) => [Math.floor(a / map.per), Math.min(map.cells - 1, Math.floor(b / map.per))];
+
+/** Partitions as bands along the bottom of their cells; a file's blocks outlined. */
+function overlay(ctx, cell, cols, dpr) {
+  const bs = Number(state.current.info['format-specific'].data['block-size']);
+  const band = Math.max(1, Math.round(cell / 4));
+  for (const p of parts ?? []) {
+    if (!p.size) continue;
+    const [c0, c1] = cellsOf(Math.floor(p.start / bs), Math.floor((p.start + p.size - 1) / bs));
+    ctx.fillStyle = `rgb(${p.colour.join(' ')})`;
+    for (let i = c0; i <= c1; i++) ctx.fillRect((i % cols) * cell, Math.floor(i / cols) * cell + cell - band, cell, band);
+  }
+  if (!marks) return;
+  ctx.strokeStyle = getComputedStyle(document.documentElement).getPropertyValue('--focus').trim() || '#f59e0b';
+  ctx.lineWidth = Math.max(2, Math.round(2 * dpr));
+  for (const [a, b] of marks.ranges) {
+    const [c0, c1] = cellsOf(a, b);
+    for (let i = c0; i <= c1; i++) ctx.strokeRect((i % cols) * cell + 1, Math.floor(i / cols) * cell + 1, Math.max(1, cell - 2), Math.max(1, cell - 2));
+  }
+}
+
+/** The picked cell's row under the map: its blocks and "Show in hex view". */
+function renderPick() {
+  const row = $('#map-pick');
+  row.hidden = selected < 0 || !map;
+  if (row.hidden) return;
+  const first = selected * map.per;
+  const last = Math.min(map.blocks, first + map.per) - 1;
+  $('#map-pick-text').textContent = first === last ? `Block ${first}` : `Blocks ${first} – ${last}`;
+}
+
+function showInHex() {
+  if (selected < 0 || !map) return;
+  const block = selected * map.per;
+  const bs = Number(state.current.info['format-specific'].data['block-size']);
+  emit('hex', { offset: block * bs, why: `Opened from block ${block} of the block map.` });
+}
+
 function draw() {
   const canvas = $('#map-canvas');
   const { cell, cols, dpr } = layout;
@@ -68,6 +109,8 @@ function draw() {
     ctx.lineWidth = Math.max(1, Math.round(dpr));
     ctx.strokeRect(x0 + 0.5, y0 + 0.5, Math.max(1, cell - 1), Math.max(1, cell - 1));
   }
+  overlay(ctx, cell, cols, dpr);
+  renderPick();
   canvas.setAttribute('aria-label', `Block map: ${map.blocks} blocks${map.per > 1 ? `, ${map.per} per cell` : ''}, coloured by ${colourBy === 'state' ? 'state' : 'position in the file'}`);
   renderLegend();
 }
@@ -83,6 +126,8 @@ function renderLegend() {
     lg.replaceChildren(el('span', { class: 'key' }, el('span', { class: 'sw sw-ramp', 'aria-hidden': 'true' }),
       'data block position in the file: start → end. A smooth left-to-right gradient means sequential; jumps mean fragmentation.'));
   }
+  for (const p of parts ?? []) lg.append(swatch(p.colour, `band: partition ${p.number}${p.name ? ` ${p.name}` : ''}${p.filesystem ? ` (${p.filesystem})` : ''}`, `part-${p.number}`));
+  if (marks) lg.append(el('span', { class: 'key', 'data-k': 'file' }, el('span', { class: 'sw sw-mark', 'aria-hidden': 'true' }), `outlined: the blocks holding ${marks.label}`));
   if (map.per > 1) lg.append(el('span', { class: 'key per', text: `each cell is ${map.per} blocks (a cell with any data or zero blocks shows their colour)` }));
 }
 
@@ -227,6 +272,7 @@ export function initMap() {
     showTip(at.i, at);
   });
   canvas.addEventListener('blur', hideTip);
+  $('#map-hex').addEventListener('click', showInHex);
   for (const r of document.querySelectorAll('input[name=map-view]')) {
     r.addEventListener('change', () => { colourBy = r.value; if (map) draw(); });
   }
@@ -238,11 +284,14 @@ export function initMap() {
   // The theme changes the colour of free blocks.
   matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => { if (map && layout) draw(); });
   on('view', ({ view }) => { if (view === 'map') refit(); });
+  on('partitions', (d) => { parts = d?.partitions ?? null; if (map && layout) draw(); });
+  on('highlight', (h) => { marks = h; if (map && layout) draw(); });
   on('image', ({ current }) => {
     hideTip();
     if (current) return loadMap();
     map = null;
     layout = null;
+    renderPick();
     $('#map-summary').replaceChildren();
     $('#map-legend').replaceChildren();
     return undefined;

@@ -9,6 +9,8 @@ import { AUTO_CHECK_MAX_BLOCKS, verdictClass, verdictText } from './check.js';
 
 /** The actions main.js wires in: name -> function (called from the click). */
 let actions = {};
+/** The open disk's partitions (the 'partitions' event), or null. */
+let parts = null;
 
 const TYPES = {
   dynamic: 'Dynamic (grows as written)',
@@ -61,6 +63,10 @@ function facts(current) {
     ['allocation', 'Allocation', `${plural(allocated, 'block')} of ${blocks} allocated (${pct(allocated, blocks)}), ${human(allocated * bs)} of data in ${human(bs)} blocks`],
     ['depth', 'Chain depth', depth(current)],
   ];
+  if (parts?.length) {
+    const list = parts.map((p) => `${p.number ? `${p.number}: ` : ''}${p.filesystem ?? 'no filesystem'} ${human(p.size)}`).join(', ');
+    rows.push(['inside', 'Inside', `${plural(parts.length, 'partition')}: ${list}`]);
+  }
   if (f['layout-error']) rows.push(['layout', 'Layout', `broken: opened for inspection only (${f['layout-error']})`]);
   return rows;
 }
@@ -90,6 +96,7 @@ function buttons(current) {
   if (b === 'file') add('edit-copy', 'Make an editable copy');
   else add('edit', 'Edit…');
   if (state.chain) add('chain', 'Snapshot chain…');
+  if (parts?.some((p) => p.readable)) add('files', 'Files…');
   add('header', 'Header fields');
   add('map', 'Block map');
   for (const btn of list) btn.disabled = isBusy();
@@ -110,7 +117,7 @@ function render() {
 }
 
 /** `wired`: {check, repair, 'export-raw', 'save-image', 'edit-copy', edit, chain,
- * 'chain-export-raw', 'chain-export-vdi', header, map}: name -> function. */
+ * 'chain-export-raw', 'chain-export-vdi', files, header, map}: name -> function. */
 export function initOverview(wired) {
   actions = wired;
   $('#ov-actions').addEventListener('click', (ev) => {
@@ -120,5 +127,6 @@ export function initOverview(wired) {
   on('image', render);
   on('check', render);
   on('chain', render);
+  on('partitions', (d) => { parts = d?.partitions ?? null; render(); });
   render();
 }

@@ -219,3 +219,36 @@ export const chain = {
   flatFinish: () => parseJson(c.flat_finish()),
   flatCancel: () => c.flat_cancel(),
 };
+
+/** The disk seen by the Hex and Files views: the chain's (files as its top sees them) or
+ * the image's. `chainDisk` picks the session; byte views are valid until the next call. */
+export const disk = {
+  /** `len` bytes at `offset` (a copy of their own) and the labelled fields there. */
+  read(chainDisk, offset, len) {
+    const x = chainDisk ? c : s;
+    const bytes = x.read_copy(offset, len);
+    return { offset, bytes, labels: parseJson(x.structure_labels(offset, len)) };
+  },
+  partitions: (chainDisk) => parseJson((chainDisk ? c : s).partitions()),
+  list: (chainDisk, part, path) => parseJson((chainDisk ? c : s).fs_list(part, path)),
+  head: (chainDisk, part, path, len) => (chainDisk ? c : s).fs_head(part, path, len),
+  extents: (chainDisk, part, path) => parseJson((chainDisk ? c : s).fs_extents(part, path)),
+  /** Open a file for `fileRead`; returns its entry. */
+  fileOpen: (chainDisk, part, path) => parseJson((chainDisk ? c : s).fs_file(part, path)),
+  /** Up to `len` bytes of the open file at `offset` (a view; empty at its end). */
+  fileRead(chainDisk, offset, len) {
+    const x = chainDisk ? c : s;
+    const n = x.fs_read(offset, len);
+    return view(x.buffer_ptr(), n);
+  },
+  /** Start a zip of a folder: {size, data, entries}. */
+  zipBegin: (chainDisk, part, path, root) => parseJson((chainDisk ? c : s).zip_begin(part, path, root)),
+  /** The next piece of the zip (a view), or null at the end. */
+  zipNext(chainDisk) {
+    const x = chainDisk ? c : s;
+    const n = x.zip_next();
+    return n ? view(x.buffer_ptr(), n) : null;
+  },
+  zipStatus: (chainDisk) => parseJson((chainDisk ? c : s).zip_status()),
+  zipEnd: (chainDisk) => (chainDisk ? c : s).zip_end(),
+};

@@ -51,6 +51,8 @@ fn uuid_field(v: &Value, key: &str) -> Result<Option<Uuid>, JsValue> {
 #[wasm_bindgen]
 impl Session {
     fn writable_img(&mut self) -> Result<&mut VdiImage<Backend>, JsValue> {
+        // What was read of the disk's insides may change.
+        self.volume = None;
         let img = self.image_for("editing")?;
         if !img.storage().writable() {
             return Err(js_error(

@@ -17,12 +17,17 @@
 
 pub mod cells;
 pub mod chain;
+pub mod crc32;
 pub mod edit;
 pub mod export;
 mod formats;
+pub mod labels;
+pub mod readcache;
 mod sample;
 pub mod session;
 pub mod storage;
+pub mod volume;
+pub mod zip;
 
 use serde_json::{json, Value};
 use uuid::Uuid;

@@ -54,7 +54,9 @@ pub struct Session {
     indices: Vec<usize>,
     /// Image UUID -> file names (for messages about a chain).
     by_uuid: Vec<(String, String)>,
-    buf: Vec<u8>,
+    pub(crate) buf: Vec<u8>,
+    /// The partition table, open filesystem and archive of the open disk (crate::volume).
+    pub(crate) volume: Option<crate::volume::Volume>,
     export: Option<Export>,
     piece: Option<Piece>,
     flat: Option<Flatten>,
@@ -128,6 +130,7 @@ impl Session {
 
     /// Close what is open (OPFS handles are released as the storage drops).
     pub fn close(&mut self) {
+        self.volume = None;
         self.export = None;
         self.piece = None;
         self.flat = None;
@@ -213,16 +216,37 @@ impl Session {
     /// Read `len` bytes of the virtual disk at `offset` into the transfer buffer.
     pub fn read_disk(&mut self, offset: f64, len: u32) -> Result<(), JsValue> {
         let len = read_len(len)?;
-        self.ensure_buf(len);
+        self.ensure_transfer(len);
         let disk = self.open.as_mut().ok_or_else(no_image)?.disk();
         disk.read_at(offset as u64, &mut self.buf[..len]).map_err(vdi_err)
+    }
+
+    /// `len` bytes (at most [`crate::labels::MAX_LABEL_WINDOW`]) of the virtual disk at
+    /// `offset`, as a copy of their own: the hex view reads beside a running export, whose
+    /// pieces stay in the transfer buffer.
+    pub fn read_copy(&mut self, offset: f64, len: u32) -> Result<Vec<u8>, JsValue> {
+        if u64::from(len) > crate::labels::MAX_LABEL_WINDOW {
+            return Err(js_error("invalid-argument", format!("a window of {len} bytes is larger than {}", crate::labels::MAX_LABEL_WINDOW)));
+        }
+        let disk = self.open.as_mut().ok_or_else(no_image)?.disk();
+        let mut out = vec![0u8; len as usize];
+        disk.read_at(offset as u64, &mut out).map_err(vdi_err)?;
+        Ok(out)
+    }
+
+    /// The labelled fields of known structures (MBR, GPT) overlapping `len` bytes of the
+    /// disk at `offset` (see [`crate::labels`]): JSON `[{start, len, group, name, value}]`.
+    pub fn structure_labels(&mut self, offset: f64, len: u32) -> Result<String, JsValue> {
+        let (disk, table) = self.disk_and_table()?;
+        let labels = crate::labels::structure_labels(disk, table, offset as u64, u64::from(len)).map_err(vdi_err)?;
+        Ok(Value::Array(labels.iter().map(crate::labels::Label::to_json).collect()).to_string())
     }
 
     /// Read `len` bytes of the image file itself at `offset` into the transfer buffer
     /// (to save the image back out).
     pub fn read_image(&mut self, offset: f64, len: u32) -> Result<(), JsValue> {
         let len = read_len(len)?;
-        self.ensure_buf(len);
+        self.ensure_transfer(len);
         let Some(Opened::Image(img)) = self.open.as_ref() else {
             return Err(self.not_image("saving the image file"));
         };
@@ -322,7 +346,7 @@ impl Session {
         o.layout = Layout::Vbox;
         o.comment = "flattened snapshot chain (VDI workbench)".into();
         let img = create(target, &o, &mut vdi::NoMonitor).map_err(vdi_err)?;
-        self.ensure_buf(CHUNK);
+        self.ensure_transfer(CHUNK);
         self.flat = Some(Flatten { img, export: vdi::Export::new(size) });
         Ok(size as f64)
     }
@@ -410,6 +434,7 @@ impl Session {
 impl Session {
     /// Make `img` the open image, named `name`.
     pub(crate) fn set_image(&mut self, img: VdiImage<Backend>, name: &str) {
+        self.volume = None;
         self.open = Some(Opened::Image(Box::new(img)));
         self.names = vec![name.to_string()];
         self.indices = vec![0];
@@ -480,6 +505,7 @@ impl Session {
     /// Take the open image out of the session (to hand its storage to an operation that
     /// reopens it); a chain stays open and is refused.
     pub(crate) fn take_image(&mut self, what: &str) -> Result<VdiImage<Backend>, JsValue> {
+        self.volume = None;
         match self.open.take() {
             Some(Opened::Image(img)) => Ok(*img),
             other => {
@@ -514,7 +540,7 @@ impl Session {
     /// The next piece of the raw export (see [`Session::export_next`]); data pieces are
     /// in [`Session::transfer_buffer`] at `buf_off`.
     pub fn next_piece(&mut self) -> Result<Piece, JsValue> {
-        self.ensure_buf(CHUNK);
+        self.ensure_transfer(CHUNK);
         let disk = self.open.as_mut().ok_or_else(no_image)?.disk();
         let e = self.export.as_mut().ok_or_else(|| js_error("invalid-argument", "no export in progress"))?;
         e.next(disk, &mut self.buf).map_err(vdi_err)
@@ -530,7 +556,7 @@ impl Session {
         }
     }
 
-    fn ensure_buf(&mut self, len: usize) {
+    pub(crate) fn ensure_transfer(&mut self, len: usize) {
         if self.buf.len() < len {
             // Grow once to the full chunk: later calls reuse the same memory.
             self.buf = vec![0u8; len.max(CHUNK)];
