@@ -60,7 +60,7 @@ impl<S: Storage> VdiImage<S> {
 
     /// Set the entry of every all-zero data block to `mark`, the map written per batch of
     /// entries. Returns the number of blocks marked.
-    fn mark_zero_blocks(&mut self, mark: u32, monitor: &mut dyn Monitor) -> Result<u64> {
+    pub(super) fn mark_zero_blocks(&mut self, mark: u32, monitor: &mut dyn Monitor) -> Result<u64> {
         // Sized at the first stored block: a header may claim 128 MiB blocks in a tiny file.
         let mut buf = Vec::new();
         let nb = self.header.blocks_in_image;
