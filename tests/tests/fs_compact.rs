@@ -1,0 +1,267 @@
+//! `vdi compact --fs-aware`: disks made with the reference tools (mkfs.ext4 -d, debugfs,
+//! mkfs.vfat, mtools, mkntfs, sgdisk, sfdisk), files deleted with them; what the
+//! filesystems call free comes back, and afterwards the reference checkers (e2fsck -fn,
+//! fsck.vfat -n, qemu-img check) are clean and every remaining file reads as before.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use vdi_tests::*;
+
+const MB: usize = 1 << 20;
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    ok(Command::new(cmd).args(args).env("MTOOLS_SKIP_CHECK", "1"))
+}
+
+/// Files to keep (name, bytes) and one to delete, in `dir/src`.
+fn sources(dir: &Path) -> (PathBuf, Vec<(&'static str, Vec<u8>)>) {
+    let src = dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    let keep = vec![("keep.bin", pattern(1, 3 * MB + 777)), ("small.txt", b"still here\n".to_vec())];
+    for (n, b) in &keep {
+        fs::write(src.join(n), b).unwrap();
+    }
+    fs::write(src.join("gone.bin"), pattern(2, 6 * MB)).unwrap();
+    (src, keep)
+}
+
+/// An ext filesystem image made from `src` with `gone.bin` then deleted by debugfs.
+fn ext_fs(dir: &Path, name: &str, src: &Path, mkfs: &str, extra: &[&str], size: &str) -> PathBuf {
+    let f = dir.join(name);
+    let mut args = vec!["-q", "-F", "-d", src.to_str().unwrap()];
+    args.extend(extra);
+    args.extend([f.to_str().unwrap(), size]);
+    sh(mkfs, &args);
+    sh("debugfs", &["-w", "-R", "rm gone.bin", f.to_str().unwrap()]);
+    f
+}
+
+/// A FAT image (`kib` KiB) holding the files of `src`, with `gone.bin` then deleted by mdel.
+fn fat_fs(dir: &Path, name: &str, src: &Path, kib: u64, extra: &[&str]) -> PathBuf {
+    let f = dir.join(name);
+    let fs_ = f.to_str().unwrap();
+    let mut args = vec!["-C"];
+    args.extend(extra);
+    let k = kib.to_string();
+    args.extend([fs_, k.as_str()]);
+    sh("mkfs.vfat", &args);
+    for n in ["keep.bin", "small.txt", "gone.bin"] {
+        sh("mcopy", &["-i", fs_, src.join(n).to_str().unwrap(), &format!("::{n}")]);
+    }
+    sh("mdel", &["-i", fs_, "::gone.bin"]);
+    f
+}
+
+/// Write `fs_img` into `raw` at byte `at`.
+fn place(raw: &Path, fs_img: &Path, at: u64) {
+    let mut data = fs::read(fs_img).unwrap();
+    let mut disk = fs::read(raw).unwrap();
+    disk.truncate(disk.len().max(at as usize + data.len()));
+    disk[at as usize..at as usize + data.len()].swap_with_slice(&mut data);
+    fs::write(raw, disk).unwrap();
+}
+
+fn compact(img: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["compact", "--fs-aware", "--json"];
+    args.extend(extra);
+    args.push(img);
+    json(&ok(&mut vdi(&args)))
+}
+
+/// Export the disk, cut out the partition at `start`/`len`, and run `checker` on it.
+fn fsck(work: &tempfile::TempDir, img: &str, start: u64, len: u64, checker: &[&str]) {
+    let raw = p(work, "export.raw");
+    ok(&mut vdi(&["convert", "-O", "raw", img, &raw]));
+    let disk = fs::read(&raw).unwrap();
+    let part = p(work, "part.img");
+    fs::write(&part, &disk[start as usize..(start + len) as usize]).unwrap();
+    let mut args = checker[1..].to_vec();
+    args.push(&part);
+    ok(Command::new(checker[0]).args(&args));
+    fs::remove_file(&part).unwrap();
+    fs::remove_file(&raw).unwrap();
+}
+
+fn cat(img: &str, part: u32, path: &str) -> Vec<u8> {
+    let o = run(&mut vdi(&["cat", "-p", &part.to_string(), img, path]));
+    assert!(o.status.success(), "vdi cat {path}: {}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+fn qemu_check(img: &str) {
+    ok(&mut qemu_img(&["check", "-f", "vdi", img]));
+    ok(&mut vdi(&["check", img]));
+}
+
+fn partition(v: &Value, n: u64) -> &Value {
+    v["partitions"].as_array().unwrap().iter().find(|p| p["number"] == n).unwrap_or_else(|| panic!("no partition {n}: {v}"))
+}
+
+#[test]
+fn gpt_ext4_and_fat16_give_back_what_was_deleted() {
+    let work = scratch();
+    let (src, keep) = sources(work.path());
+    let raw = work.path().join("disk.raw");
+    // 48 MiB: p1 ext4 at 1 MiB (20 MiB), p2 FAT16 at 21 MiB (20 MiB), then 6 MiB no
+    // partition claims, holding bytes (a boot loader's, say) that must stay.
+    let mut disk = vec![0u8; 48 * MB];
+    disk[42 * MB..].copy_from_slice(&pattern(3, 6 * MB));
+    fs::write(&raw, &disk).unwrap();
+    sh("sgdisk", &["-n1:2048:+20M", "-n2:43008:+20M", "-t2:0700", raw.to_str().unwrap()]);
+    place(&raw, &ext_fs(work.path(), "p1", &src, "mkfs.ext4", &[], "20M"), MB as u64);
+    place(&raw, &fat_fs(work.path(), "p2", &src, 20 * 1024, &["-F", "16"]), 21 * MB as u64);
+    let img = p(&work, "disk.vdi");
+    ok(&mut vdi(&["convert", "-O", "vdi", raw.to_str().unwrap(), &img]));
+    let tail = fs::read(&raw).unwrap()[42 * MB..].to_vec(); // with sgdisk's backup GPT
+    fs::remove_file(&raw).unwrap();
+
+    // Plain compact finds nothing: the deleted files' bytes are still there.
+    let plain = p(&work, "plain.vdi");
+    fs::copy(&img, &plain).unwrap();
+    let pc = json(&ok(&mut vdi(&["compact", "--json", &plain])));
+    fs::remove_file(&plain).unwrap();
+
+    // The preview writes nothing and says what will come back.
+    let before = sha256(&img);
+    let dry = compact(&img, &["--dry-run"]);
+    assert_eq!(sha256(&img), before, "--dry-run wrote");
+    assert_eq!(dry["dry-run"], true);
+    for (n, fs_) in [(1, "ext4"), (2, "vfat")] {
+        let part = partition(&dry, n);
+        assert_eq!(part["filesystem"], fs_, "{part}");
+        assert_eq!(part["status"], "read", "{part}");
+        // 6 MiB deleted in 1 MiB blocks: at least 5 whole blocks each.
+        assert!(part["releasable-blocks"].as_u64().unwrap() >= 5, "{part}");
+        assert!(part["free-bytes"].as_u64().unwrap() >= 6 * MB as u64, "{part}");
+    }
+    let releasable = dry["releasable-blocks"].as_u64().unwrap();
+
+    let done = compact(&img, &[]);
+    assert_eq!(done["blocks-released"].as_u64().unwrap(), releasable, "{done}");
+    let gained = done["bytes-reclaimed"].as_u64().unwrap();
+    assert_eq!(gained, done["file-length-before"].as_u64().unwrap() - done["file-length-after"].as_u64().unwrap());
+    assert_eq!(fs::metadata(&img).unwrap().len(), done["file-length-after"].as_u64().unwrap());
+    assert!(gained >= releasable * MB as u64, "{done}");
+    assert!(gained > pc["bytes-reclaimed"].as_u64().unwrap() + 9 * MB as u64, "fs-aware {gained}, plain {pc}");
+    // A second run finds nothing more to release.
+    assert_eq!(compact(&img, &["--dry-run"])["releasable-blocks"], 0);
+
+    qemu_check(&img);
+    fsck(&work, &img, MB as u64, 20 * MB as u64, &["e2fsck", "-fn"]);
+    fsck(&work, &img, 21 * MB as u64, 20 * MB as u64, &["fsck.vfat", "-n"]);
+    for part in [1, 2] {
+        for (n, want) in &keep {
+            assert_same(&cat(&img, part, &format!("/{n}")), want, n);
+        }
+    }
+    let out = p(&work, "after.raw");
+    ok(&mut vdi(&["convert", "-O", "raw", &img, &out]));
+    assert_same(&fs::read(&out).unwrap()[42 * MB..], &tail, "the space no partition claims");
+}
+
+#[test]
+fn mbr_bigalloc_ext4_1k_ext2_and_an_ntfs_kept_as_it_is() {
+    let work = scratch();
+    let (src, keep) = sources(work.path());
+    let raw = work.path().join("disk.raw");
+    fs::write(&raw, vec![0u8; 66 * MB]).unwrap();
+    let table = "start=2048, size=49152, type=83\nstart=51200, size=40960, type=83\nstart=92160, size=32768, type=7\n";
+    ok(Command::new("sfdisk").args(["-q", raw.to_str().unwrap()]).stdin(fs::File::open(write_tmp(&work, table)).unwrap()));
+    place(&raw, &ext_fs(work.path(), "p1", &src, "mkfs.ext4", &["-O", "bigalloc", "-C", "16384"], "24M"), MB as u64);
+    place(&raw, &ext_fs(work.path(), "p2", &src, "mkfs.ext2", &["-b", "1024"], "20M"), 25 * MB as u64);
+    let ntfs = work.path().join("p3");
+    fs::write(&ntfs, vec![0u8; 16 * MB]).unwrap();
+    sh("mkntfs", &["-q", "-F", "-Q", ntfs.to_str().unwrap()]);
+    let big = work.path().join("big.bin");
+    fs::write(&big, pattern(4, 8 * MB)).unwrap();
+    sh("ntfscp", &["-f", ntfs.to_str().unwrap(), big.to_str().unwrap(), "big.bin"]);
+    sh("ntfscp", &["-f", ntfs.to_str().unwrap(), src.join("small.txt").to_str().unwrap(), "big.bin"]);
+    place(&raw, &ntfs, 45 * MB as u64);
+    let img = p(&work, "disk.vdi");
+    ok(&mut vdi(&["convert", "-O", "vdi", raw.to_str().unwrap(), &img]));
+    let ntfs_before = fs::read(&raw).unwrap()[45 * MB..61 * MB].to_vec();
+    fs::remove_file(&raw).unwrap();
+
+    let done = compact(&img, &[]);
+    for n in [1, 2] {
+        let part = partition(&done, n);
+        assert_eq!(part["status"], "read", "{part}");
+        assert!(part["releasable-blocks"].as_u64().unwrap() >= 4, "{part}");
+    }
+    let nt = partition(&done, 3);
+    assert_eq!((nt["filesystem"].as_str(), nt["status"].as_str()), (Some("ntfs"), Some("not-read")), "{nt}");
+    assert_eq!(nt["releasable-blocks"], 0);
+    qemu_check(&img);
+    fsck(&work, &img, MB as u64, 24 * MB as u64, &["e2fsck", "-fn"]);
+    fsck(&work, &img, 25 * MB as u64, 20 * MB as u64, &["e2fsck", "-fn"]);
+    for part in [1, 2] {
+        for (n, want) in &keep {
+            assert_same(&cat(&img, part, &format!("/{n}")), want, n);
+        }
+    }
+    let out = p(&work, "after.raw");
+    ok(&mut vdi(&["convert", "-O", "raw", &img, &out]));
+    assert_same(&fs::read(&out).unwrap()[45 * MB..61 * MB], &ntfs_before, "the NTFS partition");
+}
+
+fn write_tmp(work: &tempfile::TempDir, text: &str) -> PathBuf {
+    let f = work.path().join("table.txt");
+    fs::write(&f, text).unwrap();
+    f
+}
+
+/// `vdi compact --fs-aware` on `img` fails naming why; the file is unchanged, and the
+/// preview reports the partition as not clean.
+fn refused(img: &str, why: &str) {
+    let before = sha256(img);
+    let o = run(&mut vdi(&["compact", "--fs-aware", img]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{img}: not refused");
+    assert!(err.contains("not clean") && err.contains(why), "{img}: {err}");
+    assert!(err.contains("shut") || err.contains("fsck"), "{img}: no advice: {err}");
+    assert_eq!(sha256(img), before, "{img}: written although refused");
+    let dry = compact(img, &["--dry-run"]);
+    assert_eq!(partition(&dry, 0)["status"], "not-clean", "{dry}");
+}
+
+#[test]
+fn unclean_filesystems_are_refused_and_nothing_is_written() {
+    let work = scratch();
+    let (src, _) = sources(work.path());
+    let recover = ext_fs(work.path(), "recover.img", &src, "mkfs.ext4", &[], "16M");
+    sh("debugfs", &["-w", "-R", "feature needs_recovery", recover.to_str().unwrap()]);
+    let unclean = ext_fs(work.path(), "unclean.img", &src, "mkfs.ext4", &[], "16M");
+    sh("debugfs", &["-w", "-R", "ssv state 0", unclean.to_str().unwrap()]);
+    let dirty = fat_fs(work.path(), "dirty.img", &src, 16 * 1024, &["-F", "16"]);
+    // The dirty bit Linux sets in the boot sector while the volume is mounted.
+    let mut b = fs::read(&dirty).unwrap();
+    b[0x25] |= 1;
+    fs::write(&dirty, b).unwrap();
+    for (f, why) in [(recover, "needs recovery"), (unclean, "not unmounted cleanly"), (dirty, "dirty bit")] {
+        let img = p(&work, &format!("{}.vdi", f.file_name().unwrap().to_str().unwrap()));
+        ok(&mut vdi(&["convert", "-O", "vdi", f.to_str().unwrap(), &img]));
+        refused(&img, why);
+    }
+}
+
+#[test]
+fn fixture_3ext_preview_counts_what_its_filesystems_call_free() {
+    let fixture = fixture("3ext");
+    let img = fixture.to_str().unwrap();
+    let mtime = fs::metadata(&fixture).unwrap().modified().unwrap();
+    let dry = compact(img, &["--dry-run"]);
+    assert_eq!(fs::metadata(&fixture).unwrap().modified().unwrap(), mtime);
+    let fs_ = json(&ok(&mut vdi(&["fs", "--json", img])));
+    for (n, kind) in [(1, "ext4"), (2, "ext4"), (3, "ext2")] {
+        let part = partition(&dry, n);
+        assert_eq!((part["filesystem"].as_str(), part["status"].as_str()), (Some(kind), Some("read")), "{part}");
+        // What the bitmaps call free is what the superblock counts free.
+        let sb = fs_["partitions"].as_array().unwrap().iter().find(|p| p["number"] == n).unwrap();
+        assert_eq!(part["free-bytes"], sb["free"], "{part} / {sb}");
+        let (free, rel) = (part["free-blocks"].as_u64().unwrap(), part["releasable-blocks"].as_u64().unwrap());
+        assert!(rel > 0 && rel <= free, "{part}");
+    }
+}
