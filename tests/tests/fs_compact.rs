@@ -204,7 +204,10 @@ fn mbr_bigalloc_ext4_1k_ext2_and_an_ntfs_kept_as_it_is() {
     }
     let out = p(&work, "after.raw");
     ok(&mut vdi(&["convert", "-O", "raw", &img, &out]));
-    assert_same(&fs::read(&out).unwrap()[45 * MB..61 * MB], &ntfs_before, "the NTFS partition");
+    let after = fs::read(&out).unwrap()[45 * MB..61 * MB].to_vec();
+    assert_same(&after, &ntfs_before, "the NTFS partition");
+    fs::write(&ntfs, after).unwrap();
+    sh("ntfsfix", &["-n", ntfs.to_str().unwrap()]);
 }
 
 fn write_tmp(work: &tempfile::TempDir, text: &str) -> PathBuf {
@@ -240,7 +243,13 @@ fn unclean_filesystems_are_refused_and_nothing_is_written() {
     let mut b = fs::read(&dirty).unwrap();
     b[0x25] |= 1;
     fs::write(&dirty, b).unwrap();
-    for (f, why) in [(recover, "needs recovery"), (unclean, "not unmounted cleanly"), (dirty, "dirty bit")] {
+    // ntfsresize marks the volume dirty so that Windows runs chkdsk at its next boot.
+    let ntfs = work.path().join("ntfs.img");
+    fs::write(&ntfs, vec![0u8; 16 * MB]).unwrap();
+    sh("mkntfs", &["-q", "-F", "-Q", ntfs.to_str().unwrap()]);
+    sh("ntfsresize", &["-f", "-f", "-s", "15M", ntfs.to_str().unwrap()]);
+    let cases = [(recover, "needs recovery"), (unclean, "not unmounted cleanly"), (dirty, "dirty bit"), (ntfs, "dirty flag")];
+    for (f, why) in cases {
         let img = p(&work, &format!("{}.vdi", f.file_name().unwrap().to_str().unwrap()));
         ok(&mut vdi(&["convert", "-O", "vdi", f.to_str().unwrap(), &img]));
         refused(&img, why);

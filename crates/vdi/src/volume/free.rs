@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::volume::ext::Ext;
 use crate::volume::fat::Fat;
 use crate::volume::io::{DiskReader, ReadDisk};
-use crate::volume::{free_ext, free_fat, FsKind, Partition, PartitionTable, VolumeError};
+use crate::volume::{free_ext, free_fat, free_ntfs, FsKind, Partition, PartitionTable, VolumeError};
 
 /// Why a filesystem is not clean, and what makes it clean.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +244,12 @@ fn scan_partition(disk: &mut dyn ReadDisk, p: &Partition, sink: &mut dyn FreeSin
                 return Ok(FreeStatus::NotClean(n));
             }
             free_fat::free_space(disk, &fs, sink)?;
+        }
+        FsKind::Ntfs => {
+            if let Some(n) = free_ntfs::check_clean(disk, p.start, p.size)? {
+                return Ok(FreeStatus::NotClean(n));
+            }
+            return Ok(FreeStatus::NotRead { why: "ntfs: clean, but its allocation map ($Bitmap) is not read; kept as it is".into() });
         }
         other => {
             return Ok(FreeStatus::NotRead { why: format!("{other}: its allocation map is not read; kept as it is") });

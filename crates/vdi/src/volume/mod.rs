@@ -26,6 +26,7 @@ mod fat;
 mod free;
 mod free_ext;
 mod free_fat;
+mod free_ntfs;
 #[cfg(feature = "json")]
 pub mod free_json;
 mod gpt;
