@@ -50,7 +50,7 @@ fn uuid_field(v: &Value, key: &str) -> Result<Option<Uuid>, JsValue> {
 
 #[wasm_bindgen]
 impl Session {
-    fn writable_img(&mut self) -> Result<&mut VdiImage<Backend>, JsValue> {
+    pub(crate) fn writable_img(&mut self) -> Result<&mut VdiImage<Backend>, JsValue> {
         let img = self.image_for("editing")?;
         if !img.storage().writable() {
             return Err(js_error(

@@ -19,6 +19,7 @@ pub mod cells;
 pub mod chain;
 pub mod edit;
 pub mod export;
+pub mod fs_compact;
 mod sample;
 pub mod session;
 pub mod storage;
