@@ -1,25 +1,22 @@
 //! `vdi compact --fs-aware [--dry-run]`: release what the guest's filesystems call free,
 //! then compact; with --dry-run, only say how much would come back.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use vdi::volume::free_json::{free_plan_json, fs_compact_json};
 use vdi::volume::{FreePlan, FreeStatus};
-use vdi::VdiImage;
-use vdi_cli::FileStorage;
 
+use crate::layers::{self, Rw};
 use crate::{human, print_json, Bar};
 
-pub fn compact(path: &Path, dry_run: bool, json: bool) -> Result<u8> {
+pub fn compact(path: &Path, dry_run: bool, json: bool, chain: &[PathBuf]) -> Result<u8> {
     let name = path.display().to_string();
+    // A single image is a chain of one; a snapshot is read through its parents.
+    let mut l = layers::open(path, chain, if dry_run { Rw::None } else { Rw::Top })?;
+    let stride = l.chain.top().header().block_stride();
     if dry_run {
-        let mut img = crate::open_image(path)?;
-        if img.header().kind() == Some(vdi::ImageType::Diff) {
-            bail!("{name}: filesystem-aware compaction of a differencing image is not supported");
-        }
-        let plan = FreePlan::scan(&mut img).with_context(|| format!("could not read the filesystems in {name}"))?;
-        let stride = img.header().block_stride();
+        let plan = FreePlan::scan(&mut l.chain).with_context(|| format!("could not read the filesystems in {name}"))?;
         if json {
             let mut v = free_plan_json(&plan, stride);
             v["filename"] = name.clone().into();
@@ -37,16 +34,13 @@ pub fn compact(path: &Path, dry_run: bool, json: bool) -> Result<u8> {
         }
         return Ok(0);
     }
-    crate::open_file(path)?;
-    let f = FileStorage::open_rw(path).with_context(|| format!("could not open {name} for writing"))?;
-    let mut img = VdiImage::open(f).with_context(|| format!("could not open {name}"))?;
     let st = {
         let mut bar = Bar::new("compacting");
-        img.compact_fs_aware(&mut bar)?
+        l.chain.compact_fs_aware_top(&mut bar)?
     };
-    img.flush()?;
+    l.chain.flush()?;
     if json {
-        return print_json(&fs_compact_json(&st, img.header().block_stride(), &name));
+        return print_json(&fs_compact_json(&st, stride, &name));
     }
     print_plan(&st.plan);
     let c = &st.compact;

@@ -142,7 +142,7 @@ enum Cmd {
         free: bool,
         /// Also release the blocks the guest's filesystems (ext2/3/4, FAT) call free,
         /// without zero-filling them first. Refused when a filesystem is not clean.
-        #[arg(long, conflicts_with_all = ["free", "chain"])]
+        #[arg(long, conflicts_with = "free")]
         fs_aware: bool,
         /// With --fs-aware: say per partition what would be released; write nothing.
         #[arg(long, requires = "fs_aware")]
@@ -355,7 +355,7 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Convert { format, block_size, layout, fixed, chain, input, output } => {
             convert::convert(&input, &output, &format, block_size, &layout, fixed, &chain.chain)
         }
-        Cmd::Compact { fs_aware: true, dry_run, out, image, .. } => fs_compact::compact(&image, dry_run, out.json()),
+        Cmd::Compact { fs_aware: true, dry_run, out, chain, image, .. } => fs_compact::compact(&image, dry_run, out.json(), &chain.chain),
         Cmd::Compact { free, out, chain, image, .. } => surgery::compact(&image, free, out.json(), &chain.chain),
         Cmd::Resize { out, image, size } => surgery::resize(&image, &size, out.json()),
         Cmd::Discard { out, offset, length, image } => surgery::discard(&image, offset, length, out.json()),

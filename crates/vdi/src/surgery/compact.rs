@@ -36,13 +36,7 @@ impl<S: Storage> VdiImage<S> {
     /// moved is honoured between moves and leaves leaked slots (see [`VdiImage::reclaim`]).
     pub fn compact(&mut self, zero_as_free: bool, monitor: &mut dyn Monitor) -> Result<CompactStats> {
         match self.header.kind() {
-            Some(ImageType::Fixed) => {
-                return Err(VdiError::Unsupported(
-                    "compacting a fixed image: every block of a fixed image stays allocated by design; \
-                     convert it to a dynamic image (vdi convert -O vdi) instead"
-                        .into(),
-                ))
-            }
+            Some(ImageType::Fixed) => return Err(super::fs_aware::fixed_refused()),
             Some(ImageType::Diff) => {
                 return Err(VdiError::Unsupported("compacting a differencing image without its parent".into()))
             }

@@ -56,6 +56,11 @@ impl<S: Storage> VdiImage<S> {
     /// dynamic base image.
     fn require_consistent(&mut self, what: &str) -> Result<()> {
         self.check_writable()?;
+        self.require_no_corruption(what)
+    }
+
+    /// Refuse surgery on an image check finds corrupt (a diff's top layer too).
+    fn require_no_corruption(&mut self, what: &str) -> Result<()> {
         let r = check_image(self, &mut NoMonitor)?;
         if r.corruptions > 0 {
             let first = r.findings.iter().find(|f| f.severity == crate::Severity::Corruption);
