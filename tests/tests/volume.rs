@@ -199,19 +199,13 @@ fn extents_read_back(img: &str, number: u32, path: &str, want: &[u8]) {
 
 #[test]
 fn mbr_with_logical_partitions_ext4_vfat_ext2() {
-    let work = scratch();
+    let (work, src, fat_src, raw) = source_and_disk("disk.raw", 64);
     let w = work.path();
-    let src = make_tree(w, true);
-    let fat_src = make_tree(w, false);
-    let raw = w.join("disk.raw");
-    fs::File::create(&raw).unwrap().set_len(64 * MB as u64).unwrap();
-    let script = "label: dos\nstart=2048, size=30720, type=83\nstart=34816, size=95232, type=5\n\
-                  start=36864, size=40960, type=e\nstart=79872, size=40960, type=83\n";
-    let mut c = Command::new("sfdisk");
-    c.args(["-q", raw.to_str().unwrap()]).stdin(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    sfdisk(
+        &raw,
+        "label: dos\nstart=2048, size=30720, type=83\nstart=34816, size=95232, type=5\n\
+         start=36864, size=40960, type=e\nstart=79872, size=40960, type=83\n",
+    );
     place(&raw, &ext_fs(w, "p1", &src, "mkfs.ext4", &["-L", "linux root", "-b", "4096"], "15M"), 2048);
     place(&raw, &fat_fs(w, "p5", &fat_src, 20480, &["-n", "FATVOL"]), 36864);
     place(&raw, &ext_fs(w, "p6", &src, "mkfs.ext2", &["-L", "old", "-b", "1024"], "20M"), 79872);
@@ -254,6 +248,23 @@ fn mbr_with_logical_partitions_ext4_vfat_ext2() {
     assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "vdi: /nope/x: no such file or directory");
 }
 
+/// A scratch folder with the two source trees (with and without a symlink) and an empty
+/// raw disk of `mib` MiB.
+fn source_and_disk(name: &str, mib: u64) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let work = scratch();
+    let (src, fat_src) = (make_tree(work.path(), true), make_tree(work.path(), false));
+    let raw = work.path().join(name);
+    fs::File::create(&raw).unwrap().set_len(mib << 20).unwrap();
+    (work, src, fat_src, raw)
+}
+
+/// Partition `raw` with an sfdisk script.
+fn sfdisk(raw: &Path, script: &str) {
+    let mut child = Command::new("sfdisk").args(["-q", raw.to_str().unwrap()]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 fn sgdisk(raw: &Path, args: &[&str]) {
     let mut a: Vec<&str> = args.to_vec();
     a.push(raw.to_str().unwrap());
@@ -262,12 +273,8 @@ fn sgdisk(raw: &Path, args: &[&str]) {
 
 #[test]
 fn gpt_with_names_fat32_ext4_and_a_damaged_header() {
-    let work = scratch();
+    let (work, src, fat_src, raw) = source_and_disk("gpt.raw", 56);
     let w = work.path();
-    let src = make_tree(w, true);
-    let fat_src = make_tree(w, false);
-    let raw = w.join("gpt.raw");
-    fs::File::create(&raw).unwrap().set_len(56 * MB as u64).unwrap();
     sgdisk(&raw, &["-o", "-n", "1:2048:+38M", "-t", "1:ef00", "-c", "1:EFI système", "-n", "2:0:0", "-t", "2:8302", "-c", "2:home"]);
     place(&raw, &fat_fs(w, "p1", &fat_src, 38 * 1024, &["-F", "32", "-s", "1", "-n", "ESP"]), 2048);
     let start2: u64 = 2048 + 38 * 2048;
@@ -284,6 +291,15 @@ fn gpt_with_names_fat32_ext4_and_a_damaged_header() {
     assert_eq!((p[0]["filesystem"].as_str(), p[1]["filesystem"].as_str()), (Some("vfat"), Some("ext4")));
     check_partition(&work, &img, "1", &fat_src, false);
     check_partition(&work, &img, "2", &src, true);
+
+    // A hybrid MBR (sgdisk -h 1: partition 1 also in the MBR): the GPT is read.
+    let hybrid = w.join("hybrid.raw");
+    fs::copy(&raw, &hybrid).unwrap();
+    sgdisk(&hybrid, &["-h", "1"]);
+    let t = partitions(&to_vdi(&work, &hybrid, "hybrid.vdi"));
+    fs::remove_file(&hybrid).unwrap();
+    assert_eq!((t["scheme"].as_str(), t["partitions"].as_array().unwrap().len()), (Some("hybrid"), 2));
+    assert_eq!(t["findings"], serde_json::json!([]));
 
     // The backup header wiped: a finding, the partitions still read.
     let damaged = w.join("damaged.raw");
@@ -393,4 +409,50 @@ fn fixture_3hfs_is_detected() {
     assert_eq!(t["partitions"][1]["readable"], false);
     let o = run(&mut vdi(&["ls", "-p", "2", img.to_str().unwrap()]));
     assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "vdi: partition 2 holds hfsplus, whose files are not read (detection only)");
+}
+
+#[test]
+fn ntfs_files_read_as_written_by_ntfscp() {
+    let work = scratch();
+    let w = work.path();
+    let raw = w.join("ntfs.raw");
+    fs::File::create(&raw).unwrap().set_len(40 * MB as u64).unwrap();
+    sfdisk(&raw, "label: dos\nstart=2048, type=7\n");
+    let part = w.join("p1");
+    fs::File::create(&part).unwrap().set_len(40 * MB as u64 - MB as u64).unwrap();
+    sh("mkntfs", &["-q", "-F", "-Q", "-L", "WINVOL", part.to_str().unwrap()]);
+    // Files: one spanning several VDI blocks, an empty one, non-ASCII names, and enough
+    // names that the root's index needs index records ($INDEX_ALLOCATION).
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        ("big.bin".into(), pattern(11, 3 * MB + 777)),
+        ("empty".into(), vec![]),
+        ("naïve café.txt".into(), "crème\n".into()),
+    ];
+    for i in 0..40 {
+        files.push((format!("many file {i}.txt"), format!("file {i}\n").into_bytes()));
+    }
+    for (name, bytes) in &files {
+        let f = w.join("one");
+        fs::write(&f, bytes).unwrap();
+        sh("ntfscp", &["-q", part.to_str().unwrap(), f.to_str().unwrap(), name]);
+    }
+    let theirs = sh("ntfsls", &[part.to_str().unwrap()]);
+    place(&raw, &part, 2048);
+    let img = to_vdi(&work, &raw, "ntfs.vdi");
+    fs::remove_file(&raw).unwrap();
+    let t = partitions(&img);
+    assert_eq!((t["partitions"][0]["filesystem"].as_str(), t["partitions"][0]["readable"].as_bool()), (Some("ntfs"), Some(true)));
+    let listed = json(&ok(&mut vdi(&["ls", "--json", &img, "/"])));
+    let mut ours: Vec<&str> = listed["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let mut want: Vec<&str> = theirs.lines().filter(|l| !l.starts_with('$') && !l.is_empty()).collect();
+    ours.sort();
+    want.sort();
+    assert_eq!(ours, want, "the root as ntfsls lists it");
+    assert_eq!(ours.len(), files.len());
+    for (name, bytes) in &files {
+        let o = run(&mut vdi(&["cat", &img, &format!("/{name}")]));
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_same(&o.stdout, bytes, name);
+    }
+    extents_read_back(&img, 1, "/big.bin", &files[0].1);
 }

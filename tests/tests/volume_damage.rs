@@ -194,6 +194,49 @@ fn a_looping_or_broken_fat_chain_ends_in_a_named_error() {
 }
 
 #[test]
+fn a_file_whose_first_cluster_is_past_the_partition_has_no_extents() {
+    // Fuzzer-found: a FAT cut short; a file's first cluster lies past the cut, and its
+    // extents pointed there.
+    let bytes = fat_image();
+    let le16 = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
+    // Cut where the data area starts: reserved sectors, the FATs, the fixed root directory.
+    let data = (le16(14) + bytes[16] as usize * le16(22)) * 512 + le16(17) * 32;
+    let mut disk = Counted { bytes: bytes[..data].to_vec(), read: Cell::new(0) };
+    let mut fs = open(&mut disk).unwrap();
+    let big = fs.lookup(&mut disk, "/big.bin").unwrap();
+    damaged(fs.extents(&mut disk, &big, 0, 4), "is outside 2..");
+}
+
+#[test]
+fn ntfs_records_failing_their_checks_are_named() {
+    let work = scratch();
+    let img = p(&work, "ntfs.img");
+    fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
+    sh("mkntfs", &["-q", "-F", "-Q", &img]);
+    let big = p(&work, "big.bin");
+    fs::write(&big, pattern(9, 100_000)).unwrap();
+    sh("ntfscp", &["-q", &img, &big, "big.bin"]);
+    let bytes = fs::read(&img).unwrap();
+    let mut disk = Counted { bytes: bytes.clone(), read: Cell::new(0) };
+    assert_eq!(read_all(&mut open(&mut disk).unwrap(), &mut disk, "/big.bin").unwrap(), pattern(9, 100_000));
+    let id = open(&mut disk).unwrap().lookup(&mut disk, "/big.bin").unwrap().id as usize;
+    let cluster = u16::from_le_bytes([bytes[11], bytes[12]]) as usize * bytes[13] as usize;
+    let mft = u64::from_le_bytes(bytes[0x30..0x38].try_into().unwrap()) as usize * cluster;
+    let rec = mft + id * 1024;
+    // The last two bytes of the record's first sector no longer match its update sequence.
+    let mut b = bytes.clone();
+    b[rec + 510] ^= 0xff;
+    let mut disk = Counted { bytes: b, read: Cell::new(0) };
+    let mut fs = open(&mut disk).unwrap();
+    damaged(read_all(&mut fs, &mut disk, "/big.bin"), &format!("MFT record {id}: sector 0 fails its update-sequence check"));
+    let mut b = bytes;
+    b[rec..rec + 4].copy_from_slice(b"BAAD");
+    let mut disk = Counted { bytes: b, read: Cell::new(0) };
+    let mut fs = open(&mut disk).unwrap();
+    damaged(fs.list_path(&mut disk, "/"), &format!("MFT record {id}: no FILE signature"));
+}
+
+#[test]
 fn truncated_filesystems_name_what_is_past_the_end() {
     let (bytes, _w) = ext_image();
     // Cut after the first 64 KiB: the superblock is there, the root's directory block is not.

@@ -15,9 +15,17 @@ use anyhow::{bail, Context, Result};
 
 use crate::{root, run_cmd};
 
-/// Every target, and whether its input is a whole file (seeded with images).
-pub const TARGETS: [(&str, bool); 5] =
-    [("header", true), ("open_read", true), ("check", true), ("repair", true), ("ops", false)];
+/// Every target, and the seeds its corpus starts from (None: it builds its own inputs):
+/// `seeds/` holds VDI images, `seeds-volume/` partition tables and filesystems.
+pub const TARGETS: [(&str, Option<&str>); 7] = [
+    ("header", Some("seeds")),
+    ("open_read", Some("seeds")),
+    ("check", Some("seeds")),
+    ("repair", Some("seeds")),
+    ("ops", None),
+    ("volume_table", Some("seeds-volume")),
+    ("volume_fs", Some("seeds-volume")),
+];
 
 /// Options every run gets: inputs up to 64 KiB, and a single allocation above 64 MiB, an RSS
 /// above 1 GiB or an input taking over 10 s is a finding (whatever a header claims, the
@@ -39,14 +47,14 @@ pub fn fuzz(args: &[String]) -> Result<()> {
     ensure_cargo_fuzz()?;
     let fuzz_dir = root().join("fuzz");
     let mut summary = Vec::new();
-    for (target, takes_file) in TARGETS {
+    for (target, seeds) in TARGETS {
         if !chosen.is_empty() && !chosen.contains(&target) {
             continue;
         }
         let corpus = fuzz_dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
-        if takes_file {
-            for e in std::fs::read_dir(fuzz_dir.join("seeds"))? {
+        if let Some(seeds) = seeds {
+            for e in std::fs::read_dir(fuzz_dir.join(seeds))? {
                 let e = e?;
                 std::fs::copy(e.path(), corpus.join(e.file_name()))?;
             }
@@ -55,7 +63,7 @@ pub fn fuzz(args: &[String]) -> Result<()> {
         std::fs::create_dir_all(log.parent().unwrap())?;
         let mut cmd = Command::new("cargo");
         cmd.args(["+nightly", "fuzz", "run", "-O"]);
-        if !takes_file {
+        if seeds.is_none() {
             // ops builds its images itself, small: without AddressSanitizer it runs three
             // times faster (the engine has no unsafe code; RSS is still capped).
             cmd.args(["-s", "none"]);

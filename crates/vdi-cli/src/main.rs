@@ -60,6 +60,18 @@ struct ChainArg {
     chain: Vec<PathBuf>,
 }
 
+/// Which filesystem of which disk: `vdi ls`, `cat`, `extract`.
+#[derive(clap::Args)]
+struct FsArg {
+    /// The partition (as `vdi fs` numbers them); optional when one holds a filesystem.
+    #[arg(long, short = 'p')]
+    partition: Option<u32>,
+    #[command(flatten)]
+    chain: ChainArg,
+    /// The image (a chain's top reads the newest snapshot).
+    image: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Show every header field of an image.
@@ -233,46 +245,31 @@ enum Cmd {
         /// The image (a chain's top reads the newest snapshot).
         image: PathBuf,
     },
-    /// List a directory inside the disk (ext2/3/4, FAT).
+    /// List a directory inside the disk (ext2/3/4, FAT, NTFS).
     Ls {
         #[command(flatten)]
         out: Output,
         /// Long listing: mode, size, modification time (UTC), name, symlink target.
         #[arg(short = 'l')]
         long: bool,
-        /// The partition (as `vdi fs` numbers them); optional when one holds a filesystem.
-        #[arg(long, short = 'p')]
-        partition: Option<u32>,
         #[command(flatten)]
-        chain: ChainArg,
-        /// The image.
-        image: PathBuf,
+        fs: FsArg,
         /// The directory (default: the root).
         #[arg(default_value = "/")]
         path: String,
     },
     /// Print a file inside the disk on standard output.
     Cat {
-        /// The partition (as `vdi fs` numbers them); optional when one holds a filesystem.
-        #[arg(long, short = 'p')]
-        partition: Option<u32>,
         #[command(flatten)]
-        chain: ChainArg,
-        /// The image.
-        image: PathBuf,
+        fs: FsArg,
         /// The file.
         path: String,
     },
     /// Copy a file or directory tree out of the disk, like `cp -r PATH DEST` (DEST/name;
     /// modification times kept, symlinks as symlinks).
     Extract {
-        /// The partition (as `vdi fs` numbers them); optional when one holds a filesystem.
-        #[arg(long, short = 'p')]
-        partition: Option<u32>,
         #[command(flatten)]
-        chain: ChainArg,
-        /// The image.
-        image: PathBuf,
+        fs: FsArg,
         /// The file or directory inside the disk ("/" extracts everything into DEST).
         path: String,
         /// The host directory to extract into.
@@ -368,9 +365,9 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Commit { keep, chain, image } => chains::commit(&image, keep, &chain.chain),
         Cmd::Stream { chain, image } => chains::stream(&image, &chain.chain),
         Cmd::Fs { out, chain, image } => fs::table(&image, &chain.chain, out.json()),
-        Cmd::Ls { out, long, partition, chain, image, path } => fs::ls(&image, &chain.chain, partition, &path, long, out.json()),
-        Cmd::Cat { partition, chain, image, path } => fs::cat(&image, &chain.chain, partition, &path),
-        Cmd::Extract { partition, chain, image, path, dest } => fs::extract(&image, &chain.chain, partition, &path, &dest),
+        Cmd::Ls { out, long, fs: f, path } => fs::ls(&f.image, &f.chain.chain, f.partition, &path, long, out.json()),
+        Cmd::Cat { fs: f, path } => fs::cat(&f.image, &f.chain.chain, f.partition, &path),
+        Cmd::Extract { fs: f, path, dest } => fs::extract(&f.image, &f.chain.chain, f.partition, &path, &dest),
     }
 }
 

@@ -127,7 +127,7 @@ fn lvm2(b: &[u8]) -> Option<FsInfo> {
             return None;
         }
         let at = le32(l, 20) as usize;
-        let id = l.get(at..at + 32)?;
+        let id = l.get(at..at.saturating_add(32))?;
         let id = String::from_utf8_lossy(id);
         let groups = [6, 4, 4, 4, 4, 4, 6];
         let mut parts = vec![];

@@ -332,7 +332,9 @@ impl Ext {
     }
 
     fn mapper(&self) -> Mapper<'_> {
-        Mapper { span: &self.span, bs: self.bs, blocks: self.blocks }
+        // Pointers are checked against the partition too: a superblock claiming more
+        // blocks than the partition holds must not send reads into the next one.
+        Mapper { span: &self.span, bs: self.bs, blocks: self.blocks.min(self.span.size / self.bs) }
     }
 
     /// Read `buf.len()` bytes of an inode's data from `offset` (the caller bounds it by the

@@ -98,7 +98,9 @@ impl Fat {
         } else {
             Root::Fixed { at: (reserved + fats * fat_sectors) * bps, len: root_sectors * bps }
         };
-        let end = (clusters + 2).min(0x0fff_fff7) as u32;
+        // Clusters past the partition's end are refused like clusters past the FAT's.
+        let fit = size.saturating_sub(first_data * bps) / cs;
+        let end = (clusters.min(fit) + 2).min(0x0fff_fff7) as u32;
         let need = match width {
             Width::Fat12 => (end as u64 * 3).div_ceil(2),
             Width::Fat16 => end as u64 * 2,
@@ -158,6 +160,7 @@ impl Fat {
     /// The cluster at position `index` of the chain starting at `first` (None past its end),
     /// continuing from the remembered cursor when it is on the way.
     fn nth(&mut self, disk: &mut dyn ReadDisk, first: u32, index: u64) -> Result<Option<u32>> {
+        self.check(first, first)?;
         let (mut i, mut c) = match self.cursor {
             Some((f, i, c)) if f == first && i <= index => (i, c),
             _ => (0, first),

@@ -147,7 +147,7 @@ pub(crate) fn read(disk: &mut dyn ReadDisk, mbr: &Mbr, table: &mut PartitionTabl
             continue;
         }
         let start = first.saturating_mul(SECTOR);
-        let len = (last_lba - first + 1).saturating_mul(SECTOR);
+        let len = (last_lba - first).saturating_add(1).saturating_mul(SECTOR);
         let Some((start, len)) = clip(number, start, len, size, &mut table.findings) else { continue };
         table.partitions.push(Partition {
             number,

@@ -123,6 +123,10 @@ fn logicals(disk: &mut dyn ReadDisk, ext_start: u64, ext_len: u64, table: &mut P
             return Ok(());
         }
         seen.push(ebr);
+        if ebr + SECTOR > size {
+            table.findings.push(format!("the EBR at byte {ebr} lies past the end of the disk"));
+            return Ok(());
+        }
         let mut sector = [0u8; SECTOR as usize];
         disk.read_disk(ebr, &mut sector)?;
         if sector[510] != 0x55 || sector[511] != 0xaa {

@@ -14,7 +14,7 @@
 //! holds the disk (the wasm session, the CLI) keeps an open filesystem beside it and lists a
 //! directory now and reads a file later without parsing anything again.
 //!
-//! Read: ext2/3/4 and FAT12/16/32 files. Detected only (type, label, UUID, size): see
+//! Read: ext2/3/4, FAT12/16/32 and NTFS files. Detected only (type, label, UUID, size): see
 //! [`FsKind`] and docs/volumes.md. Every count and size taken from the image is bounded
 //! before anything is allocated; reads are proportional to what is asked.
 
@@ -34,6 +34,7 @@ mod io;
 #[cfg(feature = "json")]
 pub mod json;
 mod mbr;
+mod ntfs;
 mod table;
 
 pub use detect::detect;
@@ -111,7 +112,7 @@ impl FsKind {
 
     /// Whether this engine lists and reads its files (the others are detection only).
     pub fn readable(self) -> bool {
-        matches!(self, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Vfat)
+        matches!(self, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 | FsKind::Vfat | FsKind::Ntfs)
     }
 }
 
@@ -179,7 +180,8 @@ pub struct Entry {
     pub mtime: i64,
     /// Unix permission bits and type (`st_mode`); FAT gives 0o755 dirs, 0o644 files.
     pub mode: u32,
-    /// The filesystem's own id: inode number (ext), first cluster (FAT; 0 for FAT12/16's root).
+    /// The filesystem's own id: inode number (ext), first cluster (FAT; 0 for FAT12/16's
+    /// root), MFT record number (NTFS).
     pub id: u64,
     /// A symlink's target.
     pub target: Option<String>,
@@ -211,6 +213,7 @@ pub struct Filesystem {
 enum Inner {
     Ext(Box<ext::Ext>),
     Fat(Box<fat::Fat>),
+    Ntfs(Box<ntfs::Ntfs>),
 }
 
 /// Split a path into its components ("/a//b/" is a, b); refuses "." and ".." (paths here
@@ -241,8 +244,11 @@ impl Filesystem {
             return Err(VolumeError::NoFilesystem { number: part.number }.into());
         };
         let inner = match info.kind {
-            FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => Inner::Ext(Box::new(ext::Ext::open(disk, part.start, part.size).map_err(|e| numbered(e, part.number))?)),
+            FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
+                Inner::Ext(Box::new(ext::Ext::open(disk, part.start, part.size).map_err(|e| numbered(e, part.number))?))
+            }
             FsKind::Vfat => Inner::Fat(Box::new(fat::Fat::open(disk, part.start, part.size)?)),
+            FsKind::Ntfs => Inner::Ntfs(Box::new(ntfs::Ntfs::open(disk, part.start, part.size)?)),
             other => return Err(VolumeError::Unsupported { number: part.number, fs: other.name().into() }.into()),
         };
         Ok(Filesystem { info, number: part.number, inner })
@@ -263,6 +269,7 @@ impl Filesystem {
         match &mut self.inner {
             Inner::Ext(fs) => fs.root(disk),
             Inner::Fat(fs) => Ok(fs.root()),
+            Inner::Ntfs(fs) => fs.root(disk),
         }
     }
 
@@ -275,9 +282,11 @@ impl Filesystem {
                 return Err(VolumeError::NotADirectory { path: format!("/{}", parts[..i].join("/")) }.into());
             }
             cur = match &mut self.inner {
-                Inner::Ext(fs) => fs.find(disk, &cur, part)?,
-                Inner::Fat(fs) => fs.find(disk, &cur, part)?,
+                Inner::Ext(fs) => fs.find(disk, &cur, part),
+                Inner::Fat(fs) => fs.find(disk, &cur, part),
+                Inner::Ntfs(fs) => fs.find(disk, &cur, part),
             }
+            .map_err(|e| numbered(e, self.number))?
             .ok_or_else(|| VolumeError::NotFound { path: path.to_string() })?;
         }
         Ok(cur)
@@ -291,7 +300,9 @@ impl Filesystem {
         match &mut self.inner {
             Inner::Ext(fs) => fs.list(disk, dir),
             Inner::Fat(fs) => fs.list(disk, dir),
+            Inner::Ntfs(fs) => fs.list(disk, dir),
         }
+        .map_err(|e| numbered(e, self.number))
     }
 
     /// The entries of the directory a path names.
@@ -314,9 +325,11 @@ impl Filesystem {
             return Ok(0);
         }
         match &mut self.inner {
-            Inner::Ext(fs) => fs.read(disk, file, offset, &mut buf[..want])?,
-            Inner::Fat(fs) => fs.read(disk, file, offset, &mut buf[..want])?,
+            Inner::Ext(fs) => fs.read(disk, file, offset, &mut buf[..want]),
+            Inner::Fat(fs) => fs.read(disk, file, offset, &mut buf[..want]),
+            Inner::Ntfs(fs) => fs.read(disk, file, offset, &mut buf[..want]),
         }
+        .map_err(|e| numbered(e, self.number))?;
         Ok(want)
     }
 
@@ -327,6 +340,8 @@ impl Filesystem {
         match &mut self.inner {
             Inner::Ext(fs) => fs.extents(disk, file, from, max),
             Inner::Fat(fs) => fs.extents(disk, file, from, max),
+            Inner::Ntfs(fs) => fs.extents(disk, file, from, max),
         }
+        .map_err(|e| numbered(e, self.number))
     }
 }

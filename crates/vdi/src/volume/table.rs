@@ -80,6 +80,23 @@ pub struct Partition {
     pub filesystem: Option<FsInfo>,
 }
 
+impl Partition {
+    /// A filesystem spanning the whole disk (`size` bytes): partition 0, no table.
+    pub fn whole(size: u64, fs: FsInfo) -> Partition {
+        Partition {
+            number: 0,
+            start: 0,
+            size,
+            type_id: TypeId::None,
+            type_name: String::new(),
+            name: String::new(),
+            uuid: String::new(),
+            attributes: 0,
+            filesystem: Some(fs),
+        }
+    }
+}
+
 /// The partition table of a disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionTable {
@@ -124,17 +141,7 @@ impl PartitionTable {
         }
         if table.scheme == Scheme::None {
             if let Some(fs) = whole {
-                table.partitions.push(Partition {
-                    number: 0,
-                    start: 0,
-                    size,
-                    type_id: TypeId::None,
-                    type_name: String::new(),
-                    name: String::new(),
-                    uuid: String::new(),
-                    attributes: 0,
-                    filesystem: Some(fs),
-                });
+                table.partitions.push(Partition::whole(size, fs));
             }
         }
         for p in &mut table.partitions {
@@ -244,6 +251,16 @@ mod tests {
         assert_eq!(t.partitions.len(), 1);
         assert_eq!(t.partitions[0].size, 54 * SECTOR);
         assert_eq!(t.findings.len(), 2, "{:?}", t.findings);
+    }
+
+    #[test]
+    fn an_ebr_cut_off_by_the_end_of_the_disk_is_a_finding() {
+        // Fuzzer-found: an extended partition starting in the disk's last, partial sector.
+        let mut disk = vec![0u8; 30 * S + 26];
+        slot(&mut disk, 0, 0, 0, 0x05, 30, 100);
+        let t = PartitionTable::read(&mut disk).unwrap();
+        assert_eq!(t.partitions.len(), 1);
+        assert!(t.findings.iter().any(|f| f == "the EBR at byte 15360 lies past the end of the disk"), "{:?}", t.findings);
     }
 
     /// A GPT header at `lba` with `count` entries of 128 bytes at `entries`, its CRCs right.
