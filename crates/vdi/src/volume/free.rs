@@ -3,7 +3,7 @@
 //! [`VdiImage::compact_fs_aware`](crate::VdiImage::compact_fs_aware).
 //!
 //! ```text
-//! PartitionTable::read ──> per partition: clean? ──> its free runs (bitmaps, FATs)
+//! PartitionTable::read ──> per partition: clean? ──> its free runs (bitmaps, FATs, $Bitmap)
 //!                                                      │ clipped to the partition
 //!                                                      v
 //!                          whole disk blocks inside one free run, touching no other
@@ -20,6 +20,7 @@ use crate::error::Result;
 use crate::volume::ext::Ext;
 use crate::volume::fat::Fat;
 use crate::volume::io::{DiskReader, ReadDisk};
+use crate::volume::ntfs::Ntfs;
 use crate::volume::{free_ext, free_fat, free_ntfs, FsKind, Partition, PartitionTable, VolumeError};
 
 /// Why a filesystem is not clean, and what makes it clean.
@@ -140,8 +141,8 @@ impl FreeSink for Cover<'_> {
 }
 
 impl FreePlan {
-    /// Read the partition table of `disk` and the allocation maps of its ext2/3/4 and FAT
-    /// filesystems. Reads only: metadata, a few KiB per group or FAT window.
+    /// Read the partition table of `disk` and the allocation maps of its ext2/3/4, FAT and
+    /// NTFS filesystems. Reads only: metadata, a few KiB per group or FAT window.
     pub fn scan(disk: &mut dyn Disk) -> Result<FreePlan> {
         let bs = disk.block_size();
         let nblocks = disk.block_count();
@@ -246,10 +247,11 @@ fn scan_partition(disk: &mut dyn ReadDisk, p: &Partition, sink: &mut dyn FreeSin
             free_fat::free_space(disk, &fs, sink)?;
         }
         FsKind::Ntfs => {
-            if let Some(n) = free_ntfs::check_clean(disk, p.start, p.size)? {
+            let mut fs = Ntfs::open(disk, p.start, p.size)?;
+            if let Some(n) = free_ntfs::check_clean(disk, &mut fs)? {
                 return Ok(FreeStatus::NotClean(n));
             }
-            return Ok(FreeStatus::NotRead { why: "ntfs: clean, but its allocation map ($Bitmap) is not read; kept as it is".into() });
+            free_ntfs::free_space(disk, &mut fs, sink)?;
         }
         other => {
             return Ok(FreeStatus::NotRead { why: format!("{other}: its allocation map is not read; kept as it is") });

@@ -1,93 +1,141 @@
-//! NTFS, for compaction: only whether the volume is clean. Its allocation map ($Bitmap) is
-//! not read, so an NTFS partition keeps all its space; but a dirty volume (Windows running,
-//! crashed, or chkdsk pending) refuses the whole disk, as its other filesystems may be in
-//! use too.
+//! The free space of an NTFS volume: clusters whose bit is clear in `$Bitmap` (record 6).
 //!
-//! Read: the boot sector's geometry, then MFT record 3 ($Volume), its update sequence
-//! applied, and the flags of its $VOLUME_INFORMATION attribute (0x0001: dirty). Not
-//! detected: a hibernated or fast-startup Windows (that needs hiberfil.sys read).
+//! Refused unless clean:
+//! - the `$Volume` dirty flag (Windows running, crashed, or chkdsk pending);
+//! - `$LogFile` not clean (its newest restart area has clients and no "clean" flag): what a
+//!   Windows left with fast startup ("metadata kept in Windows cache") or hibernated looks
+//!   like;
+//! - a `hiberfil.sys` in the root that starts with "hibr" (a hibernated Windows).
+//!
+//! Verified before anything is released: the clusters of the metadata files that hold data
+//! ($MFT, $MFTMirr, $LogFile, $Bitmap, $Boot, $UpCase) are marked used, else the volume is
+//! reported damaged and keeps all its space.
 
 use crate::error::Result;
-use crate::volume::free::NotClean;
-use crate::volume::io::{le16, le32, le64, ReadDisk, Span};
-use crate::volume::VolumeError;
+use crate::volume::free::{FreeSink, NotClean};
+use crate::volume::io::{le16, le64, ReadDisk};
+use crate::volume::ntfs::{attrs, Ntfs};
+use crate::volume::{EntryKind, VolumeError};
 
-const VOLUME_RECORD: u64 = 3;
+const LOGFILE: u64 = 2;
+const VOLUME: u64 = 3;
+const BITMAP: u64 = 6;
+/// Metadata files whose unnamed $DATA must be marked used.
+const METADATA: [u64; 6] = [0, 1, LOGFILE, BITMAP, 7, 10];
 const ATTR_VOLUME_INFORMATION: u32 = 0x70;
-const ATTR_END: u32 = 0xffff_ffff;
 const VOLUME_DIRTY: u16 = 0x0001;
+const RESTART_VOLUME_IS_CLEAN: u16 = 0x0002;
+const NO_CLIENT: u16 = 0xffff;
+/// $Bitmap bytes read at a time.
+const WINDOW: usize = 64 * 1024;
 
-fn damaged(place: &str, detail: String) -> crate::VdiError {
-    VolumeError::damaged("ntfs", place, detail).into()
+fn windows_hint() -> &'static str {
+    "boot Windows and shut it down fully (shutdown /s /f /t 0, or hold Shift when choosing Shut down, so fast startup does not hibernate), or run chkdsk /f"
 }
 
-/// Why the NTFS volume at `start` is not clean, if it is not.
-pub(crate) fn check_clean(disk: &mut dyn ReadDisk, start: u64, size: u64) -> Result<Option<NotClean>> {
-    let span = Span { start, size, fs: "ntfs" };
-    let b = span.vec(disk, 0, 512, &|| "boot sector".into())?;
-    let bps = le16(&b, 11) as u64;
-    if !(256..=4096).contains(&bps) || !bps.is_power_of_two() {
-        return Err(damaged("boot sector", format!("bytes per sector is {bps}, expected a power of two from 256 to 4096")));
-    }
-    let spc = match b[13] {
-        n @ 1..=0x80 => n as u64,
-        n @ 0xf4..=0xff => 1u64 << (256 - n as u32), // 2^-n, as Windows writes large clusters
-        n => return Err(damaged("boot sector", format!("sectors per cluster is {n:#x}"))),
+/// Why the volume is not clean, if it is not.
+pub(crate) fn check_clean(disk: &mut dyn ReadDisk, fs: &mut Ntfs) -> Result<Option<NotClean>> {
+    let rec = fs.record(disk, VOLUME)?;
+    let info = attrs(&rec).into_iter().find(|a| a.kind == ATTR_VOLUME_INFORMATION).and_then(|a| a.resident);
+    let Some(v) = info.filter(|v| v.len() >= 12) else {
+        return Err(VolumeError::damaged("ntfs", "MFT record 3 ($Volume)", "no $VOLUME_INFORMATION of 12 bytes").into());
     };
-    let cs = bps * spc;
-    let rs = match b[0x40] as i8 {
-        n @ 1..=64 => n as u64 * cs,
-        n @ -12..=-9 => 1u64 << -(n as i32),
-        n => return Err(damaged("boot sector", format!("clusters per MFT record is {n}, expected 1..64 or -9..-12"))),
-    };
-    let mft = le64(&b, 0x30);
-    let at = mft.checked_mul(cs).and_then(|a| a.checked_add(VOLUME_RECORD * rs)).unwrap_or(u64::MAX);
-    let mut r = span.vec(disk, at.min(size), rs as usize, &|| "MFT record 3 ($Volume)".into())?;
-    if &r[..4] != b"FILE" {
-        return Err(damaged("MFT record 3 ($Volume)", "no FILE signature".into()));
+    if le16(v, 0x0a) & VOLUME_DIRTY != 0 {
+        return Ok(Some(NotClean::new("its dirty flag is set (Windows is running, crashed, or chkdsk is pending)", windows_hint())));
     }
-    fixup(&mut r, bps as usize)?;
-    let mut a = le16(&r, 0x14) as usize;
-    while a + 24 <= r.len() {
-        let (kind, len) = (le32(&r, a), le32(&r, a + 4) as usize);
-        if kind == ATTR_END {
+    if !logfile_clean(disk, fs)? {
+        return Ok(Some(NotClean::new(
+            "its $LogFile is not clean (Windows was not shut down fully: fast startup or hibernation keeps its metadata in memory)",
+            windows_hint(),
+        )));
+    }
+    let root = fs.root(disk)?;
+    if let Some(h) = fs.find(disk, &root, "hiberfil.sys")? {
+        let mut magic = [0u8; 4];
+        if h.kind == EntryKind::File && h.size >= 4 {
+            fs.read(disk, &h, 0, &mut magic)?;
+        }
+        if magic.eq_ignore_ascii_case(b"hibr") {
+            return Ok(Some(NotClean::new("Windows is hibernated on it (hiberfil.sys holds a hibernation image)", windows_hint())));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `$LogFile` says the volume is clean: empty (all 0xff, as mkntfs and ntfs-3g
+/// leave it), or its newest restart area has no client in use or the clean flag.
+fn logfile_clean(disk: &mut dyn ReadDisk, fs: &mut Ntfs) -> Result<bool> {
+    let log = fs.entry(disk, LOGFILE, "$LogFile".into())?;
+    let mut newest: Option<(u64, bool)> = None;
+    let mut page = vec![0u8; 4096];
+    for at in [0u64, 4096] {
+        if log.size < at + 4096 {
             break;
         }
-        if len < 24 || a + len > r.len() {
-            return Err(damaged("MFT record 3 ($Volume)", format!("attribute at {a} of length {len}")));
+        fs.read(disk, &log, at, &mut page)?;
+        if page.iter().all(|&b| b == 0xff) || &page[..4] != b"RSTR" {
+            continue;
         }
-        if kind == ATTR_VOLUME_INFORMATION && r[a + 8] == 0 {
-            let v = a + le16(&r, a + 0x14) as usize;
-            if v + 12 > a + len {
-                return Err(damaged("$VOLUME_INFORMATION", "shorter than 12 bytes".into()));
-            }
-            if le16(&r, v + 0x0a) & VOLUME_DIRTY != 0 {
-                return Ok(Some(NotClean::new(
-                    "its dirty flag is set (Windows is running, crashed, or chkdsk is pending)",
-                    "shut Windows down fully (shutdown /s /f /t 0, or hold Shift when choosing Shut down, so fast startup does not hibernate), or run chkdsk /f",
-                )));
-            }
-            return Ok(None);
+        let ra = le16(&page, 0x18) as usize;
+        if ra + 16 > 510 {
+            return Err(VolumeError::damaged("ntfs", "$LogFile restart page", format!("restart area at {ra}")).into());
         }
-        a += len;
+        let lsn = le64(&page, ra);
+        let clean = le16(&page, ra + 0x0c) == NO_CLIENT || le16(&page, ra + 0x0e) & RESTART_VOLUME_IS_CLEAN != 0;
+        if newest.is_none_or(|(l, _)| lsn >= l) {
+            newest = Some((lsn, clean));
+        }
     }
-    Err(damaged("MFT record 3 ($Volume)", "no $VOLUME_INFORMATION attribute".into()))
+    Ok(newest.is_none_or(|(_, clean)| clean))
 }
 
-/// Apply a record's update sequence: the last two bytes of each sector are in the array.
-fn fixup(r: &mut [u8], bps: usize) -> Result<()> {
-    let (off, count) = (le16(r, 4) as usize, le16(r, 6) as usize);
-    if count == 0 || off + count * 2 > r.len() || (count - 1) * bps > r.len() {
-        return Err(damaged("MFT record 3 ($Volume)", format!("update sequence of {count} at {off}")));
-    }
-    let usn = [r[off], r[off + 1]];
-    for i in 1..count {
-        let end = i * bps - 2;
-        if r[end..end + 2] != usn {
-            return Err(damaged("MFT record 3 ($Volume)", format!("sector {i} torn (update sequence mismatch)")));
+/// Walk the free clusters of `fs` (already checked clean), telling `sink` each free run as
+/// disk offsets, in increasing order.
+pub(crate) fn free_space(disk: &mut dyn ReadDisk, fs: &mut Ntfs, sink: &mut dyn FreeSink) -> Result<()> {
+    let bitmap = fs.entry(disk, BITMAP, "$Bitmap".into())?;
+    let clusters = fs.clusters.min(bitmap.size.saturating_mul(8));
+    let mut must: Vec<(u64, u64)> = vec![];
+    for n in METADATA {
+        let e = fs.entry(disk, n, format!("metadata file {n}"))?;
+        for x in fs.extents(disk, &e, 0, usize::MAX)? {
+            if let Some(d) = x.disk_offset {
+                let a = (d - fs.span.start) / fs.cs;
+                must.push((a, a + x.len.div_ceil(fs.cs)));
+            }
         }
-        r[end] = r[off + 2 * i];
-        r[end + 1] = r[off + 2 * i + 1];
+    }
+    must.push((0, 1)); // the boot sector
+    must.sort_unstable();
+    let mut buf = vec![0u8; WINDOW];
+    let mut run: Option<u64> = None;
+    let mut m = 0usize;
+    let mut c = 0u64;
+    while c < clusters {
+        let n = ((clusters - c).div_ceil(8) as usize).min(WINDOW);
+        fs.read(disk, &bitmap, c / 8, &mut buf[..n])?;
+        let last = (c + n as u64 * 8).min(clusters);
+        for x in c..last {
+            let i = (x - c) as usize;
+            let free = buf[i / 8] & (1 << (i % 8)) == 0;
+            while m < must.len() && must[m].1 <= x {
+                m += 1;
+            }
+            if free && must[m..].iter().take_while(|r| r.0 <= x).any(|r| x < r.1) {
+                return Err(VolumeError::damaged("ntfs", "$Bitmap", format!("cluster {x} holds metadata but is marked free (run chkdsk /f)")).into());
+            }
+            match (free, run) {
+                (true, None) => run = Some(x),
+                (false, Some(r)) => {
+                    sink.free(fs.span.start + r * fs.cs, (x - r) * fs.cs);
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        c = last;
+    }
+    if let Some(r) = run {
+        sink.free(fs.span.start + r * fs.cs, (clusters - r) * fs.cs);
     }
     Ok(())
 }
