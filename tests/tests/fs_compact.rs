@@ -272,7 +272,12 @@ fn unclean_filesystems_are_refused_and_nothing_is_written() {
     let at = (lcn * 4096) as usize;
     b[at..at + 512].copy_from_slice(&page);
     fs::write(&cached, b).unwrap();
+    let exfat = exfat_fs(work.path(), "dirty-exfat.img");
+    let mut b = fs::read(&exfat).unwrap();
+    b[0x6a] |= 2; // VolumeDirty (outside the boot checksum)
+    fs::write(&exfat, b).unwrap();
     let cases = [
+        (exfat, "VolumeDirty"),
         (cached, "$LogFile is not clean"),
         (recover, "needs recovery"),
         (unclean, "not unmounted cleanly"),
@@ -344,4 +349,31 @@ fn a_snapshot_hides_what_its_parent_held_with_zero_blocks() {
     assert_eq!(zeroed, released);
     verify(&work, &snap, &[(0, 0, 24 * MB as u64, &["fsck.vfat", "-n"])], &keep);
     assert_eq!(sha256(&base), base_sha, "the base was written");
+}
+
+/// A 24 MiB exFAT made over stale bytes (exfatprogs writes no files; its free clusters
+/// hold what the disk held before, as a deleted file's clusters do).
+fn exfat_fs(dir: &Path, name: &str) -> PathBuf {
+    let f = dir.join(name);
+    fs::write(&f, pattern(6, 24 * MB)).unwrap();
+    sh("mkfs.exfat", &[f.to_str().unwrap()]);
+    f
+}
+
+#[test]
+fn exfat_stale_free_clusters_come_back() {
+    let work = scratch();
+    let f = exfat_fs(work.path(), "exfat.img");
+    let img = p(&work, "exfat.vdi");
+    ok(&mut vdi(&["convert", "-O", "vdi", f.to_str().unwrap(), &img]));
+    let plain = p(&work, "plain.vdi");
+    fs::copy(&img, &plain).unwrap();
+    assert_eq!(json(&ok(&mut vdi(&["compact", "--json", &plain])))["bytes-reclaimed"], 0);
+    let done = compact(&img, &[]);
+    let part = partition(&done, 0);
+    assert_eq!((part["filesystem"].as_str(), part["status"].as_str()), (Some("exfat"), Some("read")), "{part}");
+    // All but the boot region, FAT, bitmap, up-case table and root directory is free.
+    assert!(part["free-bytes"].as_u64().unwrap() > 21 * MB as u64, "{part}");
+    assert!(done["blocks-released"].as_u64().unwrap() >= 20, "{done}");
+    verify(&work, &img, &[(0, 0, 24 * MB as u64, &["fsck.exfat", "-n"])], &[]);
 }

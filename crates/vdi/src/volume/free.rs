@@ -3,7 +3,7 @@
 //! [`VdiImage::compact_fs_aware`](crate::VdiImage::compact_fs_aware).
 //!
 //! ```text
-//! PartitionTable::read ──> per partition: clean? ──> its free runs (bitmaps, FATs, $Bitmap)
+//! PartitionTable::read ──> per partition: clean? ──> its free runs (bitmaps, FATs, exFAT bitmap, $Bitmap)
 //!                                                      │ clipped to the partition
 //!                                                      v
 //!                          whole disk blocks inside one free run, touching no other
@@ -20,8 +20,9 @@ use crate::error::Result;
 use crate::volume::ext::Ext;
 use crate::volume::fat::Fat;
 use crate::volume::io::{DiskReader, ReadDisk};
+use crate::volume::free_exfat::Exfat;
 use crate::volume::ntfs::Ntfs;
-use crate::volume::{free_ext, free_fat, free_ntfs, FsKind, Partition, PartitionTable, VolumeError};
+use crate::volume::{free_exfat, free_ext, free_fat, free_ntfs, FsKind, Partition, PartitionTable, VolumeError};
 
 /// Why a filesystem is not clean, and what makes it clean.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,8 +142,8 @@ impl FreeSink for Cover<'_> {
 }
 
 impl FreePlan {
-    /// Read the partition table of `disk` and the allocation maps of its ext2/3/4, FAT and
-    /// NTFS filesystems. Reads only: metadata, a few KiB per group or FAT window.
+    /// Read the partition table of `disk` and the allocation maps of its ext2/3/4, FAT,
+    /// exFAT and NTFS filesystems. Reads only: metadata, a few KiB per group or FAT window.
     pub fn scan(disk: &mut dyn Disk) -> Result<FreePlan> {
         let bs = disk.block_size();
         let nblocks = disk.block_count();
@@ -245,6 +246,13 @@ fn scan_partition(disk: &mut dyn ReadDisk, p: &Partition, sink: &mut dyn FreeSin
                 return Ok(FreeStatus::NotClean(n));
             }
             free_fat::free_space(disk, &fs, sink)?;
+        }
+        FsKind::Exfat => {
+            let fs = Exfat::open(disk, p.start, p.size)?;
+            if let Some(n) = fs.not_clean() {
+                return Ok(FreeStatus::NotClean(n));
+            }
+            free_exfat::free_space(disk, &fs, sink)?;
         }
         FsKind::Ntfs => {
             let mut fs = Ntfs::open(disk, p.start, p.size)?;

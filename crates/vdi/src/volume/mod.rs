@@ -24,6 +24,7 @@ mod ext;
 mod ext_map;
 mod fat;
 mod free;
+mod free_exfat;
 mod free_ext;
 mod free_fat;
 mod free_ntfs;
