@@ -152,8 +152,8 @@ enum Cmd {
         /// Mark all-zero blocks FREE instead of ZERO.
         #[arg(long)]
         free: bool,
-        /// Also release the blocks the guest's filesystems (ext2/3/4, FAT) call free,
-        /// without zero-filling them first. Refused when a filesystem is not clean.
+        /// Also release the blocks the guest's filesystems (ext2/3/4, FAT, exFAT, NTFS) call
+        /// free, without zero-filling them first. Refused when a filesystem is not clean.
         #[arg(long, conflicts_with = "free")]
         fs_aware: bool,
         /// With --fs-aware: say per partition what would be released; write nothing.
