@@ -45,6 +45,13 @@ function showPlan(plan) {
     out.append(el('div', { class: 'fs-row', 'data-number': p.number, 'data-status': p.status },
       el('div', { text: describe(p) }), bar(p)));
   }
+  if (plan.partitions.length) {
+    const key = el('p', { class: 'hint fs-legend' });
+    for (const [k, label] of [['used', 'used'], ['free', 'free, kept (partial blocks or not stored)'], ['reclaim', 'comes back'], ['kept', 'not read, kept']]) {
+      key.append(el('span', { class: `fs-key fs-${k}` }), label);
+    }
+    out.append(key);
+  }
   const total = plan['releasable-blocks'];
   const summary = plan.refused
     ? `Compaction would be refused: ${plan.refused}`
