@@ -34,6 +34,8 @@ fn make_tree(dir: &Path, symlink: bool) -> PathBuf {
     fs::write(src.join("docs/big.bin"), pattern(7, 3 * MB + 12345)).unwrap();
     if symlink {
         std::os::unix::fs::symlink("docs/big.bin", src.join("link")).unwrap();
+        std::os::unix::fs::symlink("../with space/../docs/deep/er/nested.txt", src.join("docs/up")).unwrap();
+        std::os::unix::fs::symlink("loop", src.join("loop")).unwrap();
     }
     sh("find", &[src.to_str().unwrap(), "-exec", "touch", "-h", "-d", &format!("@{MTIME}"), "{}", "+"]);
     src
@@ -341,6 +343,11 @@ fn a_bare_filesystem_and_a_snapshot_that_rewrote_a_file() {
     fs::write(&data, b"HELLO, WORLD\n").unwrap();
     ok(&mut vdi(&["write", "--offset", &(block * 4096).to_string(), &child, &data]));
     assert_eq!(ok(&mut vdi(&["cat", &child, "/hello.txt"])), "HELLO, WORLD\n");
+    // cat follows symlinks (relative, through ".."), and stops a loop.
+    assert_eq!(ok(&mut vdi(&["cat", &child, "/docs/up"])), "deep\n");
+    assert_eq!(run(&mut vdi(&["cat", &child, "/link"])).stdout, fs::read(src.join("docs/big.bin")).unwrap());
+    let o = run(&mut vdi(&["cat", &child, "/loop"]));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "vdi: symlinks followed is 41, more than the 40 this engine reads");
     assert_eq!(ok(&mut vdi(&["cat", &base, "/hello.txt"])), "hello, world\n");
     let ls = ok(&mut vdi(&["ls", "-l", &child, "/"]));
     assert!(ls.lines().any(|l| l.starts_with("lrwxrwxrwx") && l.ends_with("link -> docs/big.bin")), "{ls}");
@@ -441,7 +448,8 @@ fn ntfs_files_read_as_written_by_ntfscp() {
     let img = to_vdi(&work, &raw, "ntfs.vdi");
     fs::remove_file(&raw).unwrap();
     let t = partitions(&img);
-    assert_eq!((t["partitions"][0]["filesystem"].as_str(), t["partitions"][0]["readable"].as_bool()), (Some("ntfs"), Some(true)));
+    let p0 = &t["partitions"][0];
+    assert_eq!((p0["filesystem"].as_str(), p0["readable"].as_bool(), p0["label"].as_str()), (Some("ntfs"), Some(true), Some("WINVOL")));
     let listed = json(&ok(&mut vdi(&["ls", "--json", &img, "/"])));
     let mut ours: Vec<&str> = listed["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     let mut want: Vec<&str> = theirs.lines().filter(|l| !l.starts_with('$') && !l.is_empty()).collect();
@@ -455,4 +463,74 @@ fn ntfs_files_read_as_written_by_ntfscp() {
         assert_same(&o.stdout, bytes, name);
     }
     extents_read_back(&img, 1, "/big.bin", &files[0].1);
+}
+
+/// What `vdi fs` says of bare filesystems equals what `blkid -p` says: TYPE, LABEL, UUID.
+#[test]
+fn detection_agrees_with_blkid() {
+    let work = scratch();
+    let w = work.path();
+    let cases: [(&str, &str, &[&str]); 6] = [
+        ("ext2", "mkfs.ext2", &["-q", "-F", "-L", "two"]),
+        ("ext3", "mkfs.ext3", &["-q", "-F", "-L", "three"]),
+        ("ext4", "mkfs.ext4", &["-q", "-F", "-L", "four é"]),
+        ("vfat", "mkfs.vfat", &["-n", "FATLABEL"]),
+        ("ntfs", "mkntfs", &["-q", "-F", "-Q", "-L", "NT label"]),
+        ("swap", "mkswap", &["-q", "-L", "swaplabel"]),
+    ];
+    for (kind, mkfs, args) in cases {
+        let raw = w.join(format!("{kind}.raw"));
+        fs::File::create(&raw).unwrap().set_len(8 * MB as u64).unwrap();
+        let mut a = args.to_vec();
+        a.push(raw.to_str().unwrap());
+        sh(mkfs, &a);
+        let tag = |t: &str| sh("blkid", &["-p", "-o", "value", "-s", t, raw.to_str().unwrap()]).trim_end_matches('\n').to_string();
+        let theirs = (tag("TYPE"), tag("LABEL"), tag("UUID"));
+        let t = partitions(&to_vdi(&work, &raw, &format!("{kind}.vdi")));
+        fs::remove_file(&raw).unwrap();
+        let p = &t["partitions"][0];
+        let ours = (p["filesystem"].as_str().unwrap(), p["label"].as_str().unwrap(), p["uuid"].as_str().unwrap());
+        assert_eq!(ours, (theirs.0.as_str(), theirs.1.as_str(), theirs.2.as_str()), "{kind}");
+    }
+}
+
+/// A directory of 400 names, indexed by `e2fsck -D` (a hashed directory, dir_index): every
+/// name is listed once and found by lookup.
+#[test]
+fn a_hashed_ext4_directory_lists_every_name() {
+    let work = scratch();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("many")).unwrap();
+    let names: Vec<String> = (0..400).map(|i| format!("a fairly long file name number {i:04}.txt")).collect();
+    for n in &names {
+        fs::write(src.join("many").join(n), n.as_bytes()).unwrap();
+    }
+    let raw = ext_fs(work.path(), "h.raw", &src, "mkfs.ext4", &["-b", "1024"], "8M");
+    let r = run(Command::new("e2fsck").args(["-fyD", raw.to_str().unwrap()]));
+    assert!(r.status.code().is_some_and(|c| c <= 1), "e2fsck: {}", String::from_utf8_lossy(&r.stdout));
+    let stat = sh("debugfs", &["-R", "stat /many", raw.to_str().unwrap()]);
+    let flags = u32::from_str_radix(stat.split("Flags: 0x").nth(1).unwrap().split_whitespace().next().unwrap(), 16).unwrap();
+    assert!(flags & 0x1000 != 0, "the directory is indexed (EXT4_INDEX_FL): {stat}");
+    let img = to_vdi(&work, &raw, "h.vdi");
+    let listed = json(&ok(&mut vdi(&["ls", "--json", &img, "/many"])));
+    let mut ours: Vec<&str> = listed["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    ours.sort();
+    assert_eq!(ours, names.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(ok(&mut vdi(&["cat", &img, &format!("/many/{}", names[399])])), names[399]);
+}
+
+/// ext4 with inline_data: small files and directories live in the inode (i_block and the
+/// system.data attribute); all of it lists, reads and extracts like the source.
+#[test]
+fn ext4_inline_data_reads_like_the_source() {
+    let work = scratch();
+    let src = make_tree(work.path(), true);
+    fs::write(src.join("with space/hundred.txt"), [b'x'; 100]).unwrap();
+    sh("touch", &["-h", "-d", &format!("@{MTIME}"), src.join("with space/hundred.txt").to_str().unwrap(), src.join("with space").to_str().unwrap()]);
+    let raw = ext_fs(work.path(), "inline.raw", &src, "mkfs.ext4", &["-O", "inline_data"], "16M");
+    let stat = sh("debugfs", &["-R", "stat \"/with space/hundred.txt\"", raw.to_str().unwrap()]);
+    assert!(stat.contains("Size of inline data: 100"), "{stat}");
+    let img = to_vdi(&work, &raw, "inline.vdi");
+    fs::remove_file(&raw).unwrap();
+    check_partition(&work, &img, "0", &src, true);
 }

@@ -90,11 +90,11 @@ pub fn ls(image: &Path, chain: &[PathBuf], partition: Option<u32>, path: &str, l
     Ok(0)
 }
 
-/// `vdi cat`: a file's bytes on standard output, a chunk at a time.
+/// `vdi cat`: a file's bytes on standard output, a chunk at a time (symlinks followed).
 pub fn cat(image: &Path, chain: &[PathBuf], partition: Option<u32>, path: &str) -> Result<u8> {
     let (mut o, mut fs) = open_fs(image, chain, partition)?;
     let disk = &mut DiskReader(&mut *o.disk);
-    let entry = fs.lookup(disk, path)?;
+    let entry = fs.resolve(disk, path)?;
     let mut out = io::stdout().lock();
     copy(&mut fs, disk, &entry, &mut out)?;
     out.flush()?;

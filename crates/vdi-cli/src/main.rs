@@ -258,7 +258,7 @@ enum Cmd {
         #[arg(default_value = "/")]
         path: String,
     },
-    /// Print a file inside the disk on standard output.
+    /// Print a file inside the disk on standard output (symlinks followed).
     Cat {
         #[command(flatten)]
         fs: FsArg,

@@ -5,7 +5,8 @@
 //! descriptors, inode table, directory entries). Read: 1–64 KiB blocks, 32- and 64-byte
 //! descriptors, meta_bg, bigalloc (extents stay in blocks), hashed directories (read
 //! linearly: their index blocks look like empty entries), fast and slow symlinks, inline
-//! data up to 60 bytes. Not read: a journal is not replayed; encrypted files.
+//! data (i_block and the in-inode system.data attribute). Not read: a journal is never
+//! replayed; encrypted files.
 
 use crate::error::Result;
 use crate::volume::ext_map::Mapper;
@@ -72,6 +73,8 @@ pub(crate) struct Inode {
     pub file_acl: u32,
     /// i_block: the extent tree root, the block map, or a fast symlink's target.
     pub block: [u8; 60],
+    /// Inline data past i_block's 60 bytes: the in-inode `system.data` attribute.
+    pub inline: Vec<u8>,
 }
 
 impl Inode {
@@ -213,19 +216,23 @@ impl Ext {
             return Err(VolumeError::damaged(self.span.fs, place(), format!("inode table at block {table}, outside the {} blocks", self.blocks)).into());
         }
         let at = table * self.bs + ((ino - 1) % self.ipg) * self.inode_size;
-        let len = self.inode_size.min(256) as usize;
+        // The whole inode (at most a block, checked at open): its in-inode attributes may
+        // hold inline data.
+        let len = self.inode_size as usize;
         let b = self.span.vec(disk, at, len, &|| format!("inode {ino}"))?;
         let extra = if len > 128 { le16(&b, 0x80) as usize } else { 0 };
         let mut mtime = le32(&b, 0x10) as i32 as i64;
         if len >= 0x8c && 128 + extra >= 0x8c {
             mtime += ((le32(&b, 0x88) & 3) as i64) << 32;
         }
+        let flags = le32(&b, 0x20);
         Ok(Inode {
             ino,
+            inline: if flags & FLAG_INLINE != 0 { system_data(&b, extra) } else { vec![] },
             mode: le16(&b, 0),
             size: le32(&b, 0x4) as u64 | (le32(&b, 0x6c) as u64) << 32,
             mtime,
-            flags: le32(&b, 0x20),
+            flags,
             blocks_lo: le32(&b, 0x1c),
             file_acl: le32(&b, 0x68),
             block: b[0x28..0x64].try_into().unwrap(),
@@ -268,39 +275,57 @@ impl Ext {
         if dir.size > MAX_DIR_BYTES {
             return Err(VolumeError::Limit { what: "directory size", value: dir.size, limit: MAX_DIR_BYTES }.into());
         }
-        let mut block = vec![0u8; self.bs as usize];
         let mut count = 0usize;
-        let blocks = dir.size.div_ceil(self.bs);
-        for i in 0..blocks {
+        if dir.flags & FLAG_INLINE != 0 {
+            // An inline directory: the parent's inode number, then entries in the rest of
+            // i_block and in the system.data attribute.
+            for (i, region) in [&dir.block[4..], &dir.inline[..]].into_iter().enumerate() {
+                if self.dirents(region, dir.ino, i as u64, &mut count, f)? {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        let mut block = vec![0u8; self.bs as usize];
+        for i in 0..dir.size.div_ceil(self.bs) {
             let n = (dir.size - i * self.bs).min(self.bs) as usize;
             self.read_inode(disk, dir, i * self.bs, &mut block[..n])?;
-            let mut at = 0usize;
-            while at + 8 <= n {
-                let ino = le32(&block, at) as u64;
-                let rec = le16(&block, at + 4) as usize;
-                let name_len = if self.incompat & INCOMPAT_FILETYPE != 0 { block[at + 6] as usize } else { le16(&block, at + 6) as usize };
-                if rec < 8 || rec % 4 != 0 || at + rec > n || 8 + name_len > rec {
-                    return Err(VolumeError::damaged(
-                        self.span.fs,
-                        format!("directory inode {} block {i} offset {at}", dir.ino),
-                        format!("entry length {rec} (name {name_len}) does not fit the {n}-byte block"),
-                    )
-                    .into());
-                }
-                let name = &block[at + 8..at + 8 + name_len];
-                if ino != 0 && name != b"." && name != b".." {
-                    count += 1;
-                    if count > MAX_DIR_ENTRIES {
-                        return Err(VolumeError::Limit { what: "directory entries", value: count as u64, limit: MAX_DIR_ENTRIES as u64 }.into());
-                    }
-                    if f(name, ino)? {
-                        return Ok(());
-                    }
-                }
-                at += rec;
+            if self.dirents(&block[..n], dir.ino, i, &mut count, f)? {
+                break;
             }
         }
         Ok(())
+    }
+
+    /// The entries of one directory block (or inline region); true when `f` asked to stop.
+    fn dirents(&self, block: &[u8], dir: u64, i: u64, count: &mut usize, f: &mut dyn FnMut(&[u8], u64) -> Result<bool>) -> Result<bool> {
+        let n = block.len();
+        let mut at = 0usize;
+        while at + 8 <= n {
+            let ino = le32(block, at) as u64;
+            let rec = le16(block, at + 4) as usize;
+            let name_len = if self.incompat & INCOMPAT_FILETYPE != 0 { block[at + 6] as usize } else { le16(block, at + 6) as usize };
+            if rec < 8 || rec % 4 != 0 || at + rec > n || 8 + name_len > rec {
+                return Err(VolumeError::damaged(
+                    self.span.fs,
+                    format!("directory inode {dir} block {i} offset {at}"),
+                    format!("entry length {rec} (name {name_len}) does not fit the {n}-byte block"),
+                )
+                .into());
+            }
+            let name = &block[at + 8..at + 8 + name_len];
+            if ino != 0 && name != b"." && name != b".." {
+                *count += 1;
+                if *count > MAX_DIR_ENTRIES {
+                    return Err(VolumeError::Limit { what: "directory entries", value: *count as u64, limit: MAX_DIR_ENTRIES as u64 }.into());
+                }
+                if f(name, ino)? {
+                    return Ok(true);
+                }
+            }
+            at += rec;
+        }
+        Ok(false)
     }
 
     pub fn list(&mut self, disk: &mut dyn ReadDisk, dir: &Entry) -> Result<Vec<Entry>> {
@@ -341,7 +366,8 @@ impl Ext {
     /// file's size; holes and unwritten extents read zeros).
     fn read_inode(&self, disk: &mut dyn ReadDisk, inode: &Inode, offset: u64, buf: &mut [u8]) -> Result<()> {
         if inode.flags & FLAG_INLINE != 0 {
-            return inline(&self.span, inode, offset, buf);
+            inline(inode, offset, buf);
+            return Ok(());
         }
         let m = self.mapper();
         let mut done = 0usize;
@@ -396,12 +422,31 @@ fn probe_kind(s: &[u8]) -> &'static str {
     probe(&b).map(|i| i.kind.name()).unwrap_or("ext4")
 }
 
-/// Inline data: the first 60 bytes live in i_block (the rest, in an extended attribute,
-/// is not read).
-fn inline(span: &Span, inode: &Inode, offset: u64, buf: &mut [u8]) -> Result<()> {
-    if offset + buf.len() as u64 > 60 {
-        return Err(VolumeError::Unsupported { number: 0, fs: format!("{} inline data past 60 bytes (inode {})", span.fs, inode.ino) }.into());
+/// Inline data: the first 60 bytes live in i_block, the rest in the `system.data`
+/// attribute; past both, zeros.
+fn inline(inode: &Inode, offset: u64, buf: &mut [u8]) {
+    for (i, out) in buf.iter_mut().enumerate() {
+        let p = offset as usize + i;
+        *out = if p < 60 { inode.block[p] } else { inode.inline.get(p - 60).copied().unwrap_or(0) };
     }
-    buf.copy_from_slice(&inode.block[offset as usize..offset as usize + buf.len()]);
-    Ok(())
+}
+
+/// The value of the in-inode extended attribute `system.data` (index 7, name "data"), from
+/// the attribute area after the inode's extra fields; empty when there is none.
+fn system_data(b: &[u8], extra: usize) -> Vec<u8> {
+    let start = 128 + extra;
+    if start + 4 > b.len() || le32(b, start) != 0xea02_0000 {
+        return vec![];
+    }
+    let first = start + 4;
+    let mut at = first;
+    while at + 16 <= b.len() && le32(b, at) != 0 {
+        let (name_len, index) = (b[at] as usize, b[at + 1]);
+        let (offs, inum, size) = (le16(b, at + 2) as usize, le32(b, at + 4), le32(b, at + 8) as usize);
+        if index == 7 && inum == 0 && b.get(at + 16..at + 16 + name_len) == Some(b"data") {
+            return b.get(first + offs..first + offs + size).map(<[u8]>::to_vec).unwrap_or_default();
+        }
+        at += (16 + name_len + 3) & !3;
+    }
+    vec![]
 }

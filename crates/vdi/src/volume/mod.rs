@@ -48,6 +48,8 @@ use crate::error::Result;
 
 /// Longest path, in components, a lookup walks.
 pub const MAX_PATH_DEPTH: usize = 256;
+/// Most symlinks [`Filesystem::resolve`] follows for one path (Linux's limit).
+pub const MAX_SYMLINK_HOPS: usize = 40;
 /// Most entries one directory listing returns (a listing holds them all: about 100 bytes
 /// each).
 pub const MAX_DIR_ENTRIES: usize = 1 << 17;
@@ -282,15 +284,66 @@ impl Filesystem {
             if cur.kind != EntryKind::Dir {
                 return Err(VolumeError::NotADirectory { path: format!("/{}", parts[..i].join("/")) }.into());
             }
-            cur = match &mut self.inner {
-                Inner::Ext(fs) => fs.find(disk, &cur, part),
-                Inner::Fat(fs) => fs.find(disk, &cur, part),
-                Inner::Ntfs(fs) => fs.find(disk, &cur, part),
-            }
-            .map_err(|e| numbered(e, self.number))?
-            .ok_or_else(|| VolumeError::NotFound { path: path.to_string() })?;
+            cur = self.child(disk, &cur, part)?.ok_or_else(|| VolumeError::NotFound { path: path.to_string() })?;
         }
         Ok(cur)
+    }
+
+    /// The entry a path names with every symlink on the way followed, the last one too
+    /// (what `cat` opens): relative targets from the link's directory, absolute ones from
+    /// this filesystem's root, at most [`MAX_SYMLINK_HOPS`] links.
+    pub fn resolve(&mut self, disk: &mut dyn ReadDisk, path: &str) -> Result<Entry> {
+        let mut todo: std::collections::VecDeque<String> = components(path)?.into_iter().map(String::from).collect();
+        // The entries from the root down to where the walk is.
+        let mut trail = vec![self.root(disk)?];
+        let mut hops = 0;
+        while let Some(part) = todo.pop_front() {
+            match part.as_str() {
+                "." => continue,
+                ".." => {
+                    if trail.len() > 1 {
+                        trail.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let cur = trail.last().expect("the root stays");
+            if cur.kind != EntryKind::Dir {
+                return Err(VolumeError::NotADirectory { path: cur.name.clone() }.into());
+            }
+            let cur = cur.clone();
+            let next = self.child(disk, &cur, &part)?.ok_or_else(|| VolumeError::NotFound { path: path.to_string() })?;
+            if next.kind != EntryKind::Symlink {
+                trail.push(next);
+                continue;
+            }
+            hops += 1;
+            if hops > MAX_SYMLINK_HOPS {
+                return Err(VolumeError::Limit { what: "symlinks followed", value: hops as u64, limit: MAX_SYMLINK_HOPS as u64 }.into());
+            }
+            let target = next.target.unwrap_or_default();
+            if target.starts_with('/') {
+                trail.truncate(1);
+            }
+            for p in target.split('/').filter(|c| !c.is_empty()).rev() {
+                todo.push_front(p.to_string());
+            }
+            if todo.len() > MAX_PATH_DEPTH {
+                return Err(VolumeError::Limit { what: "path depth", value: todo.len() as u64, limit: MAX_PATH_DEPTH as u64 }.into());
+            }
+        }
+        Ok(trail.pop().expect("the root stays"))
+    }
+
+    /// The entry named `name` in directory `dir`.
+    fn child(&mut self, disk: &mut dyn ReadDisk, dir: &Entry, name: &str) -> Result<Option<Entry>> {
+        match &mut self.inner {
+            Inner::Ext(fs) => fs.find(disk, dir, name),
+            Inner::Fat(fs) => fs.find(disk, dir, name),
+            Inner::Ntfs(fs) => fs.find(disk, dir, name),
+        }
+        .map_err(|e| numbered(e, self.number))
     }
 
     /// The entries of a directory, without "." and "..", in on-disk order.

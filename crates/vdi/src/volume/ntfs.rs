@@ -14,6 +14,7 @@ const ROOT: u64 = 5;
 const AT_STANDARD_INFORMATION: u32 = 0x10;
 const AT_ATTRIBUTE_LIST: u32 = 0x20;
 const AT_FILE_NAME: u32 = 0x30;
+const AT_VOLUME_NAME: u32 = 0x60;
 const AT_DATA: u32 = 0x80;
 const AT_INDEX_ROOT: u32 = 0x90;
 const AT_INDEX_ALLOCATION: u32 = 0xa0;
@@ -178,6 +179,12 @@ impl Ntfs {
         let Some(data) = data else { return Err(damaged("MFT record 0 ($MFT)", "no non-resident $DATA")) };
         fs.mft = runs(data.raw, clusters, &|| "$MFT's run list".into())?;
         Ok(fs)
+    }
+
+    /// The volume label: `$VOLUME_NAME` of the `$Volume` record (3).
+    pub fn label(&self, disk: &mut dyn ReadDisk) -> Result<String> {
+        let rec = self.record(disk, 3)?;
+        Ok(attrs(&rec).iter().find(|a| a.kind == AT_VOLUME_NAME).and_then(|a| a.resident).map(utf16le).unwrap_or_default())
     }
 
     /// Read `buf.len()` bytes at `offset` of data stored in `runs`; sparse runs and bytes

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::volume::io::ReadDisk;
-use crate::volume::{detect, gpt, mbr, FsInfo, VolumeError};
+use crate::volume::{detect, gpt, mbr, ntfs, FsInfo, FsKind, VolumeError};
 
 /// Bytes per sector the tables are read with (VDI disks have 512-byte sectors).
 pub const SECTOR: u64 = 512;
@@ -147,6 +147,15 @@ impl PartitionTable {
         for p in &mut table.partitions {
             if p.filesystem.is_none() && !is_container(p.type_id) {
                 p.filesystem = detect(disk, p.start, p.size)?;
+            }
+            if let Some(fs) = p.filesystem.as_mut().filter(|f| f.kind == FsKind::Ntfs) {
+                // NTFS keeps its label in a file: read it when the filesystem opens; a
+                // damaged one leaves the label empty (opening it will say what is wrong).
+                match ntfs::Ntfs::open(disk, p.start, p.size).and_then(|n| n.label(disk)) {
+                    Ok(label) => fs.label = label,
+                    Err(crate::VdiError::Volume(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(table)
