@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use vdi::volume::free_json::{free_plan_json, fs_compact_json};
 use vdi::volume::{FreePlan, FreeStatus};
 
@@ -15,6 +15,9 @@ pub fn compact(path: &Path, dry_run: bool, json: bool, chain: &[PathBuf]) -> Res
     // A single image is a chain of one; a snapshot is read through its parents.
     let mut l = layers::open(path, chain, if dry_run { Rw::None } else { Rw::Top })?;
     let stride = l.chain.top().header().block_stride();
+    if l.chain.top().header().kind() == Some(vdi::ImageType::Fixed) {
+        bail!("{name}: a fixed image keeps every block allocated by design; convert it to a dynamic image (vdi convert -O vdi) first");
+    }
     if dry_run {
         let plan = FreePlan::scan(&mut l.chain).with_context(|| format!("could not read the filesystems in {name}"))?;
         if json {
