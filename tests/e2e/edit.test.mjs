@@ -1,5 +1,5 @@
 // The Edit panel end to end: an editable copy in OPFS, compact, resize, header fields,
-// discard, write, repair and cancel, each result downloaded and judged by qemu-img and by
+// discard, write, repair, reclaiming what the guest deleted, and cancel, each result downloaded and judged by qemu-img and by
 // the same operation run with the `vdi` command on a copy of the same file.
 
 import assert from 'node:assert/strict';
@@ -387,6 +387,51 @@ describe('edit panel', () => {
       for (const f of [got, raw, img]) fs.rmSync(f);
     });
   }
+
+  test('reclaim what the guest deleted: a FAT16 disk\'s preview, then Compact, as vdi compact --fs-aware does', async () => {
+    const { page } = wb;
+    const mtools = (cmd, ...args) => execFileSync(cmd, args, { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } });
+    const fat = s.file('fat.img');
+    run('mkfs.vfat', ['-C', '-F', '16', fat, String(24 * 1024)]);
+    const keep = s.file('keep.bin');
+    const gone = s.file('gone.bin');
+    writePattern(keep, 0, 2 * 1024 * 1024 + 100, 3);
+    writePattern(gone, 0, 8 * 1024 * 1024, 4);
+    mtools('mcopy', '-i', fat, keep, '::keep.bin');
+    mtools('mcopy', '-i', fat, gone, '::gone.bin');
+    mtools('mdel', '-i', fat, '::gone.bin');
+    const img = s.file('fsc.vdi');
+    vdi('convert', '-O', 'vdi', fat, img);
+    const cli = s.file('fsc-cli.vdi');
+    fs.copyFileSync(img, cli);
+    const dry = JSON.parse(vdi('compact', '--fs-aware', '--dry-run', '--json', cli));
+    const done = JSON.parse(vdi('compact', '--fs-aware', '--json', cli));
+    assert.ok(dry['releasable-blocks'] >= 7, JSON.stringify(dry));
+
+    await openImage(page, img);
+    await page.click('#edit-copy');
+    await editResult(page);
+    await page.click('#fs-preview');
+    await page.waitForSelector('#fs-plan-summary');
+    const summary = await page.$eval('#fs-plan-summary', (e) => ({ text: e.textContent, ...e.dataset }));
+    assert.equal(Number(summary.releasable), dry['releasable-blocks'], summary.text);
+    const row = await page.$eval('.fs-row[data-number="0"]', (e) => ({ text: e.textContent, status: e.dataset.status }));
+    assert.equal(row.status, 'read');
+    assert.match(row.text, /vfat/);
+    assert.equal(await page.isEnabled('#fs-compact'), true);
+
+    const r = await submit(page, '#fs-compact');
+    assert.equal(Number(r.blocksReleased), done['blocks-released'], r.text);
+    assert.equal(Number(r.fileLengthAfter), done['file-length-after'], r.text);
+    // Afterwards the preview has nothing more to give back.
+    await page.waitForFunction(() => document.querySelector('#fs-plan-summary')?.dataset.releasable === '0');
+
+    const saved = await saveEdited(page, s.dir);
+    assert.equal(await sha256File(saved), await sha256File(cli), 'the page and the command made different files');
+    run('qemu-img', ['check', '-f', 'vdi', saved]);
+    await closeCopy(page);
+    for (const f of [saved, cli, img, fat, keep, gone]) fs.rmSync(f);
+  });
 });
 
 describe('edit panel without cross-origin isolation', () => {

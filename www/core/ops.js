@@ -58,6 +58,8 @@ export const OPS = deepFreeze({
   repairPlan: { args: { file: 'file' }, about: 'what repair would do to a {file} that does not open (a dry run)' },
   repairCopy: { args: { file: 'file' }, progress: true, cancel: 'flag', about: 'copy a {file} into OPFS, repair it there and open it' },
   compact: { args: { free: 'boolean?' }, progress: true, cancel: 'flag', about: 'ZERO (or FREE) blocks of zeros, shrink the file' },
+  fsFreePlan: { about: 'per partition, what its filesystem calls free and what fs-aware compaction would release (reads only)' },
+  compactFsAware: { progress: true, cancel: 'flag', about: 'release the blocks the guest\'s filesystems call free, then compact' },
   resize: { args: { size: 'count' }, progress: true, cancel: 'flag', about: 'change the virtual size' },
   discard: { args: { offset: 'index', length: 'count' }, progress: true, cancel: 'flag', about: 'drop the data of a byte range' },
   repair: { args: { dryRun: 'boolean?' }, progress: true, cancel: 'flag', about: 'fix what check finds ({dryRun} only plans)' },

@@ -187,6 +187,8 @@ export const image = {
   },
 
   compact: (free, progress, cancelled) => changing(() => s.compact(free, progress, cancelled)),
+  fsFreePlan: () => parseJson(s.fs_free_plan()),
+  compactFsAware: (progress, cancelled) => changing(() => s.compact_fs_aware(progress, cancelled)),
   resize: (size, progress, cancelled) => changing(() => s.resize(size, progress, cancelled)),
   discard: (offset, length, progress, cancelled) => changing(() => s.discard(offset, length, progress, cancelled)),
   repair: (dryRun, progress, cancelled) => changing(() => s.repair(dryRun, progress, cancelled)),

@@ -19,6 +19,7 @@ use vdi_cli::{parse_size, FileStorage};
 mod chains;
 mod convert;
 mod fs;
+mod fs_compact;
 mod layers;
 mod surgery;
 
@@ -151,6 +152,13 @@ enum Cmd {
         /// Mark all-zero blocks FREE instead of ZERO.
         #[arg(long)]
         free: bool,
+        /// Also release the blocks the guest's filesystems (ext2/3/4, FAT, exFAT, NTFS) call
+        /// free, without zero-filling them first. Refused when a filesystem is not clean.
+        #[arg(long, conflicts_with = "free")]
+        fs_aware: bool,
+        /// With --fs-aware: say per partition what would be released; write nothing.
+        #[arg(long, requires = "fs_aware")]
+        dry_run: bool,
         #[command(flatten)]
         out: Output,
         #[command(flatten)]
@@ -345,7 +353,8 @@ fn run(cli: Cli) -> Result<u8> {
         Cmd::Convert { format, block_size, layout, fixed, chain, input, output } => {
             convert::convert(&input, &output, &format, block_size, &layout, fixed, &chain.chain)
         }
-        Cmd::Compact { free, out, chain, image } => surgery::compact(&image, free, out.json(), &chain.chain),
+        Cmd::Compact { fs_aware: true, dry_run, out, chain, image, .. } => fs_compact::compact(&image, dry_run, out.json(), &chain.chain),
+        Cmd::Compact { free, out, chain, image, .. } => surgery::compact(&image, free, out.json(), &chain.chain),
         Cmd::Resize { out, image, size } => surgery::resize(&image, &size, out.json()),
         Cmd::Discard { out, offset, length, image } => surgery::discard(&image, offset, length, out.json()),
         Cmd::Repair { dry_run, out, image } => surgery::repair(&image, dry_run, out.json()),

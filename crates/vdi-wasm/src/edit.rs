@@ -50,7 +50,7 @@ fn uuid_field(v: &Value, key: &str) -> Result<Option<Uuid>, JsValue> {
 
 #[wasm_bindgen]
 impl Session {
-    fn writable_img(&mut self) -> Result<&mut VdiImage<Backend>, JsValue> {
+    pub(crate) fn writable_img(&mut self) -> Result<&mut VdiImage<Backend>, JsValue> {
         // What was read of the disk's insides may change.
         self.volume = None;
         let img = self.image_for("editing")?;

@@ -23,6 +23,7 @@ pub mod export;
 mod formats;
 pub mod labels;
 pub mod readcache;
+pub mod fs_compact;
 mod sample;
 pub mod session;
 pub mod storage;

@@ -204,6 +204,9 @@ impl<S: ReadAt> Chain<S> {
     pub fn top(&self) -> &VdiImage<S> {
         self.layers.last().expect("a chain has a layer")
     }
+    pub(crate) fn top_mut(&mut self) -> &mut VdiImage<S> {
+        self.layers.last_mut().expect("a chain has a layer")
+    }
     /// Facts about the links that do not stop reading (e.g. a parent written after the
     /// snapshot was taken).
     pub fn warnings(&self) -> &[String] {

@@ -56,6 +56,6 @@ pub use header::{Geometry, ImageType, VdiHeader, VDI_SIGNATURE};
 pub use image::{all_zero, probe, read_header, BlockState, Extent, HeaderEdit, OpenOptions, VdiImage};
 pub use monitor::{FnMonitor, Monitor, NoMonitor};
 pub use storage::{MemStorage, ReadAt, Storage};
-pub use surgery::{repair, CompactStats, RepairAction, RepairReport, ResizeStats};
+pub use surgery::{repair, CompactStats, FsCompactStats, RepairAction, RepairReport, ResizeStats};
 pub use transfer::{export_disk, export_raw, import_raw, Export, ImageSink, RawSink, SparseSink, TransferStats};
 pub use uuid::Uuid;

@@ -630,3 +630,82 @@ fn repair_keeps_a_slot_cut_short_by_the_end_of_the_file() {
         n += 1;
     }
 }
+
+/// A 2 MiB disk holding a bare FAT12 (2 KiB clusters, data from byte 19968): a file in
+/// clusters 2..=101, everything else free in the FAT, yet the whole data area holds bytes
+/// (a deleted file's). Blocks 4..=30 lie wholly in free clusters (block 31 holds the slack
+/// after the last cluster).
+fn fat12_with_a_deleted_file() -> MemStorage {
+    let mut o = CreateOptions::new(2 << 20, Uuid::from_u128(1), Uuid::from_u128(2));
+    o.block_size = BS;
+    let mut img = create(MemStorage::new(), &o, &mut NoMonitor).unwrap();
+    let mut d = pattern(9, 2 << 20);
+    d[..19968].fill(0);
+    let b = &mut d[..512];
+    b[..3].copy_from_slice(&[0xeb, 0x3c, 0x90]);
+    b[3..11].copy_from_slice(b"MSDOS5.0");
+    b[11..13].copy_from_slice(&512u16.to_le_bytes()); // bytes per sector
+    b[13] = 4; // sectors per cluster
+    b[14..16].copy_from_slice(&1u16.to_le_bytes()); // reserved sectors
+    b[16] = 2; // FATs
+    b[17..19].copy_from_slice(&512u16.to_le_bytes()); // root entries
+    b[19..21].copy_from_slice(&4096u16.to_le_bytes()); // total sectors
+    b[21] = 0xf8; // media
+    b[22..24].copy_from_slice(&3u16.to_le_bytes()); // sectors per FAT
+    b[38] = 0x29; // extended boot signature
+    b[54..62].copy_from_slice(b"FAT12   ");
+    b[510..512].copy_from_slice(&[0x55, 0xaa]);
+    for fat in [512usize, 512 + 3 * 512] {
+        let mut set = |c: usize, v: u16| {
+            let at = fat + c * 3 / 2;
+            let x = u16::from_le_bytes([d[at], d[at + 1]]);
+            let x = if c % 2 == 0 { (x & 0xf000) | v } else { (x & 0x000f) | (v << 4) };
+            d[at..at + 2].copy_from_slice(&x.to_le_bytes());
+        };
+        set(0, 0xff8);
+        set(1, 0xfff);
+        for c in 2..101 {
+            set(c, c as u16 + 1);
+        }
+        set(101, 0xfff);
+    }
+    let root = 7 * 512;
+    d[root..root + 11].copy_from_slice(b"A       BIN");
+    d[root + 11] = 0x20;
+    d[root + 26..root + 28].copy_from_slice(&2u16.to_le_bytes());
+    d[root + 28..root + 32].copy_from_slice(&(100 * 2048u32).to_le_bytes());
+    img.write_at(0, &d).unwrap();
+    img.into_storage()
+}
+
+#[test]
+fn fs_aware_compact_survives_crashes_and_power_cuts() {
+    let base = fat12_with_a_deleted_file();
+    let mut img = VdiImage::open(base.clone()).unwrap();
+    let st = img.compact_fs_aware(&mut NoMonitor).unwrap();
+    assert_eq!(st.blocks_released, 27, "{st:?}");
+    assert_eq!(st.compact.bytes_reclaimed, 27 * BS as u64);
+    let after = disk(img.storage());
+    let before = disk(&base);
+    for b in 0..32usize {
+        let r = b * BS as usize..(b + 1) * BS as usize;
+        let want: &[u8] = if (4..=30).contains(&b) { &[0u8; BS as usize] } else { &before[r.clone()] };
+        assert!(after[r] == *want, "block {b}");
+    }
+    let op = |img: &mut VdiImage<Faulty>| img.compact_fs_aware(&mut NoMonitor).map(|_| ());
+    let n = crash_everywhere("compact --fs-aware", base.clone(), &op, 0);
+    assert!(n >= 4, "compact --fs-aware made only {n} writes");
+    power_cut_everywhere("compact --fs-aware", base, &|img| img.compact_fs_aware(&mut NoMonitor).map(|_| ()));
+}
+
+#[test]
+fn fs_aware_compact_refuses_a_dirty_fat_and_writes_nothing() {
+    let base = fat12_with_a_deleted_file();
+    let mut img = VdiImage::open(base.clone()).unwrap();
+    img.write_at(0x25, &[1]).unwrap(); // the boot sector's dirty bit, as Linux sets it
+    let dirty = img.into_storage();
+    let mut img = VdiImage::open(Faulty::new(dirty, 0)).unwrap();
+    let e = img.compact_fs_aware(&mut NoMonitor).unwrap_err();
+    assert_eq!(e.kind(), "filesystem-not-clean", "{e}");
+    assert!(e.to_string().contains("dirty bit"), "{e}");
+}

@@ -65,6 +65,8 @@ export const editHandlers = {
   },
 
   compact: edit(({ free }, ctx) => image.compact(!!free, ctx.progress, ctx.cancelled)),
+  fsFreePlan: () => image.fsFreePlan(),
+  compactFsAware: edit((_, ctx) => image.compactFsAware(ctx.progress, ctx.cancelled)),
   resize: edit(({ size }, ctx) => image.resize(size, ctx.progress, ctx.cancelled)),
   discard: edit(({ offset, length }, ctx) => image.discard(offset, length, ctx.progress, ctx.cancelled)),
   repair: edit(({ dryRun }, ctx) => image.repair(!!dryRun, ctx.progress, ctx.cancelled)),

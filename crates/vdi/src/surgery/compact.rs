@@ -37,13 +37,7 @@ impl<S: Storage> VdiImage<S> {
     /// moved is honoured between moves and leaves leaked slots (see [`VdiImage::reclaim`]).
     pub fn compact(&mut self, zero_as_free: bool, monitor: &mut dyn Monitor) -> Result<CompactStats> {
         match self.header.kind() {
-            Some(ImageType::Fixed) => {
-                return Err(VdiError::Unsupported(
-                    "compacting a fixed image: every block of a fixed image stays allocated by design; \
-                     convert it to a dynamic image (vdi convert -O vdi) instead"
-                        .into(),
-                ))
-            }
+            Some(ImageType::Fixed) => return Err(super::fs_aware::fixed_refused()),
             Some(ImageType::Diff) => {
                 return Err(VdiError::Unsupported("compacting a differencing image without its parent".into()))
             }
@@ -62,7 +56,7 @@ impl<S: Storage> VdiImage<S> {
 
     /// Set the entry of every all-zero data block to `mark`, the map written per batch of
     /// entries. Returns the number of blocks marked.
-    fn mark_zero_blocks(&mut self, mark: u32, monitor: &mut dyn Monitor) -> Result<u64> {
+    pub(super) fn mark_zero_blocks(&mut self, mark: u32, monitor: &mut dyn Monitor) -> Result<u64> {
         // Sized at the first stored block: a header may claim 128 MiB blocks in a tiny file.
         let mut buf = Vec::new();
         let nb = self.header.blocks_in_image;

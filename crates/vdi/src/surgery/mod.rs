@@ -19,11 +19,13 @@
 
 mod compact;
 mod discard;
+mod fs_aware;
 mod reclaim;
 mod repair;
 mod resize;
 
 pub use compact::CompactStats;
+pub use fs_aware::FsCompactStats;
 pub use repair::{repair, RepairAction, RepairReport};
 pub use resize::ResizeStats;
 

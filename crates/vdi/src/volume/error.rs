@@ -3,7 +3,7 @@
 //! ```text
 //! VdiError::Volume(VolumeError) ── VdiError::kind() is VolumeError::kind():
 //!   no-such-partition, partition-needed, no-filesystem, unsupported-filesystem,
-//!   not-found, not-a-directory, not-a-file, damaged, limit
+//!   not-found, not-a-directory, not-a-file, damaged, limit, filesystem-not-clean
 //! ```
 //! A read of the disk itself failing stays the engine's own error (`io`, `needs-parent`...).
 
@@ -68,6 +68,19 @@ pub enum VolumeError {
         /// What is wrong: the value found and what was expected.
         detail: String,
     },
+    /// A filesystem that is not clean (mounted, a journal to replay, errors): its free
+    /// space is not trusted, and nothing on the disk is compacted.
+    #[error("partition {number} ({fs}) is not clean: {reason}; {hint}")]
+    NotClean {
+        /// The partition's number.
+        number: u32,
+        /// The filesystem's kind.
+        fs: String,
+        /// What is wrong.
+        reason: String,
+        /// How to make it clean.
+        hint: String,
+    },
     /// Something is larger than this engine reads at once (a directory of millions of
     /// entries, a path hundreds of components deep).
     #[error("{what} is {value}, more than the {limit} this engine reads")]
@@ -94,6 +107,7 @@ impl VolumeError {
             VolumeError::NotAFile { .. } => "not-a-file",
             VolumeError::Damaged { .. } => "damaged",
             VolumeError::Limit { .. } => "limit",
+            VolumeError::NotClean { .. } => "filesystem-not-clean",
         }
     }
 

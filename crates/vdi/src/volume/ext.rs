@@ -94,16 +94,16 @@ pub(crate) struct Ext {
     pub span: Span,
     pub bs: u64,
     pub blocks: u64,
-    inodes: u64,
-    ipg: u64,
-    bpg: u64,
-    groups: u64,
-    inode_size: u64,
-    desc_size: u64,
-    first_data_block: u64,
-    incompat: u32,
-    ro: u32,
-    first_meta_bg: u64,
+    pub(crate) inodes: u64,
+    pub(crate) ipg: u64,
+    pub(crate) bpg: u64,
+    pub(crate) groups: u64,
+    pub(crate) inode_size: u64,
+    pub(crate) desc_size: u64,
+    pub(crate) first_data_block: u64,
+    pub(crate) incompat: u32,
+    pub(crate) ro: u32,
+    pub(crate) first_meta_bg: u64,
 }
 
 impl Ext {
@@ -169,7 +169,7 @@ impl Ext {
         })
     }
 
-    fn has_super(&self, g: u64) -> bool {
+    pub(crate) fn has_super(&self, g: u64) -> bool {
         if self.ro & RO_SPARSE_SUPER == 0 || g <= 1 {
             return true;
         }
@@ -183,7 +183,7 @@ impl Ext {
     }
 
     /// The byte offset (in the filesystem) of group `g`'s descriptor.
-    fn desc_at(&self, g: u64) -> u64 {
+    pub(crate) fn desc_at(&self, g: u64) -> u64 {
         let per_block = self.bs / self.desc_size;
         let mg = g / per_block;
         let block = if self.incompat & INCOMPAT_META_BG != 0 && mg >= self.first_meta_bg {

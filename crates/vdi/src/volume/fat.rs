@@ -17,7 +17,7 @@ const MAX_DIR_ENTRIES: u64 = 65536;
 const FAT_WINDOW: u64 = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Width {
+pub(crate) enum Width {
     Fat12,
     Fat16,
     Fat32,
@@ -26,18 +26,18 @@ enum Width {
 /// An open FAT filesystem.
 #[derive(Debug, Clone)]
 pub(crate) struct Fat {
-    span: Span,
-    width: Width,
+    pub(crate) span: Span,
+    pub(crate) width: Width,
     /// Bytes per cluster.
-    cs: u64,
+    pub(crate) cs: u64,
     /// Byte offset of the first FAT.
-    fat_at: u64,
+    pub(crate) fat_at: u64,
     /// Byte offset of cluster 2.
-    data_at: u64,
+    pub(crate) data_at: u64,
     /// FAT12/16: the fixed root directory (offset, bytes); FAT32: its first cluster.
     root: Root,
     /// Highest valid cluster number + 1.
-    end: u32,
+    pub(crate) end: u32,
     /// A window of the FAT: (byte offset in the FAT, bytes).
     window: Option<(u64, Vec<u8>)>,
     /// The last position reached in a chain: (first cluster, index, cluster).

@@ -23,6 +23,13 @@ mod error;
 mod ext;
 mod ext_map;
 mod fat;
+mod free;
+mod free_exfat;
+mod free_ext;
+mod free_fat;
+mod free_ntfs;
+#[cfg(feature = "json")]
+pub mod free_json;
 mod gpt;
 mod io;
 #[cfg(feature = "json")]
@@ -33,6 +40,7 @@ mod table;
 
 pub use detect::detect;
 pub use error::VolumeError;
+pub use free::{FreePlan, FreeStatus, NotClean, PartitionFree};
 pub use io::{DiskReader, ReadDisk};
 pub use table::{Partition, PartitionTable, Scheme, TypeId};
 

@@ -27,30 +27,30 @@ const EPOCH_1601: i64 = 11_644_473_600;
 /// A run of clusters: `len` clusters from virtual cluster `vcn`, stored from `lcn` (None:
 /// sparse).
 #[derive(Debug, Clone, Copy)]
-struct Run {
-    vcn: u64,
-    lcn: Option<u64>,
-    len: u64,
+pub(crate) struct Run {
+    pub vcn: u64,
+    pub lcn: Option<u64>,
+    pub len: u64,
 }
 
 /// One attribute of a record.
-struct Attr<'a> {
-    kind: u32,
-    named: bool,
+pub(crate) struct Attr<'a> {
+    pub kind: u32,
+    pub named: bool,
     flags: u16,
     /// Resident: the value. Non-resident: the whole attribute (its header holds the sizes).
-    resident: Option<&'a [u8]>,
+    pub resident: Option<&'a [u8]>,
     raw: &'a [u8],
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Ntfs {
-    span: Span,
-    cs: u64,
+    pub span: Span,
+    pub cs: u64,
     rec_size: u64,
     index_size: u64,
-    mft: Vec<Run>,
-    clusters: u64,
+    pub mft: Vec<Run>,
+    pub clusters: u64,
 }
 
 fn damaged(place: impl Into<String>, detail: impl Into<String>) -> crate::VdiError {
@@ -87,7 +87,7 @@ fn fixup(buf: &mut [u8], what: &dyn Fn() -> String) -> Result<()> {
 }
 
 /// The attributes of a (fixed-up) MFT record.
-fn attrs(rec: &[u8]) -> Vec<Attr<'_>> {
+pub(crate) fn attrs(rec: &[u8]) -> Vec<Attr<'_>> {
     let mut out = vec![];
     let mut at = le16(rec, 0x14) as usize;
     while at + 16 <= rec.len() {
@@ -212,7 +212,7 @@ impl Ntfs {
     }
 
     /// MFT record `n`, fixed up.
-    fn record(&self, disk: &mut dyn ReadDisk, n: u64) -> Result<Vec<u8>> {
+    pub(crate) fn record(&self, disk: &mut dyn ReadDisk, n: u64) -> Result<Vec<u8>> {
         let what = || format!("MFT record {n}");
         let mft_len = self.mft.iter().fold(0u64, |n, r| n.saturating_add(r.len)).saturating_mul(self.cs);
         if n.checked_mul(self.rec_size).is_none_or(|o| o + self.rec_size > mft_len) {
@@ -233,7 +233,7 @@ impl Ntfs {
         Ok(rec)
     }
 
-    fn entry(&self, disk: &mut dyn ReadDisk, n: u64, name: String) -> Result<Entry> {
+    pub(crate) fn entry(&self, disk: &mut dyn ReadDisk, n: u64, name: String) -> Result<Entry> {
         let rec = self.record(disk, n)?;
         let flags = le16(&rec, 0x16);
         let list = attrs(&rec);
