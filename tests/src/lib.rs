@@ -155,3 +155,29 @@ pub fn assert_same(a: &[u8], b: &[u8], what: &str) {
         panic!("{what}: first difference at byte {i} (block {}): {:#04x} != {:#04x}", i >> 20, a[i], b[i]);
     }
 }
+
+/// A disk of bytes in memory for the `vdi::volume` readers, counting the bytes read (the
+/// bounds and damage tests require reads proportional to what is asked).
+pub struct Counted {
+    /// The disk.
+    pub bytes: Vec<u8>,
+    /// Bytes read so far.
+    pub read: std::cell::Cell<u64>,
+}
+
+impl Counted {
+    /// A disk holding `bytes`, nothing read yet.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Counted { bytes, read: std::cell::Cell::new(0) }
+    }
+}
+
+impl vdi::volume::ReadDisk for Counted {
+    fn read_disk(&mut self, offset: u64, buf: &mut [u8]) -> vdi::Result<()> {
+        self.read.set(self.read.get() + buf.len() as u64);
+        self.bytes.read_disk(offset, buf)
+    }
+    fn disk_size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+}

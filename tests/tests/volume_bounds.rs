@@ -6,11 +6,10 @@
 //! damaged fields claim. One test in this binary: the allocator is global.
 
 use std::alloc::System;
-use std::cell::Cell;
 
 use cap::Cap;
-use vdi::volume::{EntryKind, Filesystem, PartitionTable, ReadDisk};
-use vdi_tests::root;
+use vdi::volume::{EntryKind, Filesystem, PartitionTable};
+use vdi_tests::{root, Counted};
 
 #[global_allocator]
 static ALLOC: Cap<System> = Cap::new(System, usize::MAX);
@@ -23,24 +22,10 @@ const HEADROOM: usize = 8 << 20;
 /// below, for a 64 KiB image.
 const READ_BUDGET: u64 = 48 << 20;
 
-struct Counted {
-    bytes: Vec<u8>,
-    read: Cell<u64>,
-}
-
-impl ReadDisk for Counted {
-    fn read_disk(&mut self, offset: u64, buf: &mut [u8]) -> vdi::Result<()> {
-        self.read.set(self.read.get() + buf.len() as u64);
-        self.bytes.read_disk(offset, buf)
-    }
-    fn disk_size(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-}
 
 /// Everything a reader of this disk may be asked, errors allowed; returns the bytes read.
 fn exercise(bytes: Vec<u8>) -> u64 {
-    let mut disk = Counted { bytes, read: Cell::new(0) };
+    let mut disk = Counted::new(bytes);
     let Ok(table) = PartitionTable::read(&mut disk) else { return disk.read.get() };
     let mut buf = vec![0u8; 1 << 20];
     for part in table.partitions.iter().filter(|p| p.filesystem.is_some()) {

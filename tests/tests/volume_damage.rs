@@ -3,29 +3,13 @@
 //! debugfs (or the engine's own extents, checked elsewhere against the tools) points to.
 //! One test per binary would be needed for a global allocator; here the reads are counted.
 
-use std::cell::Cell;
 use std::fs;
 use std::process::Command;
 
-use vdi::volume::{Entry, Filesystem, PartitionTable, ReadDisk};
+use vdi::volume::{Entry, Filesystem, PartitionTable};
 use vdi::VdiError;
 use vdi_tests::*;
 
-/// Bytes over a Vec, counting what is read.
-struct Counted {
-    bytes: Vec<u8>,
-    read: Cell<u64>,
-}
-
-impl ReadDisk for Counted {
-    fn read_disk(&mut self, offset: u64, buf: &mut [u8]) -> vdi::Result<()> {
-        self.read.set(self.read.get() + buf.len() as u64);
-        self.bytes.read_disk(offset, buf)
-    }
-    fn disk_size(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-}
 
 fn sh(cmd: &str, args: &[&str]) -> String {
     ok(Command::new(cmd).args(args).env("MTOOLS_SKIP_CHECK", "1"))
@@ -83,7 +67,7 @@ fn damaged(r: vdi::Result<impl std::fmt::Debug>, place: &str) -> String {
 #[test]
 fn reads_are_proportional_to_what_is_asked() {
     let (bytes, _w) = ext_image();
-    let mut disk = Counted { bytes, read: Cell::new(0) };
+    let mut disk = Counted::new(bytes);
     let mut fs = open(&mut disk).unwrap();
     // Detection reads 68 KiB per candidate (sector 0's whole-disk probe included).
     assert!(disk.read.replace(0) <= 3 * 0x11000);
@@ -107,7 +91,7 @@ fn a_broken_extent_header_names_the_inode() {
     let at = inode_at(&w, &bytes, "/big.bin");
     let ino = debugfs(&w, &bytes, "stat /big.bin").split("Inode: ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     bytes[at + 0x28] = 0; // i_block: the extent header's magic
-    let mut disk = Counted { bytes, read: Cell::new(0) };
+    let mut disk = Counted::new(bytes);
     let mut fs = open(&mut disk).unwrap();
     let t = damaged(read_all(&mut fs, &mut disk, "/big.bin"), &format!("inode {ino} extent root"));
     assert!(t.contains("expected 0xf30a"), "{t}");
@@ -119,7 +103,7 @@ fn an_extent_outside_the_filesystem_is_refused() {
     let at = inode_at(&w, &bytes, "/big.bin");
     // The first extent's physical start (i_block + 12 header + 8): far past the 2048 blocks.
     bytes[at + 0x28 + 20..at + 0x28 + 24].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
-    let mut disk = Counted { bytes, read: Cell::new(0) };
+    let mut disk = Counted::new(bytes);
     let mut fs = open(&mut disk).unwrap();
     damaged(read_all(&mut fs, &mut disk, "/big.bin"), "lie outside the 2048 blocks");
 }
@@ -130,7 +114,7 @@ fn a_zero_length_directory_entry_is_refused() {
     let block: usize = debugfs(&w, &bytes, "bmap /dir 0").trim().parse().unwrap();
     // The first entry ("."): rec_len 0 would loop forever if believed.
     bytes[block * 4096 + 4..block * 4096 + 6].fill(0);
-    let mut disk = Counted { bytes, read: Cell::new(0) };
+    let mut disk = Counted::new(bytes);
     let mut fs = open(&mut disk).unwrap();
     damaged(fs.list_path(&mut disk, "/dir"), "entry length 0");
     // The rest of the filesystem still reads.
@@ -142,12 +126,12 @@ fn absurd_superblock_and_huge_directory_sizes_are_refused() {
     let (bytes, w) = ext_image();
     let mut b = bytes.clone();
     b[1024 + 0x28..1024 + 0x2c].copy_from_slice(&u32::MAX.to_le_bytes()); // s_inodes_per_group
-    damaged(open(&mut Counted { bytes: b, read: Cell::new(0) }), "superblock");
+    damaged(open(&mut Counted::new(b)), "superblock");
     // A directory claiming 2^40 bytes (of holes) is refused, not walked.
     let mut b = bytes;
     let at = inode_at(&w, &b, "/dir");
     b[at + 0x6c..at + 0x70].copy_from_slice(&256u32.to_le_bytes()); // i_size_high
-    let mut disk = Counted { bytes: b, read: Cell::new(0) };
+    let mut disk = Counted::new(b);
     let mut fs = open(&mut disk).unwrap();
     let e = fs.list_path(&mut disk, "/dir").unwrap_err();
     assert_eq!(e.kind(), "limit", "{e}");
@@ -167,7 +151,7 @@ fn fat_image() -> Vec<u8> {
 #[test]
 fn a_looping_or_broken_fat_chain_ends_in_a_named_error() {
     let bytes = fat_image();
-    let mut disk = Counted { bytes: bytes.clone(), read: Cell::new(0) };
+    let mut disk = Counted::new(bytes.clone());
     let mut fs = open(&mut disk).unwrap();
     let big = fs.lookup(&mut disk, "/BIG.BIN").unwrap();
     assert_eq!(read_all(&mut fs, &mut disk, "/big.bin").unwrap(), pattern(5, 300_000));
@@ -176,19 +160,19 @@ fn a_looping_or_broken_fat_chain_ends_in_a_named_error() {
     // The first cluster points to itself.
     let mut b = bytes.clone();
     b[fat + 2 * first..fat + 2 * first + 2].copy_from_slice(&(first as u16).to_le_bytes());
-    let mut disk = Counted { bytes: b, read: Cell::new(0) };
+    let mut disk = Counted::new(b);
     let mut fs = open(&mut disk).unwrap();
     damaged(read_all(&mut fs, &mut disk, "/big.bin"), &format!("cluster {first} points to itself"));
     // The chain ends early (an end mark on the first cluster).
     let mut b = bytes.clone();
     b[fat + 2 * first..fat + 2 * first + 2].copy_from_slice(&0xffffu16.to_le_bytes());
-    let mut disk = Counted { bytes: b, read: Cell::new(0) };
+    let mut disk = Counted::new(b);
     let mut fs = open(&mut disk).unwrap();
     damaged(read_all(&mut fs, &mut disk, "/big.bin"), "ends before byte");
     // A pointer to cluster 1 (reserved).
     let mut b = bytes;
     b[fat + 2 * first..fat + 2 * first + 2].copy_from_slice(&1u16.to_le_bytes());
-    let mut disk = Counted { bytes: b, read: Cell::new(0) };
+    let mut disk = Counted::new(b);
     let mut fs = open(&mut disk).unwrap();
     damaged(read_all(&mut fs, &mut disk, "/big.bin"), "cluster 1 is outside");
 }
@@ -201,7 +185,7 @@ fn a_file_whose_first_cluster_is_past_the_partition_has_no_extents() {
     let le16 = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
     // Cut where the data area starts: reserved sectors, the FATs, the fixed root directory.
     let data = (le16(14) + bytes[16] as usize * le16(22)) * 512 + le16(17) * 32;
-    let mut disk = Counted { bytes: bytes[..data].to_vec(), read: Cell::new(0) };
+    let mut disk = Counted::new(bytes[..data].to_vec());
     let mut fs = open(&mut disk).unwrap();
     let big = fs.lookup(&mut disk, "/big.bin").unwrap();
     damaged(fs.extents(&mut disk, &big, 0, 4), "is outside 2..");
@@ -217,7 +201,7 @@ fn ntfs_records_failing_their_checks_are_named() {
     fs::write(&big, pattern(9, 100_000)).unwrap();
     sh("ntfscp", &["-q", &img, &big, "big.bin"]);
     let bytes = fs::read(&img).unwrap();
-    let mut disk = Counted { bytes: bytes.clone(), read: Cell::new(0) };
+    let mut disk = Counted::new(bytes.clone());
     assert_eq!(read_all(&mut open(&mut disk).unwrap(), &mut disk, "/big.bin").unwrap(), pattern(9, 100_000));
     let id = open(&mut disk).unwrap().lookup(&mut disk, "/big.bin").unwrap().id as usize;
     let cluster = u16::from_le_bytes([bytes[11], bytes[12]]) as usize * bytes[13] as usize;
@@ -226,12 +210,12 @@ fn ntfs_records_failing_their_checks_are_named() {
     // The last two bytes of the record's first sector no longer match its update sequence.
     let mut b = bytes.clone();
     b[rec + 510] ^= 0xff;
-    let mut disk = Counted { bytes: b, read: Cell::new(0) };
+    let mut disk = Counted::new(b);
     let mut fs = open(&mut disk).unwrap();
     damaged(read_all(&mut fs, &mut disk, "/big.bin"), &format!("MFT record {id}: sector 0 fails its update-sequence check"));
     let mut b = bytes;
     b[rec..rec + 4].copy_from_slice(b"BAAD");
-    let mut disk = Counted { bytes: b, read: Cell::new(0) };
+    let mut disk = Counted::new(b);
     let mut fs = open(&mut disk).unwrap();
     damaged(fs.list_path(&mut disk, "/"), &format!("MFT record {id}: no FILE signature"));
 }
@@ -240,7 +224,7 @@ fn ntfs_records_failing_their_checks_are_named() {
 fn truncated_filesystems_name_what_is_past_the_end() {
     let (bytes, _w) = ext_image();
     // Cut after the first 64 KiB: the superblock is there, the root's directory block is not.
-    let mut disk = Counted { bytes: bytes[..64 << 10].to_vec(), read: Cell::new(0) };
+    let mut disk = Counted::new(bytes[..64 << 10].to_vec());
     let t = PartitionTable::read(&mut disk).unwrap();
     assert_eq!(t.partitions[0].size, 64 << 10);
     let mut fs = Filesystem::open(&mut disk, &t.partitions[0]).unwrap();
