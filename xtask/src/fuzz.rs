@@ -17,7 +17,7 @@ use crate::{root, run_cmd};
 
 /// Every target, and the seeds its corpus starts from (None: it builds its own inputs):
 /// `seeds/` holds VDI images, `seeds-volume/` partition tables and filesystems.
-pub const TARGETS: [(&str, Option<&str>); 7] = [
+pub const TARGETS: [(&str, Option<&str>); 8] = [
     ("header", Some("seeds")),
     ("open_read", Some("seeds")),
     ("check", Some("seeds")),
@@ -25,6 +25,7 @@ pub const TARGETS: [(&str, Option<&str>); 7] = [
     ("ops", None),
     ("volume_table", Some("seeds-volume")),
     ("volume_fs", Some("seeds-volume")),
+    ("volume_free", Some("seeds-volume")),
 ];
 
 /// Options every run gets: inputs up to 64 KiB, and a single allocation above 64 MiB, an RSS
