@@ -59,7 +59,7 @@ impl<S: Storage> VdiImage<S> {
 
     /// [`Self::require_consistent`] for an operation that packs the data area (compact):
     /// slots past `blocks_in_image` are accepted, since packing moves them below it.
-    fn require_consistent_but_past_blocks(&mut self, what: &str) -> Result<()> {
+    pub(crate) fn require_consistent_but_past_blocks(&mut self, what: &str) -> Result<()> {
         self.check_layout_writable()?;
         self.require_no_corruption(what, true)
     }
