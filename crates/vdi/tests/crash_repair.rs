@@ -5,7 +5,7 @@
 mod common;
 use common::crash::*;
 
-use vdi::{repair, FindingKind, Layout, MemStorage, NoMonitor, Severity, Storage};
+use vdi::{repair, FindingKind, Layout, MemStorage, NoMonitor, ReadAt, Severity, Storage};
 
 /// Point block `block`'s entry at `slot` (a Qemu-layout map starts at 0x200).
 fn point(s: &mut MemStorage, block: u64, slot: u32) {
@@ -62,4 +62,32 @@ fn repair_copies_shared_slots_into_holes_first() {
         }
         n += 1;
     }
+}
+
+#[test]
+fn repair_sets_blocks_sharing_a_slot_of_zeros_to_zero() {
+    // Block 3 is stored all zeros; block 9 shares its slot: no copy (the file would grow
+    // by a block for nothing), block 9 becomes ZERO. Block 12 shares block 7's slot (data):
+    // a copy, and the dry run says by how much the file grows for it.
+    let s = image(Layout::Qemu, false, 24 * BS as u64);
+    let mut img = vdi::VdiImage::open(s.clone()).unwrap();
+    let (vdi::Entry::Data(zero_slot), vdi::Entry::Data(data_slot)) = (img.entry(3).unwrap(), img.entry(7).unwrap()) else {
+        panic!("blocks 3 and 7 are stored")
+    };
+    let mut s = s.clone();
+    point(&mut s, 9, zero_slot);
+    point(&mut s, 12, data_slot);
+    let len = s.len().unwrap();
+    let (dry, _) = repair(s.clone(), true, &mut NoMonitor).unwrap();
+    let said = |m: &str| dry.actions.iter().any(|a| a.message.contains(m));
+    assert!(said(&format!("block 9 shared slot {zero_slot}, which holds only zeros; set to ZERO")), "{:?}", dry.actions);
+    assert!(said(&format!("grow the file by {BS} bytes while repairing (to {} bytes)", len + BS as u64)), "{:?}", dry.actions);
+    let before = blocks(&s);
+    let (rep, fixed) = repair(s.clone(), false, &mut NoMonitor).unwrap();
+    assert!(rep.after.unwrap().is_clean());
+    assert_eq!(blocks(&fixed), before);
+    let mut img = vdi::VdiImage::open(fixed.clone()).unwrap();
+    assert_eq!(img.entry(9).unwrap(), vdi::Entry::Zero);
+    assert_eq!(fixed.len().unwrap(), len + BS as u64, "one copy, none for the slot of zeros");
+    power_cut_on("repair a shared slot of zeros", s, &repair_op);
 }

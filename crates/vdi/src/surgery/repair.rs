@@ -99,6 +99,9 @@ struct EntryFixes {
     /// Blocks that shared a slot with an earlier block (block, slot, the earlier block when
     /// known): each gets a copy of it, so both read what they read before.
     copies: Vec<(u32, u32, Option<u32>)>,
+    /// Blocks that shared a slot whose stored bytes are all zeros (block, slot): set ZERO
+    /// instead of copied (they read zeros as before, and the file does not grow for them).
+    zeroed: Vec<(u32, u32)>,
     /// Where each copy goes: the slots no kept entry names, lowest first (holes below the
     /// highest slot in use, then past it), so the count never grows past what the blocks
     /// need (cleared entries only name slots past the end of the file: see `apply`).
@@ -164,6 +167,30 @@ impl EntryFixes {
         // the file back to the size its header claims could take any amount of space.
         let to_dynamic = h.kind() == Some(ImageType::Fixed) && free + clear.len() as u64 > 0;
         let grow_to = (partial && slots.is_taken(cut)).then(|| img.slot_base(cut + 1));
+        // A shared slot of zeros (as stored: zeros past the end of the file too) needs no
+        // copy: the later block becomes ZERO. Each slot is read once.
+        let mut zero_slots = std::collections::BTreeMap::new();
+        let mut buf = Vec::new();
+        let mut zeroed = Vec::new();
+        let mut kept = Vec::with_capacity(copies.len());
+        for (b, s, first) in copies {
+            let zero = match zero_slots.get(&s) {
+                Some(&z) => z,
+                None => {
+                    let at = img.slot_base(s as u64) + h.block_extra as u64;
+                    let stored = (at + h.block_size as u64).min(img.file_len).saturating_sub(at);
+                    let z = img.zeros_at(at, stored, &mut buf)?;
+                    zero_slots.insert(s, z);
+                    z
+                }
+            };
+            if zero {
+                zeroed.push((b, s));
+            } else {
+                kept.push((b, s, first));
+            }
+        }
+        let copies = kept;
         // Each skipped slot is one in use: at most in_use + copies steps.
         let mut targets = Vec::with_capacity(copies.len());
         let mut s = 0u64;
@@ -183,6 +210,7 @@ impl EntryFixes {
             free,
             in_use: slots.in_use(),
             copies,
+            zeroed,
             targets,
             grow_to,
             max_end: slots.end(),
@@ -225,6 +253,23 @@ impl EntryFixes {
         if self.copies.len() > MAX_LISTED {
             say(format!("... and {} more shared slots copied", self.copies.len() - MAX_LISTED), false);
         }
+        for (b, s) in self.zeroed.iter().take(MAX_LISTED) {
+            say(format!("block {b} shared slot {s}, which holds only zeros; set to ZERO (it reads zeros, as before)"), false);
+        }
+        if self.zeroed.len() > MAX_LISTED {
+            say(format!("... and {} more blocks sharing a slot of zeros set to ZERO", self.zeroed.len() - MAX_LISTED), false);
+        }
+        let file_len = file_len.max(self.grow_to.unwrap_or(0));
+        let peak = self.targets.iter().map(|&t| img.slot_base(t as u64 + 1)).max().unwrap_or(0);
+        if peak > file_len {
+            say(
+                format!(
+                    "the copies of shared slots grow the file by {} bytes while repairing (to {peak} bytes)",
+                    peak - file_len
+                ),
+                false,
+            );
+        }
         if self.to_dynamic {
             say(
                 format!(
@@ -253,7 +298,7 @@ impl EntryFixes {
             say(format!("{leaked} leaked slot(s) reclaimed by moving blocks from the end of the file"), false);
         }
         let end = img.slot_base(used);
-        let file_len = file_len.max(self.grow_to.unwrap_or(0));
+        let file_len = file_len.max(peak);
         if file_len > end {
             say(format!("file truncated to {end} bytes (from {file_len})"), false);
         }
@@ -280,9 +325,12 @@ impl EntryFixes {
         if recount || self.to_dynamic {
             img.write_header()?;
         }
-        // 2. Clear the bad entries.
+        // 2. Clear the bad entries; blocks that share a slot of zeros become ZERO.
         for (b, _) in &self.clear {
             img.map.set(&img.storage, *b, BLOCK_FREE)?;
+        }
+        for (b, _) in &self.zeroed {
+            img.map.set(&img.storage, *b, BLOCK_ZERO)?;
         }
         img.map.flush(&mut img.storage)?;
         // 3. Each block that shared a slot gets a copy of it in a slot no kept entry names
