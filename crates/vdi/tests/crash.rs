@@ -275,30 +275,6 @@ fn compact_reads_past_a_zero_head() {
     assert_eq!(disk(&img.into_storage()), before);
 }
 
-/// What third-party compaction tools leave: `blocks_allocated` over `blocks_in_image`, and
-/// entries naming slots past it whose data is in the file. From [`image`]: the data area is
-/// padded with holes to `blocks_in_image` (24) slots, blocks 1 and 4 (FREE) get slots 24
-/// and 25, block 13's data moves to slot 26 (its old slot becomes a hole); the count is 27.
-fn past_blocks_image(layout: Layout) -> MemStorage {
-    let mut s = image(layout, false, 24 * BS as u64);
-    let mut img = VdiImage::open(s.clone()).unwrap();
-    let (bmap, data) = (img.header().offset_bmap as u64, img.header().offset_data as u64);
-    let vdi::Entry::Data(slot13) = img.entry(13).unwrap() else { panic!("block 13 is stored") };
-    let at = |slot: u64| data + slot * BS as u64;
-    let len = s.len().unwrap();
-    s.write_at(len, &vec![0x5A; (at(24) - len) as usize]).unwrap();
-    s.write_at(at(24), &pattern(41, BS as usize)).unwrap();
-    s.write_at(at(25), &pattern(42, BS as usize)).unwrap();
-    let mut b13 = vec![0u8; BS as usize];
-    s.read_at(at(slot13 as u64), &mut b13).unwrap();
-    s.write_at(at(26), &b13).unwrap();
-    for (block, slot) in [(1u64, 24u32), (4, 25), (13, 26)] {
-        s.write_at(bmap + 4 * block, &slot.to_le_bytes()).unwrap();
-    }
-    s.write_at(0x184, &27u32.to_le_bytes()).unwrap();
-    s
-}
-
 #[test]
 fn slots_past_blocks_in_image_move_without_loss() {
     for layout in [Layout::Vbox, Layout::Qemu] {
@@ -312,6 +288,11 @@ fn slots_past_blocks_in_image_move_without_loss() {
         assert!(img.header().slots_past_blocks());
         let e = img.write_at(BS as u64, &[1]).unwrap_err();
         assert!(e.kind() == "unsupported" && e.to_string().contains("repair or compact"), "{e}");
+        // So is the header (vdi set): the same refusal.
+        let edit = vdi::HeaderEdit { comment: Some("x".into()), ..Default::default() };
+        let e = img.edit_header(&edit).unwrap_err();
+        assert!(e.kind() == "unsupported" && e.to_string().contains("repair or compact"), "{e}");
+        assert_eq!(img.storage(), &base, "nothing written");
         // Other surgery asks for repair first.
         assert_eq!(img.reclaim(&mut NoMonitor).unwrap_err().kind(), "unsupported");
         // Repair and compact keep every block, stopped anywhere or not.

@@ -91,3 +91,32 @@ fn repair_sets_blocks_sharing_a_slot_of_zeros_to_zero() {
     assert_eq!(fixed.len().unwrap(), len + BS as u64, "one copy, none for the slot of zeros");
     power_cut_on("repair a shared slot of zeros", s, &repair_op);
 }
+
+/// Compact packs slots past blocks_in_image below it, keeping only the slots check accounts
+/// for: any other corruption beside them must make it refuse (packing would cut a block
+/// away or share one slot between two blocks); repair keeps every block of each.
+#[test]
+fn compact_refuses_past_blocks_with_other_damage() {
+    let base = past_blocks_image(Layout::Qemu); // blocks 1, 4, 13 in slots 24, 25, 26; count 27
+    let mut past_the_count = base.clone();
+    past_the_count.write_at(0x184, &26u32.to_le_bytes()).unwrap(); // slot 26 past the count
+    let mut shared_below = base.clone();
+    point(&mut shared_below, 9, 0); // block 7's slot
+    let mut shared_past = base.clone();
+    point(&mut shared_past, 9, 24); // block 1's slot, past blocks_in_image
+    for (what, s, kind) in [
+        ("a slot past the count", past_the_count, FindingKind::AllocatedMismatch),
+        ("a shared slot", shared_below, FindingKind::DuplicateEntry),
+        ("a shared slot past blocks_in_image", shared_past, FindingKind::DuplicateEntry),
+    ] {
+        assert!(corruptions(&s).contains(&kind), "{what}: {:?}", corruptions(&s));
+        let mut img = vdi::VdiImage::open(s.clone()).unwrap();
+        let e = img.compact(false, &mut NoMonitor).unwrap_err();
+        assert!(e.kind() == "unsupported" && e.to_string().contains("run repair first"), "{what}: {e}");
+        assert_eq!(img.into_storage(), s, "{what}: nothing written");
+        let before = blocks(&s);
+        let (rep, fixed) = repair(s, false, &mut NoMonitor).unwrap();
+        assert!(rep.after.unwrap().is_clean(), "{what}");
+        assert_eq!(blocks(&fixed), before, "{what}: repair keeps every block");
+    }
+}

@@ -272,3 +272,27 @@ pub fn disk_blocks(s: &MemStorage, blocks: &[u64]) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// What third-party compaction tools leave: `blocks_allocated` over `blocks_in_image`, and
+/// entries naming slots past it whose data is in the file. From [`image`]: the data area is
+/// padded with holes to `blocks_in_image` (24) slots, blocks 1 and 4 (FREE) get slots 24
+/// and 25, block 13's data moves to slot 26 (its old slot becomes a hole); the count is 27.
+pub fn past_blocks_image(layout: Layout) -> MemStorage {
+    let mut s = image(layout, false, 24 * BS as u64);
+    let mut img = VdiImage::open(s.clone()).unwrap();
+    let (bmap, data) = (img.header().offset_bmap as u64, img.header().offset_data as u64);
+    let vdi::Entry::Data(slot13) = img.entry(13).unwrap() else { panic!("block 13 is stored") };
+    let at = |slot: u64| data + slot * BS as u64;
+    let len = s.len().unwrap();
+    s.write_at(len, &vec![0x5A; (at(24) - len) as usize]).unwrap();
+    s.write_at(at(24), &pattern(41, BS as usize)).unwrap();
+    s.write_at(at(25), &pattern(42, BS as usize)).unwrap();
+    let mut b13 = vec![0u8; BS as usize];
+    s.read_at(at(slot13 as u64), &mut b13).unwrap();
+    s.write_at(at(26), &b13).unwrap();
+    for (block, slot) in [(1u64, 24u32), (4, 25), (13, 26)] {
+        s.write_at(bmap + 4 * block, &slot.to_le_bytes()).unwrap();
+    }
+    s.write_at(0x184, &27u32.to_le_bytes()).unwrap();
+    s
+}
