@@ -267,11 +267,13 @@ fn scan_entries<S: ReadAt>(
                         h.blocks_in_image
                     ),
                 ),
-                EntryClass::OutOfRange(slot) => (
+                // (The slot the end of the file cuts short is past the end whatever its
+                // number: repair keeps its stored bytes.)
+                EntryClass::OutOfRange(slot) if file_len <= h.slot_offset(slot) => (
                     FindingKind::EntryOutOfRange,
                     format!("block {block} maps to slot {slot}, which is not below blocks_in_image ({})", h.blocks_in_image),
                 ),
-                EntryClass::PastEnd(slot) => {
+                EntryClass::PastEnd(slot) | EntryClass::OutOfRange(slot) => {
                     let off = h.offset_data as u64 + slot as u64 * stride;
                     let stored = file_len.saturating_sub(h.slot_offset(slot));
                     let kept = if stored > 0 {

@@ -120,3 +120,21 @@ fn compact_refuses_past_blocks_with_other_damage() {
         assert_eq!(blocks(&fixed), before, "{what}: repair keeps every block");
     }
 }
+
+#[test]
+fn a_slot_past_blocks_in_image_cut_short_is_past_the_end() {
+    // Block 13's slot 26 (past blocks_in_image, 24) is cut 1000 bytes in: check calls it
+    // past the end with its stored bytes, as for any slot; repair keeps them (zeros after).
+    let full = past_blocks_image(Layout::Qemu);
+    let mut s = full.clone();
+    s.set_len(0x400 + 26 * BS as u64 + 1000).unwrap();
+    let r = vdi::check(s.clone(), &mut NoMonitor).unwrap();
+    let f = r.findings.iter().find(|f| f.location == "block 13").expect("block 13 is reported");
+    assert_eq!(f.kind, FindingKind::EntryPastEnd, "{f:?}");
+    assert!(f.message.contains("its first 1000 bytes are stored"), "{f:?}");
+    let (rep, fixed) = repair(s, false, &mut NoMonitor).unwrap();
+    assert!(rep.actions.iter().all(|a| !a.data_lost), "{:?}", rep.actions);
+    let mut want = blocks(&full);
+    want[13].as_mut().unwrap()[1000..].fill(0);
+    assert_eq!(blocks(&fixed), want);
+}
