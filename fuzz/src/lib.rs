@@ -217,13 +217,13 @@ impl ReadAt for Capped {
 impl vdi::Storage for Capped {
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), StorageError> {
         if offset.saturating_add(buf.len() as u64) > self.cap {
-            return Err(StorageError::new(format!("quota of {} bytes exceeded", self.cap)));
+            return Err(StorageError::no_space(format!("quota of {} bytes exceeded", self.cap)));
         }
         self.inner.write_at(offset, buf)
     }
     fn set_len(&mut self, len: u64) -> Result<(), StorageError> {
         if len > self.cap {
-            return Err(StorageError::new(format!("quota of {} bytes exceeded", self.cap)));
+            return Err(StorageError::no_space(format!("quota of {} bytes exceeded", self.cap)));
         }
         self.inner.set_len(len)
     }

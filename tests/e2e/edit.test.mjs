@@ -21,6 +21,17 @@ async function editResult(page, timeout = 180000) {
   return page.$eval('#edit-result', (e) => ({ text: e.textContent, ...e.dataset }));
 }
 
+/** Click `button` and expect the page to refuse it with an error of `kind`; hide the error. */
+async function refused(page, button, kind) {
+  await page.evaluate(() => { document.querySelector('#edit-result').hidden = true; document.querySelector('#error').hidden = true; });
+  await page.click(button);
+  await page.waitForFunction(() => !document.querySelector('#edit-result').hidden || !document.querySelector('#error').hidden,
+    null, { timeout: 30000 });
+  const got = await page.$eval('#error', (e) => (e.hidden ? null : e.dataset.kind));
+  assert.equal(got, kind, `${button}: ${await page.textContent('#edit-result')}`);
+  await page.evaluate(() => { document.querySelector('#error').hidden = true; });
+}
+
 async function submit(page, button) {
   await page.evaluate(() => { document.querySelector('#edit-result').hidden = true; });
   await page.click(button);
@@ -280,6 +291,20 @@ describe('edit panel', () => {
       await page.click('#edit-copy');
       assert.match((await editResult(page)).text, /editable copy/);
       if (op === 'repair') {
+        // Before repair, the copy is as read-only as the engine makes the image: writes,
+        // resize, discard and header fields are refused, nothing changes.
+        await page.setInputFiles('#edit-write-file', src);
+        await page.fill('#edit-write-offset', '0');
+        await refused(page, '#edit-write', 'unsupported');
+        await page.fill('#edit-size', '16M');
+        await refused(page, '#edit-resize', 'unsupported');
+        await page.fill('#edit-discard-offset', '0');
+        await page.fill('#edit-discard-length', String(MiB));
+        await refused(page, '#edit-discard', 'unsupported');
+        await page.fill('#edit-comment', 'refused');
+        await refused(page, '#edit-fields', 'unsupported');
+        await page.fill('#edit-comment', '');
+        assert.equal((await headerFields(page))['blocks-allocated'].raw, '10');
         await submit(page, '#edit-repair-plan');
         const plan = await page.textContent('#edit-actions');
         assert.match(plan, /2 block\(s\) stored in slots past blocks_in_image \(8\) moved below it/);

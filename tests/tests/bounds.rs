@@ -119,9 +119,84 @@ fn surgery_on_huge_blocks_allocates_little() {
     }
 }
 
+/// A file of `len` bytes, sparse: `head` is stored, the rest reads as zeros.
+struct Sparse {
+    head: MemStorage,
+    len: u64,
+}
+
+impl ReadAt for Sparse {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        let stored = self.head.len()?;
+        let n = stored.saturating_sub(offset).min(buf.len() as u64) as usize;
+        if n > 0 {
+            self.head.read_at(offset, &mut buf[..n])?;
+        }
+        buf[n..].fill(0);
+        Ok(())
+    }
+    fn len(&self) -> Result<u64, StorageError> {
+        Ok(self.len)
+    }
+}
+
+impl vdi::Storage for Sparse {
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), StorageError> {
+        assert!(offset + buf.len() as u64 <= self.head.len()?, "a write past the stored head");
+        self.head.write_at(offset, buf)
+    }
+    fn set_len(&mut self, len: u64) -> Result<(), StorageError> {
+        assert!(len <= self.head.len()?, "grown");
+        self.head.set_len(len)?;
+        self.len = len;
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+/// An 8-block map (512-byte blocks, all stored) whose count says 2^27 slots, over a sparse
+/// 64 GiB file holding them: check, repair and compact allocate by the map, not by the
+/// count (2^27 slots would be 512 MiB of owners), and say how many slots leak.
+fn surgery_on_a_huge_count_allocates_little() {
+    let mut o = CreateOptions::new(8 * 512, Uuid::from_u128(1), Uuid::from_u128(2));
+    o.block_size = 512;
+    o.layout = Layout::Qemu;
+    let mut img = create(MemStorage::new(), &o, &mut NoMonitor).unwrap();
+    img.write_at(0, &[0xA5; 8 * 512]).unwrap();
+    let mut head = img.into_storage();
+    let count = 1u32 << 27;
+    vdi::Storage::write_at(&mut head, 0x184, &count.to_le_bytes()).unwrap();
+    let sparse = || Sparse { head: head.clone(), len: 0x400 + ((count as u64) << 9) };
+    for op in ["check", "compact", "repair"] {
+        ALLOC.set_limit(ALLOC.allocated() + HEADROOM).unwrap();
+        let left = match op {
+            "check" => {
+                let r = check(sparse(), &mut NoMonitor).unwrap();
+                assert_eq!(r.leaks, count as u64 - 8, "{:?}", r.findings);
+                assert_eq!(r.corruptions, r.past_blocks, "{:?}", r.findings);
+                None
+            }
+            "compact" => {
+                let mut img = VdiImage::open(sparse()).unwrap();
+                img.compact(false, &mut NoMonitor).unwrap();
+                Some(img.into_storage())
+            }
+            _ => Some(vdi::repair(sparse(), false, &mut NoMonitor).unwrap().1),
+        };
+        ALLOC.set_limit(usize::MAX).unwrap();
+        if let Some(s) = left {
+            assert_eq!(s.len, 0x400 + 8 * 512, "{op}");
+            assert!(check(s.head, &mut NoMonitor).unwrap().is_clean(), "{op}");
+        }
+    }
+}
+
 #[test]
 fn open_check_and_map_are_bounded_by_the_file() {
     surgery_on_huge_blocks_allocates_little();
+    surgery_on_a_huge_count_allocates_little();
     let dir = scratch();
     ok(Command::new(env!("CARGO_BIN_EXE_vdi-corpus")).arg(dir.path()));
     let mut all = Vec::new();

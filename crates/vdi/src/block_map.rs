@@ -217,6 +217,24 @@ impl EntryClassifier {
         }
     }
 
+    /// Slots below `end` taken so far: counted from what was taken (at most one per
+    /// entry), never by walking the slots.
+    pub fn taken_below(&self, end: u64) -> u64 {
+        let dense = match &self.taken {
+            Taken::Bits(bits) => {
+                let n = end.min(self.below);
+                let whole = (n / 64) as usize;
+                let mut t: u64 = bits[..whole].iter().map(|w| w.count_ones() as u64).sum();
+                if n % 64 != 0 {
+                    t += (bits[whole] & ((1u64 << (n % 64)) - 1)).count_ones() as u64;
+                }
+                t
+            }
+            Taken::Owners(owners) => owners[..end.min(self.below) as usize].iter().filter(|&&o| o != NO_OWNER).count() as u64,
+        };
+        dense + self.past.keys().take_while(|&&s| (s as u64) < end).count() as u64
+    }
+
     /// Entries classified [`EntryClass::InUse`] so far.
     pub fn in_use(&self) -> u64 {
         self.in_use

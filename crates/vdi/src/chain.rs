@@ -514,6 +514,9 @@ impl<S: Storage> Chain<S> {
             return self.layers[0].compact(false, monitor);
         }
         let t = n - 1;
+        // What compact asks of a single image: packing keeps only the slots check accounts
+        // for (slots past blocks_in_image too), so any other corruption is refused first.
+        self.layers[t].require_consistent_but_past_blocks("compacting")?;
         let mut st = CompactStats { file_len_before: self.layers[t].file_len, ..Default::default() };
         let bs = self.block_size();
         let size = self.virtual_size();

@@ -267,11 +267,13 @@ fn scan_entries<S: ReadAt>(
                         h.blocks_in_image
                     ),
                 ),
-                EntryClass::OutOfRange(slot) => (
+                // (The slot the end of the file cuts short is past the end whatever its
+                // number: repair keeps its stored bytes.)
+                EntryClass::OutOfRange(slot) if file_len <= h.slot_offset(slot) => (
                     FindingKind::EntryOutOfRange,
                     format!("block {block} maps to slot {slot}, which is not below blocks_in_image ({})", h.blocks_in_image),
                 ),
-                EntryClass::PastEnd(slot) => {
+                EntryClass::PastEnd(slot) | EntryClass::OutOfRange(slot) => {
                     let off = h.offset_data as u64 + slot as u64 * stride;
                     let stored = file_len.saturating_sub(h.slot_offset(slot));
                     let kept = if stored > 0 {
@@ -349,26 +351,27 @@ fn check_allocated_count(h: &VdiHeader, slots: &EntryClassifier, r: &mut CheckRe
     }
 }
 
-/// Slots inside the counted data area that nobody references.
+/// Slots inside the counted data area that nobody references: counted as the slots counted
+/// less those taken (the count may reach 2^32 slots in a sparse file; the map names at most
+/// `blocks_in_image`), the first [`MAX_LISTED`] listed.
 fn check_leaked_slots(h: &VdiHeader, slots: &EntryClassifier, r: &mut CheckReport) {
     let counted = (h.blocks_allocated as u64).min(slots.slots());
-    let mut leaked = 0u64;
-    for s in (0..counted).filter(|&s| !slots.is_taken(s)) {
-        leaked += 1;
-        if leaked as usize <= MAX_LISTED {
-            r.add(
-                Severity::Leak,
-                FindingKind::LeakedSlot,
-                format!("slot {s}"),
-                format!(
-                    "slot {s} (at {}) is inside the data area but no block maps to it",
-                    h.offset_data as u64 + s * h.block_stride()
-                ),
-            );
-        } else {
-            r.leaks += 1;
-        }
+    let leaked = counted - slots.taken_below(counted);
+    // Each slot skipped here is taken: at most MAX_LISTED + blocks_in_image steps.
+    let mut listed = 0u64;
+    for s in (0..counted).filter(|&s| !slots.is_taken(s)).take(MAX_LISTED.min(leaked as usize)) {
+        listed += 1;
+        r.add(
+            Severity::Leak,
+            FindingKind::LeakedSlot,
+            format!("slot {s}"),
+            format!(
+                "slot {s} (at {}) is inside the data area but no block maps to it",
+                h.offset_data as u64 + s * h.block_stride()
+            ),
+        );
     }
+    r.leaks += leaked - listed;
 }
 
 /// The file against what its blocks need: too short (a corruption) or with bytes past the

@@ -293,6 +293,12 @@ impl<S: Storage> VdiImage<S> {
     /// range; repair or compact moves those blocks first).
     pub(crate) fn check_writable_layer(&self) -> Result<()> {
         self.check_layout_writable()?;
+        self.check_no_slots_past_blocks()
+    }
+
+    /// Refuse any write while slots past `blocks_in_image` are counted (the image is
+    /// read-only until repair or compact moves them).
+    fn check_no_slots_past_blocks(&self) -> Result<()> {
         if self.header.slots_past_blocks() {
             return Err(VdiError::Unsupported(format!(
                 "writing to an image whose data area holds slots past blocks_in_image (blocks_allocated {} > {}); \
@@ -477,6 +483,7 @@ impl<S: Storage> VdiImage<S> {
         if self.header.version == VDI_VERSION_0_2 {
             return Err(VdiError::Unsupported("writing to a legacy v0.2 image".into()));
         }
+        self.check_no_slots_past_blocks()?;
         let mut h = self.header.clone();
         f(&mut h)?;
         let same_layout = h.offset_bmap == self.header.offset_bmap

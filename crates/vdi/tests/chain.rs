@@ -312,3 +312,74 @@ fn commit_and_stream_are_crash_safe() {
         assert!(n > 3, "{op} made only {n} writes");
     }
 }
+
+/// What a compaction tool leaves in `s`: block `block`'s data moved to slot
+/// `blocks_in_image + 1` (the file grown to hold it), `blocks_allocated` set to `count`
+/// (`blocks_in_image + 2` covers it; `blocks_in_image + 1` leaves it past the count).
+fn move_past_blocks(s: &MemStorage, block: u32, count: u32) -> MemStorage {
+    let mut img = VdiImage::open(s.clone()).unwrap();
+    let h = img.header().clone();
+    let Entry::Data(slot) = img.entry(block).unwrap() else { panic!("block {block} is stored") };
+    let to = h.blocks_in_image + 1;
+    let at = |s: u32| h.offset_data as u64 + s as u64 * bs();
+    let mut s = s.clone();
+    let mut data = vec![0u8; BS as usize];
+    s.read_at(at(slot), &mut data).unwrap();
+    s.set_len(at(to)).unwrap();
+    s.write_at(at(to), &data).unwrap();
+    s.write_at(h.offset_bmap as u64 + 4 * block as u64, &to.to_le_bytes()).unwrap();
+    s.write_at(0x184, &count.to_le_bytes()).unwrap();
+    s
+}
+
+/// A chain over `stores` (base first).
+fn chain_of(stores: &[MemStorage]) -> Chain<MemStorage> {
+    let mut imgs: Vec<_> = stores.iter().map(|s| VdiImage::open(s.clone()).unwrap()).collect();
+    let top = imgs.pop().unwrap();
+    Chain::resolve(top, imgs).unwrap()
+}
+
+#[test]
+fn layers_with_slots_past_blocks_in_image() {
+    let (layers, model) = three_layers();
+    let stores: Vec<MemStorage> = layers.iter().map(|l| l.storage().clone()).collect();
+    let nb = layers[2].header().blocks_in_image;
+    // The top with slots past blocks_in_image: commit and stream refuse it before writing
+    // anything (a new block would go past the map's range); so does commit for a parent.
+    let top_past = [stores[0].clone(), stores[1].clone(), move_past_blocks(&stores[2], 1, nb + 2)];
+    // (The top's first block is ZERO over the parent's data: a commit would write the
+    // parent's map first, no new block needed.)
+    let mut zero_first = stores[2].clone();
+    zero_first.write_at(VdiImage::open(zero_first.clone()).unwrap().header().offset_bmap as u64, &vdi::BLOCK_ZERO.to_le_bytes()).unwrap();
+    let mid_past = [stores[0].clone(), move_past_blocks(&stores[1], 8, nb + 2), zero_first];
+    for (what, set) in [("top", &top_past), ("parent", &mid_past)] {
+        let mut c = chain_of(set);
+        let mut want = model.clone();
+        if what == "parent" {
+            want[..BS as usize].fill(0);
+        }
+        assert_eq!(read_all(&mut c), want, "{what}: reads as before");
+        let e = c.commit(Uuid::from_u128(555), false, &mut NoMonitor).unwrap_err();
+        assert!(e.kind() == "unsupported" && e.to_string().contains("past blocks_in_image"), "{what}: {e}");
+        if what == "top" {
+            let e = c.stream(&mut NoMonitor).unwrap_err();
+            assert!(e.kind() == "unsupported" && e.to_string().contains("past blocks_in_image"), "{e}");
+        }
+        let left: Vec<MemStorage> = c.into_layers().into_iter().map(|l| l.into_storage()).collect();
+        assert_eq!(&left[..], &set[..], "{what}: nothing written");
+    }
+    // Compact of the top moves such slots below blocks_in_image without loss ...
+    let mut c = chain_of(&top_past);
+    c.compact_top(&mut NoMonitor).unwrap();
+    assert_eq!(read_all(&mut c), model);
+    let top = c.into_layers().pop().unwrap();
+    assert!(vdi::check(top.into_storage(), &mut NoMonitor).unwrap().is_clean());
+    // ... and refuses a slot past the count (packing would cut it away).
+    let uncounted = [stores[0].clone(), stores[1].clone(), move_past_blocks(&stores[2], 1, nb + 1)];
+    let mut c = chain_of(&uncounted);
+    assert_eq!(read_all(&mut c), model);
+    let e = c.compact_top(&mut NoMonitor).unwrap_err();
+    assert!(e.kind() == "unsupported" && e.to_string().contains("run repair first"), "{e}");
+    let left: Vec<MemStorage> = c.into_layers().into_iter().map(|l| l.into_storage()).collect();
+    assert_eq!(&left[..], &uncounted[..], "nothing written");
+}

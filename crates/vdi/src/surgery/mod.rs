@@ -29,6 +29,8 @@ pub use fs_aware::FsCompactStats;
 pub use repair::{repair, RepairAction, RepairReport};
 pub use resize::ResizeStats;
 
+use std::collections::BTreeMap;
+
 use crate::block_map::Entry;
 use crate::check::check_image;
 use crate::error::{Result, VdiError};
@@ -39,6 +41,14 @@ use crate::transfer::CHUNK;
 
 /// No block owns the slot (in [`VdiImage::slot_owners`]).
 const NONE: u32 = u32::MAX;
+
+/// Which block owns each slot (see [`VdiImage::slot_owners`]).
+struct SlotOwners {
+    /// Below `blocks_in_image`: the owner of each slot, or [`NONE`].
+    dense: Vec<u32>,
+    /// Past it: slot -> owner.
+    past: BTreeMap<u64, u32>,
+}
 
 impl<S: Storage> VdiImage<S> {
     /// A write barrier: everything written so far is on the disk before anything after.
@@ -61,7 +71,7 @@ impl<S: Storage> VdiImage<S> {
 
     /// [`Self::require_consistent`] for an operation that packs the data area (compact):
     /// slots past `blocks_in_image` are accepted, since packing moves them below it.
-    fn require_consistent_but_past_blocks(&mut self, what: &str) -> Result<()> {
+    pub(crate) fn require_consistent_but_past_blocks(&mut self, what: &str) -> Result<()> {
         self.check_layout_writable()?;
         self.require_no_corruption(what, true)
     }
@@ -82,16 +92,23 @@ impl<S: Storage> VdiImage<S> {
         Ok(())
     }
 
-    /// Which block owns each slot below `min(blocks_allocated, slots in the file)`.
-    fn slot_owners(&mut self) -> Result<Vec<u32>> {
+    /// Which block owns each slot below `min(blocks_allocated, slots in the file)`: a dense
+    /// array below `blocks_in_image`, the (at most `blocks_in_image`) slots past it sorted
+    /// (the count may reach 2^32 slots in a sparse file; the map names few of them).
+    fn slot_owners(&mut self) -> Result<SlotOwners> {
         let n = (self.header.blocks_allocated as u64).min(self.slots_in_file());
-        let mut owners = vec![NONE; n as usize];
         let nb = self.header.blocks_in_image;
+        let mut owners = SlotOwners { dense: vec![NONE; n.min(nb as u64) as usize], past: BTreeMap::new() };
         self.map.scan(&self.storage, 0, nb, |first, entries| {
             for (k, &raw) in entries.iter().enumerate() {
                 if let Entry::Data(s) = Entry::from_raw(raw) {
-                    if let Some(o) = owners.get_mut(s as usize) {
-                        *o = first + k as u32;
+                    let b = first + k as u32;
+                    match owners.dense.get_mut(s as usize) {
+                        Some(o) => *o = b,
+                        None if (s as u64) < n => {
+                            owners.past.insert(s as u64, b);
+                        }
+                        None => {}
                     }
                 }
             }

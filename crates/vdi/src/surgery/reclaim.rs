@@ -1,6 +1,6 @@
 //! Reclaim: fill the holes of the data area with blocks from its end, then truncate.
 
-use super::NONE;
+use super::{SlotOwners, NONE};
 use crate::error::{Result, VdiError};
 use crate::image::VdiImage;
 use crate::monitor::Monitor;
@@ -23,53 +23,56 @@ impl<S: Storage> VdiImage<S> {
     /// entries, none past the end of the file).
     pub(crate) fn reclaim_unchecked(&mut self, monitor: &mut dyn Monitor) -> Result<(u64, u64)> {
         let before = self.file_len;
-        let mut owners = self.slot_owners()?;
-        let used = owners.iter().filter(|&&o| o != NONE).count() as u64;
-        let mut buf = Vec::new();
-        let (mut lo, mut hi) = (0usize, owners.len());
-        let mut moved = 0u64;
-        let to_move = owners[used as usize..].iter().filter(|&&o| o != NONE).count() as u64;
+        let SlotOwners { mut dense, past } = self.slot_owners()?;
+        let used = dense.iter().filter(|&&o| o != NONE).count() + past.len();
+        // The slots in use at or past `used`, highest first: each moves into a hole below
+        // `used` (as many holes there as slots in use past it; all below blocks_in_image,
+        // since no more slots are in use than entries).
+        let past = past.iter().rev().map(|(&s, &b)| (s, b));
+        let high = dense.iter().enumerate().skip(used).rev().filter(|(_, &o)| o != NONE).map(|(s, &o)| (s as u64, o));
+        let sources: Vec<(u64, u32)> = past.chain(high).collect();
+        let to_move = sources.len() as u64;
         if to_move > 0 {
             // The entries that freed the holes are on the disk before a hole is overwritten.
             self.barrier()?;
         }
+        let mut buf = Vec::new();
         // (block, new slot) of the batch whose data is copied but not yet pointed at.
         let mut batch: Vec<(u32, u32)> = Vec::new();
-        loop {
-            while lo < owners.len() && owners[lo] != NONE {
-                lo += 1;
-            }
-            while hi > 0 && owners[hi - 1] == NONE {
-                hi -= 1;
-            }
-            let done = hi == 0 || lo >= hi - 1;
-            let stop = !done && monitor.cancelled();
-            if (done || stop || batch.len() == MOVE_BATCH) && !batch.is_empty() {
-                // The copies land before the entries that point at them, and the entries
-                // before their old slots are reused or cut.
-                self.barrier()?;
-                for (block, slot) in batch.drain(..) {
-                    self.map.set(&self.storage, block, slot)?;
-                }
-                self.barrier()?;
-            }
-            if done {
-                break;
-            }
-            if stop {
+        let (mut lo, mut moved) = (0usize, 0u64);
+        for &(src, block) in &sources {
+            if monitor.cancelled() {
+                self.point_batch(&mut batch)?;
                 return Err(VdiError::Cancelled);
             }
-            let src = hi - 1;
-            let block = owners[src];
-            self.copy_slot(src as u64, lo as u64, &mut buf)?;
+            while dense[lo] != NONE {
+                lo += 1;
+            }
+            self.copy_slot(src, lo as u64, &mut buf)?;
             batch.push((block, lo as u32));
-            owners[lo] = block;
-            owners[src] = NONE;
+            dense[lo] = block;
             moved += 1;
             monitor.progress(moved, to_move);
+            if batch.len() == MOVE_BATCH {
+                self.point_batch(&mut batch)?;
+            }
         }
-        self.truncate_to(used)?;
+        self.point_batch(&mut batch)?;
+        self.truncate_to(used as u64)?;
         Ok((moved, before.saturating_sub(self.file_len)))
+    }
+
+    /// Point the entries of `batch` at their copies: the copies land before the entries
+    /// that point at them, and the entries before their old slots are reused or cut.
+    fn point_batch(&mut self, batch: &mut Vec<(u32, u32)>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.barrier()?;
+        for (block, slot) in batch.drain(..) {
+            self.map.set(&self.storage, block, slot)?;
+        }
+        self.barrier()
     }
 
     /// Set `blocks_allocated` to `used` and cut the file after that many slots.

@@ -1,7 +1,7 @@
 //! Repair: rebuild what check finds broken and can be inferred, keep every block whose data
 //! is in the file, clear only entries that name no stored byte.
 
-use crate::block_map::{EntryClass, EntryClassifier, BLOCK_FREE};
+use crate::block_map::{EntryClass, EntryClassifier, BLOCK_FREE, BLOCK_ZERO};
 use crate::check::{check_image, CheckReport, MAX_LISTED};
 use crate::error::{Result, VdiError};
 use crate::header::{ImageType, VdiHeader, MAX_BLOCKS_IN_IMAGE, SECTOR_SIZE, VDI_SIGNATURE, VDI_VERSION_0_2};
@@ -96,9 +96,16 @@ struct EntryFixes {
     free: u64,
     /// Entries that keep their slot.
     in_use: u64,
-    /// Blocks that shared a slot with an earlier block, and that slot: each gets a copy of
-    /// it, so both read what they read before.
-    copies: Vec<(u32, u32, String)>,
+    /// Blocks that shared a slot with an earlier block (block, slot, the earlier block when
+    /// known): each gets a copy of it, so both read what they read before.
+    copies: Vec<(u32, u32, Option<u32>)>,
+    /// Blocks that shared a slot whose stored bytes are all zeros (block, slot): set ZERO
+    /// instead of copied (they read zeros as before, and the file does not grow for them).
+    zeroed: Vec<(u32, u32)>,
+    /// Where each copy goes: the slots no kept entry names, lowest first (holes below the
+    /// highest slot in use, then past it), so the count never grows past what the blocks
+    /// need (cleared entries only name slots past the end of the file: see `apply`).
+    targets: Vec<u32>,
     /// The end of the slot the end of the file cuts short, when an entry names it: the file
     /// grows to it (zeros), so the block keeps its stored bytes, as QEMU reads them.
     grow_to: Option<u64>,
@@ -124,7 +131,7 @@ impl EntryFixes {
         let partial = cut_start < img.file_len;
         let mut slots = EntryClassifier::with_owners(h.blocks_in_image, cut + partial as u64);
         let mut clear: Vec<(u32, String)> = Vec::new();
-        let mut copies: Vec<(u32, u32, String)> = Vec::new();
+        let mut copies: Vec<(u32, u32, Option<u32>)> = Vec::new();
         let mut free = 0u64;
         img.map.scan(&img.storage, 0, h.blocks_in_image, |first, entries| {
             for (k, &raw) in entries.iter().enumerate() {
@@ -147,13 +154,7 @@ impl EntryFixes {
                         off()
                     ),
                     EntryClass::Duplicate { slot: s, first } => {
-                        let why = format!(
-                            "block {b} (disk offset {}) shared slot {s} with {}; given its own copy of that slot, so both \
-                             read what they read before (one of them likely holds the other's data)",
-                            off(),
-                            first.map_or("an earlier block".to_string(), |f| format!("block {f}"))
-                        );
-                        copies.push((b, s, why));
+                        copies.push((b, s, first));
                         continue;
                     }
                 };
@@ -166,11 +167,51 @@ impl EntryFixes {
         // the file back to the size its header claims could take any amount of space.
         let to_dynamic = h.kind() == Some(ImageType::Fixed) && free + clear.len() as u64 > 0;
         let grow_to = (partial && slots.is_taken(cut)).then(|| img.slot_base(cut + 1));
+        // A shared slot of zeros (as stored: zeros past the end of the file too) needs no
+        // copy: the later block becomes ZERO. Each slot is read once.
+        let mut zero_slots = std::collections::BTreeMap::new();
+        let mut buf = Vec::new();
+        let mut zeroed = Vec::new();
+        let mut kept = Vec::with_capacity(copies.len());
+        for (b, s, first) in copies {
+            let zero = match zero_slots.get(&s) {
+                Some(&z) => z,
+                None => {
+                    let at = img.slot_base(s as u64) + h.block_extra as u64;
+                    let stored = (at + h.block_size as u64).min(img.file_len).saturating_sub(at);
+                    let z = img.zeros_at(at, stored, &mut buf)?;
+                    zero_slots.insert(s, z);
+                    z
+                }
+            };
+            if zero {
+                zeroed.push((b, s));
+            } else {
+                kept.push((b, s, first));
+            }
+        }
+        let copies = kept;
+        // Each skipped slot is one in use: at most in_use + copies steps.
+        let mut targets = Vec::with_capacity(copies.len());
+        let mut s = 0u64;
+        while targets.len() < copies.len() {
+            if s >= slots.end() || !slots.is_taken(s) {
+                targets.push(
+                    u32::try_from(s)
+                        .ok()
+                        .filter(|&t| t < BLOCK_ZERO)
+                        .ok_or_else(|| VdiError::Unsupported("more slots than a block-map entry can name".into()))?,
+                );
+            }
+            s += 1;
+        }
         Ok(EntryFixes {
             clear,
             free,
             in_use: slots.in_use(),
             copies,
+            zeroed,
+            targets,
             grow_to,
             max_end: slots.end(),
             slots: slots.slots(),
@@ -199,11 +240,35 @@ impl EntryFixes {
         if self.clear.len() > MAX_LISTED {
             say(format!("... and {} more entries cleared", self.clear.len() - MAX_LISTED), true);
         }
-        for (_, _, m) in self.copies.iter().take(MAX_LISTED) {
-            say(m.clone(), false);
+        let bs = img.header.block_size as u64;
+        for (b, s, first) in self.copies.iter().take(MAX_LISTED) {
+            let message = format!(
+                "block {b} (disk offset {}) shared slot {s} with {}; given its own copy of that slot, so both \
+                 read what they read before (one of them likely holds the other's data)",
+                img.header.virtual_size().min(*b as u64 * bs),
+                first.map_or("an earlier block".to_string(), |f| format!("block {f}"))
+            );
+            say(message, false);
         }
         if self.copies.len() > MAX_LISTED {
             say(format!("... and {} more shared slots copied", self.copies.len() - MAX_LISTED), false);
+        }
+        for (b, s) in self.zeroed.iter().take(MAX_LISTED) {
+            say(format!("block {b} shared slot {s}, which holds only zeros; set to ZERO (it reads zeros, as before)"), false);
+        }
+        if self.zeroed.len() > MAX_LISTED {
+            say(format!("... and {} more blocks sharing a slot of zeros set to ZERO", self.zeroed.len() - MAX_LISTED), false);
+        }
+        let file_len = file_len.max(self.grow_to.unwrap_or(0));
+        let peak = self.targets.iter().map(|&t| img.slot_base(t as u64 + 1)).max().unwrap_or(0);
+        if peak > file_len {
+            say(
+                format!(
+                    "the copies of shared slots grow the file by {} bytes while repairing (to {peak} bytes)",
+                    peak - file_len
+                ),
+                false,
+            );
         }
         if self.to_dynamic {
             say(
@@ -233,7 +298,7 @@ impl EntryFixes {
             say(format!("{leaked} leaked slot(s) reclaimed by moving blocks from the end of the file"), false);
         }
         let end = img.slot_base(used);
-        let file_len = file_len.max(self.grow_to.unwrap_or(0));
+        let file_len = file_len.max(peak);
         if file_len > end {
             say(format!("file truncated to {end} bytes (from {file_len})"), false);
         }
@@ -260,28 +325,34 @@ impl EntryFixes {
         if recount || self.to_dynamic {
             img.write_header()?;
         }
-        // 2. Clear the bad entries.
+        // 2. Clear the bad entries; blocks that share a slot of zeros become ZERO.
         for (b, _) in &self.clear {
             img.map.set(&img.storage, *b, BLOCK_FREE)?;
         }
+        for (b, _) in &self.zeroed {
+            img.map.set(&img.storage, *b, BLOCK_ZERO)?;
+        }
         img.map.flush(&mut img.storage)?;
-        // 3. Each block that shared a slot gets a copy of it past the slots counted (free:
-        // step 1), then the count covers the copies, then the entries point at them; a
-        // barrier between each (a copy lands before anything names it).
+        // 3. Each block that shared a slot gets a copy of it in a slot no kept entry names
+        // (see `targets`), then the count covers the copies, then the entries point at them;
+        // a barrier before each (a cleared entry may name a slot past the end of the file
+        // that a copy goes to: it is FREE on the disk before the copy lands there; a copy
+        // lands before anything names it).
         if !self.copies.is_empty() {
-            let first = img.header.blocks_allocated as u64;
-            let end = u32::try_from(first + self.copies.len() as u64)
-                .map_err(|_| VdiError::Unsupported("more slots than a block-map entry can name".into()))?;
+            img.barrier()?;
             let mut buf = Vec::new();
-            for (k, (_, slot, _)) in self.copies.iter().enumerate() {
-                img.copy_slot(*slot as u64, first + k as u64, &mut buf)?;
+            for ((_, slot, _), &to) in self.copies.iter().zip(&self.targets) {
+                img.copy_slot(*slot as u64, to as u64, &mut buf)?;
             }
             img.barrier()?;
-            img.header.blocks_allocated = end;
-            img.write_header()?;
-            img.barrier()?;
-            for (k, (b, _, _)) in self.copies.iter().enumerate() {
-                img.map.set(&img.storage, *b, (first + k as u64) as u32)?;
+            let end = self.targets.iter().map(|&t| t + 1).max().unwrap_or(0);
+            if end > img.header.blocks_allocated {
+                img.header.blocks_allocated = end;
+                img.write_header()?;
+                img.barrier()?;
+            }
+            for ((b, _, _), &to) in self.copies.iter().zip(&self.targets) {
+                img.map.set(&img.storage, *b, to)?;
             }
             img.barrier()?;
         }

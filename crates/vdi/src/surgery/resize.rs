@@ -225,7 +225,8 @@ impl<S: Storage> VdiImage<S> {
     /// header count, then the entries, each on the disk before the next. Returns the blocks
     /// moved and the slots now counted (`blocks_allocated`).
     fn move_first_slots(&mut self, k: u64, monitor: &mut dyn Monitor) -> Result<(u64, u64)> {
-        let owners = self.slot_owners()?;
+        // (No slot past blocks_in_image here: resize asks for a consistent image.)
+        let owners = self.slot_owners()?.dense;
         let ba = self.header.blocks_allocated as u64;
         let target0 = ba.max(k);
         let moving: Vec<(u64, u32)> =
