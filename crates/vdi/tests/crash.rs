@@ -420,7 +420,7 @@ fn fs_aware_compact_survives_crashes_and_power_cuts() {
         assert!(after[r] == *want, "block {b}");
     }
     let op = |img: &mut VdiImage<Faulty>| img.compact_fs_aware(&mut NoMonitor).map(|_| ());
-    let n = crash_everywhere("compact --fs-aware", base.clone(), &op, 0);
+    let n = crash_everywhere("compact --fs-aware", base.clone(), &op);
     assert!(n >= 4, "compact --fs-aware made only {n} writes");
     power_cut_everywhere("compact --fs-aware", base, &|img| img.compact_fs_aware(&mut NoMonitor).map(|_| ()));
 }
