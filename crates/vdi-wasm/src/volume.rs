@@ -394,7 +394,8 @@ mod tests {
     /// Folder `path` of the bare filesystem `disk` zipped piece by piece as the worker does,
     /// after the plan; checks the plan was the archive.
     #[cfg(not(target_arch = "wasm32"))]
-    fn zip_folder(disk: &mut Vec<u8>, path: &str, root: &str) -> (Vec<u8>, u64, FolderZip) {
+    fn zip_folder(mut disk: Vec<u8>, path: &str, root: &str) -> (Vec<u8>, u64, FolderZip) {
+        let disk = &mut disk;
         let table = PartitionTable::read(disk).unwrap();
         let part = table.select(None).unwrap().clone();
         let mut fs = Filesystem::open(disk, &part).unwrap();
@@ -429,8 +430,8 @@ mod tests {
             ("docs/z.txt", b"last".to_vec()),
             ("outside.txt", b"not in the zip".to_vec()),
         ];
-        let mut disk = ext4_of("ext4", &files, &[]);
-        let (out, data, z) = zip_folder(&mut disk, "/docs", "docs");
+        let disk = ext4_of("ext4", &files, &[]);
+        let (out, data, z) = zip_folder(disk, "/docs", "docs");
         assert_eq!(data, 200_000 + 11 + 4);
         assert_eq!(z.entries(), 5, "everything under /docs but the folder itself");
         crate::zip::tests::check_with_tools(&out, &files[1..6], "ext4", false);
@@ -455,8 +456,8 @@ mod tests {
             ("docs/sub/FFFFF", b"6".to_vec()),
         ];
         let renames = [("AAxevil", "../evil"), ("BBBBBBBB", "nul\0name"), ("CCC", "a\\b"), ("DD", ".."), ("EEEE", "/abs"), ("FFFFF", "..\\up")];
-        let mut disk = ext4_of("hostile", &files, &renames);
-        let (out, data, z) = zip_folder(&mut disk, "/docs", "docs");
+        let disk = ext4_of("hostile", &files, &renames);
+        let (out, data, z) = zip_folder(disk, "/docs", "docs");
         let mut skipped = z.skipped.clone();
         skipped.sort();
         assert_eq!(skipped, [r#"docs/"../evil""#, r#"docs/"/abs""#, r#"docs/"a\\b""#, r#"docs/"nul\0name""#, r#"docs/sub/"..\\up""#]);
