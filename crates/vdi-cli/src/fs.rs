@@ -81,13 +81,19 @@ pub fn ls(image: &Path, chain: &[PathBuf], partition: Option<u32>, path: &str, l
     let mut out = io::stdout().lock();
     for e in &entries {
         if long {
-            let link = e.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
-            writeln!(out, "{} {:>12} {} {}{link}", mode_text(e), e.size, date(e.mtime), e.name)?;
+            let link = e.target.as_ref().map(|t| format!(" -> {}", printable(t))).unwrap_or_default();
+            writeln!(out, "{} {:>12} {} {}{link}", mode_text(e), e.size, date(e.mtime), printable(&e.name))?;
         } else {
-            writeln!(out, "{}", e.name)?;
+            writeln!(out, "{}", printable(&e.name))?;
         }
     }
     Ok(0)
+}
+
+/// A name from an image as one line of a terminal: quoted and escaped (Rust's `{:?}`) when
+/// it holds a control character (NUL, newline, an escape sequence), as it is otherwise.
+fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().any(char::is_control) { format!("{name:?}").into() } else { name.into() }
 }
 
 /// `vdi cat`: a file's bytes on standard output, a chunk at a time (symlinks followed).
@@ -268,5 +274,7 @@ mod tests {
             assert!(bad_name(n).is_some(), "{n:?}");
         }
         assert!(bad_name("ok name é").is_none());
+        assert_eq!(printable("a\0b\n\u{1b}[31m"), r#""a\0b\n\u{1b}[31m""#);
+        assert_eq!(printable("naïve a/b"), "naïve a/b");
     }
 }

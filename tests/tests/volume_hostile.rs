@@ -1,0 +1,106 @@
+//! Names an image may hold that would leave the extraction folder: an ext4 filesystem made
+//! by mkfs.ext4 -d with placeholder names, its directory entries then patched to "../evil",
+//! "a/b", "/abs", a NUL byte, a second "..". `vdi extract` refuses those (naming them, exit
+//! non-zero), writes every other file, and writes nothing outside its destination; `vdi ls`
+//! shows them escaped.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use vdi_tests::*;
+
+/// Every path under `dir` (relative, sorted), `skip` left out.
+fn listing(dir: &Path, skip: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path == skip {
+                continue;
+            }
+            out.push(path.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            if fs::symlink_metadata(&path).unwrap().is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Each placeholder's directory entry (the name's length, the file type, the name) renamed
+/// to a name of the same length.
+fn rename(fs_img: &mut [u8], renames: &[(&str, &[u8])]) {
+    for (from, to) in renames {
+        assert_eq!(from.len(), to.len());
+        let hit = |i: usize| fs_img[i..].starts_with(from.as_bytes()) && fs_img[i - 2] as usize == from.len();
+        let at: Vec<usize> = (2..fs_img.len() - from.len()).filter(|&i| hit(i)).collect();
+        assert_eq!(at.len(), 1, "{from} is in one directory entry");
+        fs_img[at[0]..at[0] + to.len()].copy_from_slice(to);
+    }
+}
+
+#[test]
+fn extract_refuses_names_that_leave_the_destination() {
+    let work = scratch();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::create_dir_all(src.join("GGGG")).unwrap();
+    for (name, data) in [
+        ("ok.txt", "kept\n"),
+        ("AAxevil", "evil 1\n"),
+        ("BBBBBBBB", "evil 2\n"),
+        ("CCC", "evil 3\n"),
+        ("DD", "evil 4\n"),
+        ("GGGG/deep.txt", "evil 5\n"),
+        ("sub/inner.txt", "inner\n"),
+        ("sub/EEEEE", "backslash\n"),
+    ] {
+        fs::write(src.join(name), data).unwrap();
+    }
+    let raw = work.path().join("fs.img");
+    ok(Command::new("mkfs.ext4").args(["-q", "-F", "-d", src.to_str().unwrap(), raw.to_str().unwrap(), "4M"]));
+    let mut bytes = fs::read(&raw).unwrap();
+    rename(&mut bytes, &[("AAxevil", b"../evil"), ("BBBBBBBB", b"nul\0name"), ("CCC", b"a/b"), ("DD", b".."), ("GGGG", b"/abs"), ("EEEEE", b"..\\up")]);
+    fs::write(&raw, bytes).unwrap();
+    let img = p(&work, "hostile.vdi");
+    ok(&mut vdi(&["convert", "-O", "vdi", raw.to_str().unwrap(), &img]));
+
+    // DEST sits in a folder with a sibling marker folder; "../evil" would land in that folder.
+    let scene = work.path().join("scene");
+    let dest = scene.join("dest");
+    fs::create_dir_all(scene.join("marker")).unwrap();
+    fs::write(scene.join("marker/keep"), b"marker").unwrap();
+    let (before, top_before) = (listing(&scene, &dest), listing(work.path(), &scene));
+    let o = run(&mut vdi(&["extract", &img, "/", dest.to_str().unwrap()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "refusals make the exit status non-zero: {err}");
+    for named in [r#""/../evil""#, r#""/nul\0name""#, r#""/a/b""#, r#""//abs""#, "4 entries were not extracted"] {
+        assert!(err.contains(named), "{named} in: {err}");
+    }
+    assert_eq!(listing(&scene, &dest), before, "nothing written beside the destination");
+    assert_eq!(listing(work.path(), &scene), top_before, "nothing written above it");
+    // Every other file, with its bytes; "..\up" is an ordinary name on Unix. The second ".."
+    // is not listed by the reader at all (it skips every "." and ".." entry).
+    assert_eq!(listing(&dest, Path::new("")), ["lost+found", "ok.txt", "sub", "sub/..\\up", "sub/inner.txt"]);
+    assert_eq!(fs::read_to_string(dest.join("ok.txt")).unwrap(), "kept\n");
+    assert_eq!(fs::read_to_string(dest.join("sub/..\\up")).unwrap(), "backslash\n");
+
+    // ls: the names as stored in JSON, escaped on the terminal; cat still reads.
+    let names: Vec<String> = json(&ok(&mut vdi(&["ls", "--json", &img, "/"])))["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    for n in ["../evil", "nul\0name", "a/b", "/abs", "ok.txt"] {
+        assert!(names.iter().any(|x| x == n), "{n:?} in {names:?}");
+    }
+    let plain = ok(&mut vdi(&["ls", &img, "/"]));
+    assert!(plain.lines().any(|l| l == r#""nul\0name""#), "escaped: {plain:?}");
+    assert!(!plain.contains('\0'));
+    assert_eq!(ok(&mut vdi(&["cat", &img, "/ok.txt"])), "kept\n");
+    assert_eq!(ok(&mut vdi(&["cat", &img, "/sub/..\\up"])), "backslash\n");
+}
