@@ -171,9 +171,20 @@ impl Extractor {
             return Ok(());
         }
         let target = dir.join(&e.name);
-        if fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
-            self.refuse(&shown, &format!("{} already exists as a symlink", target.display()));
-            return Ok(());
+        if let Ok(m) = fs::symlink_metadata(&target) {
+            // Only a file over a file or a folder into a folder: anything else is a name the
+            // image holds twice (or a clash with the destination), refused, not an abort.
+            let clash = match e.kind {
+                _ if m.file_type().is_symlink() => Some("a symlink"),
+                EntryKind::File if !m.is_file() => Some("something that is not a file"),
+                EntryKind::Dir if !m.is_dir() => Some("something that is not a folder"),
+                EntryKind::Symlink => Some("something else"),
+                _ => None,
+            };
+            if let Some(what) = clash {
+                self.refuse(&format!("{shown:?}"), &format!("{} already exists as {what}", target.display()));
+                return Ok(());
+            }
         }
         match e.kind {
             EntryKind::File => {
