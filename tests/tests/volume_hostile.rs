@@ -2,7 +2,7 @@
 //! by mkfs.ext4 -d with placeholder names, its directory entries then patched to "../evil",
 //! "a/b", "/abs", a NUL byte, a second "..". `vdi extract` refuses those (naming them, exit
 //! non-zero), writes every other file, and writes nothing outside its destination; `vdi ls`
-//! shows them escaped.
+//! shows them escaped. Likewise FAT long names patched to "a/b" and "../ev".
 
 use std::fs;
 use std::path::Path;
@@ -48,6 +48,27 @@ fn rename(fs_img: &mut [u8], renames: &[(&str, &[u8])]) {
     }
 }
 
+/// `vdi extract IMG / DEST`, DEST in a folder beside a marker folder ("../evil" would land
+/// there): it must fail naming each of `named` on stderr and write nothing beside or above
+/// DEST. Returns stderr.
+fn extract_refusing(work: &Path, img: &str, named: &[&str]) -> String {
+    let scene = work.join("scene");
+    let dest = scene.join("dest");
+    fs::create_dir_all(scene.join("marker")).unwrap();
+    fs::write(scene.join("marker/keep"), b"marker").unwrap();
+    let (before, top_before) = (listing(&scene, &dest), listing(work, &scene));
+    let o = run(&mut vdi(&["extract", img, "/", dest.to_str().unwrap()]));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "refusals make the exit status non-zero: {err}");
+    for n in named {
+        assert!(err.contains(n), "{n} in: {err}");
+    }
+    assert_eq!(listing(&scene, &dest), before, "nothing written beside the destination");
+    assert_eq!(listing(work, &scene), top_before, "nothing written above it");
+    assert_eq!(fs::read_to_string(scene.join("marker/keep")).unwrap(), "marker");
+    err
+}
+
 #[test]
 fn extract_refuses_names_that_leave_the_destination() {
     let work = scratch();
@@ -86,20 +107,8 @@ fn extract_refuses_names_that_leave_the_destination() {
     let img = p(&work, "hostile.vdi");
     ok(&mut vdi(&["convert", "-O", "vdi", raw.to_str().unwrap(), &img]));
 
-    // DEST sits in a folder with a sibling marker folder; "../evil" would land in that folder.
-    let scene = work.path().join("scene");
-    let dest = scene.join("dest");
-    fs::create_dir_all(scene.join("marker")).unwrap();
-    fs::write(scene.join("marker/keep"), b"marker").unwrap();
-    let (before, top_before) = (listing(&scene, &dest), listing(work.path(), &scene));
-    let o = run(&mut vdi(&["extract", &img, "/", dest.to_str().unwrap()]));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "refusals make the exit status non-zero: {err}");
-    for named in [r#""/../evil""#, r#""/nul\0name""#, r#""/a/b""#, r#""//abs""#, "6 entries were not extracted"] {
-        assert!(err.contains(named), "{named} in: {err}");
-    }
-    assert_eq!(listing(&scene, &dest), before, "nothing written beside the destination");
-    assert_eq!(listing(work.path(), &scene), top_before, "nothing written above it");
+    let err = extract_refusing(work.path(), &img, &[r#""/../evil""#, r#""/nul\0name""#, r#""/a/b""#, r#""//abs""#, "6 entries were not extracted"]);
+    let (scene, dest) = (work.path().join("scene"), work.path().join("scene/dest"));
     // Every other file, with its bytes; "..\up" is an ordinary name on Unix. The second ".."
     // is not listed by the reader at all (it skips every "." and ".." entry).
     // Names held twice ("sub" a folder and a file, "zzz" a symlink to ../marker and a folder
@@ -134,4 +143,33 @@ fn extract_refuses_names_that_leave_the_destination() {
     if first("sub") == "dir" {
         assert_eq!(ok(&mut vdi(&["cat", &img, "/sub/..\\up"])), "backslash\n");
     }
+}
+
+/// FAT long names (UTF-16 in the LFN entries, patched; the checksum covers the short name
+/// only) holding "a/b" and "../ev".
+#[test]
+fn extract_refuses_fat_long_names_that_leave_the_destination() {
+    let work = scratch();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for name in ["ok.txt", "xQz", "wQzVk"] {
+        fs::write(src.join(name), name).unwrap();
+    }
+    let raw = work.path().join("fat.img");
+    ok(Command::new("mkfs.vfat").args(["-C", raw.to_str().unwrap(), "2048"]));
+    ok(Command::new("mcopy").args(["-s", "-m", "-i", raw.to_str().unwrap()]).args(["ok.txt", "xQz", "wQzVk"].map(|n| src.join(n))).arg("::/").env("MTOOLS_SKIP_CHECK", "1"));
+    let mut bytes = fs::read(&raw).unwrap();
+    let utf16 = |s: &str| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+    for (from, to) in [("xQz", "a/b"), ("wQzVk", "../ev")] {
+        let (f, t) = (utf16(from), utf16(to));
+        let at: Vec<usize> = (0..bytes.len() - f.len()).filter(|&i| bytes[i..].starts_with(&f)).collect();
+        assert_eq!(at.len(), 1, "{from} is in one long-name entry");
+        bytes[at[0]..at[0] + t.len()].copy_from_slice(&t);
+    }
+    fs::write(&raw, bytes).unwrap();
+    let img = p(&work, "fat.vdi");
+    ok(&mut vdi(&["convert", "-O", "vdi", raw.to_str().unwrap(), &img]));
+    extract_refusing(work.path(), &img, &[r#""/a/b""#, r#""/../ev""#, "2 entries were not extracted"]);
+    assert_eq!(listing(&work.path().join("scene/dest"), Path::new("")), ["ok.txt"]);
+    assert_eq!(fs::read_to_string(work.path().join("scene/dest/ok.txt")).unwrap(), "ok.txt");
 }
