@@ -360,7 +360,7 @@ async function download() {
     const args = { chain: vol.chain, part: vol.part, path, target, name };
     const r = await jobs.run((opts) => bridge.call(dir ? 'fsZip' : 'fsSave', args, opts));
     if (!r) return;
-    const what = dir ? ` (a zip of ${r.entries} ${r.entries === 1 ? 'entry' : 'entries'}, ${human(r.dataBytes)} of files${r.skipped?.length ? `; ${plural(r.skipped.length, 'link or device')} left out` : ''})` : '';
+    const what = dir ? ` (a zip of ${r.entries} ${r.entries === 1 ? 'entry' : 'entries'}, ${human(r.dataBytes)} of files${r.skipped?.length ? `; ${r.skipped.length} ${r.skipped.length === 1 ? 'entry' : 'entries'} left out: links, devices or unsafe names` : ''})` : '';
     result.textContent = finishSave(r, { what });
     result.dataset.size = String(r.size);
     result.hidden = false;

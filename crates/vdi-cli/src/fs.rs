@@ -81,13 +81,19 @@ pub fn ls(image: &Path, chain: &[PathBuf], partition: Option<u32>, path: &str, l
     let mut out = io::stdout().lock();
     for e in &entries {
         if long {
-            let link = e.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
-            writeln!(out, "{} {:>12} {} {}{link}", mode_text(e), e.size, date(e.mtime), e.name)?;
+            let link = e.target.as_ref().map(|t| format!(" -> {}", printable(t))).unwrap_or_default();
+            writeln!(out, "{} {:>12} {} {}{link}", mode_text(e), e.size, date(e.mtime), printable(&e.name))?;
         } else {
-            writeln!(out, "{}", e.name)?;
+            writeln!(out, "{}", printable(&e.name))?;
         }
     }
     Ok(0)
+}
+
+/// A name from an image as one line of a terminal: quoted and escaped (Rust's `{:?}`) when
+/// it holds a control character (NUL, newline, an escape sequence), as it is otherwise.
+fn printable(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().any(char::is_control) { format!("{name:?}").into() } else { name.into() }
 }
 
 /// `vdi cat`: a file's bytes on standard output, a chunk at a time (symlinks followed).
@@ -165,9 +171,20 @@ impl Extractor {
             return Ok(());
         }
         let target = dir.join(&e.name);
-        if fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
-            self.refuse(&shown, &format!("{} already exists as a symlink", target.display()));
-            return Ok(());
+        if let Ok(m) = fs::symlink_metadata(&target) {
+            // Only a file over a file or a folder into a folder: anything else is a name the
+            // image holds twice (or a clash with the destination), refused, not an abort.
+            let clash = match e.kind {
+                _ if m.file_type().is_symlink() => Some("a symlink"),
+                EntryKind::File if !m.is_file() => Some("something that is not a file"),
+                EntryKind::Dir if !m.is_dir() => Some("something that is not a folder"),
+                EntryKind::Symlink => Some("something else"),
+                _ => None,
+            };
+            if let Some(what) = clash {
+                self.refuse(&format!("{shown:?}"), &format!("{} already exists as {what}", target.display()));
+                return Ok(());
+            }
         }
         match e.kind {
             EntryKind::File => {
@@ -268,5 +285,7 @@ mod tests {
             assert!(bad_name(n).is_some(), "{n:?}");
         }
         assert!(bad_name("ok name é").is_none());
+        assert_eq!(printable("a\0b\n\u{1b}[31m"), r#""a\0b\n\u{1b}[31m""#);
+        assert_eq!(printable("naïve a/b"), "naïve a/b");
     }
 }

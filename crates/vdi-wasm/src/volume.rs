@@ -75,7 +75,8 @@ pub struct FolderZip {
     current: Option<(Entry, u64)>,
     /// The central directory has been handed out.
     done: bool,
-    /// Entries left out (links, devices), by archive path.
+    /// Entries left out (links, devices, names that are not one safe path component: see
+    /// [`unsafe_name`]), by archive path.
     pub skipped: Vec<String>,
     /// Bytes of file data copied so far.
     pub data_done: u64,
@@ -147,6 +148,11 @@ impl FolderZip {
                 continue;
             };
             let (fs_path, zip_path) = (join(dir, &e.name), if arch.is_empty() { e.name.clone() } else { format!("{arch}/{}", e.name) });
+            if unsafe_name(&e.name) {
+                // A zip-slip for the user's unzip ("..", "/", "\\"), or a name no unzip keeps.
+                self.skipped.push(format!("{arch}/{:?}", e.name).trim_start_matches('/').to_string());
+                continue;
+            }
             match e.kind {
                 EntryKind::Dir => {
                     if self.stack.len() >= MAX_PATH_DEPTH {
@@ -167,6 +173,12 @@ impl FolderZip {
             }
         }
     }
+}
+
+/// A name from an image that cannot be one component of an archive path: empty, "." or
+/// "..", or holding '/', '\\' (a separator to Windows unzips) or NUL.
+fn unsafe_name(name: &str) -> bool {
+    matches!(name, "" | "." | "..") || name.contains(['/', '\\', '\0'])
 }
 
 /// A folder's size as a zip: walks it once, listing only (no file data is read), with the
@@ -347,14 +359,67 @@ impl Session {
 mod tests {
     use super::*;
 
+    /// An ext4 filesystem made by mkfs.ext4 -d from `files` (folders end in '/'), then each
+    /// (placeholder, name) of `renames` patched into its directory entry (same length).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn ext4_of(tag: &str, files: &[(&str, Vec<u8>)], renames: &[(&str, &str)]) -> Vec<u8> {
+        use std::process::Command;
+        let dir = std::env::temp_dir().join(format!("vdi-volume-{tag}-{}", std::process::id()));
+        let src = dir.join("src");
+        for (p, d) in files {
+            let at = src.join(p);
+            if p.ends_with('/') {
+                std::fs::create_dir_all(at).unwrap();
+            } else {
+                std::fs::write(at, d).unwrap();
+            }
+        }
+        let img = dir.join("fs.img");
+        std::fs::write(&img, vec![0u8; 4 << 20]).unwrap();
+        let ok = Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&src).arg(&img).status().expect("mkfs.ext4 runs");
+        assert!(ok.success());
+        let mut disk = std::fs::read(&img).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        for (from, to) in renames {
+            assert_eq!(from.len(), to.len());
+            // A directory entry: the name's length, the file type, the name.
+            let hit = |i: usize| disk[i..].starts_with(from.as_bytes()) && disk[i - 2] as usize == from.len();
+            let at: Vec<usize> = (2..disk.len() - from.len()).filter(|&i| hit(i)).collect();
+            assert_eq!(at.len(), 1, "{from} is in one directory entry");
+            disk[at[0]..at[0] + to.len()].copy_from_slice(to.as_bytes());
+        }
+        disk
+    }
+
+    /// Folder `path` of the bare filesystem `disk` zipped piece by piece as the worker does,
+    /// after the plan; checks the plan was the archive.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn zip_folder(mut disk: Vec<u8>, path: &str, root: &str) -> (Vec<u8>, u64, FolderZip) {
+        let disk = &mut disk;
+        let table = PartitionTable::read(disk).unwrap();
+        let part = table.select(None).unwrap().clone();
+        let mut fs = Filesystem::open(disk, &part).unwrap();
+        let (size, data, entries) = zip_plan(&mut fs, disk, path, root).unwrap();
+        let mut z = FolderZip::begin(&mut fs, disk, path, root).unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match z.next(&mut fs, disk, &mut buf).unwrap() {
+                ZipPiece::Meta(m) => out.extend(m),
+                ZipPiece::Data(n) => out.extend_from_slice(&buf[..n]),
+                ZipPiece::End => break,
+            }
+        }
+        assert_eq!(out.len() as u64, size, "the planned size is the archive's");
+        assert_eq!(entries, z.entries());
+        (out, data, z)
+    }
+
     /// A folder of an ext4 filesystem made by mkfs.ext4 -d, zipped piece by piece as the
     /// worker does, then read back by Python's zipfile and unzip -t.
     #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn a_folder_of_ext4_as_a_zip() {
-        use std::process::Command;
-        let dir = std::env::temp_dir().join(format!("vdi-volume-ext4-{}", std::process::id()));
-        let src = dir.join("src");
         let big: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
         let files: Vec<(&str, Vec<u8>)> = vec![
             ("docs/", vec![]),
@@ -363,42 +428,42 @@ mod tests {
             ("docs/deeper/big.bin", big),
             ("docs/deeper/empty", vec![]),
             ("docs/z.txt", b"last".to_vec()),
+            ("outside.txt", b"not in the zip".to_vec()),
         ];
-        for (p, d) in &files {
-            let at = src.join(p);
-            if p.ends_with('/') {
-                std::fs::create_dir_all(at).unwrap();
-            } else {
-                std::fs::write(at, d).unwrap();
-            }
-        }
-        std::fs::write(src.join("outside.txt"), b"not in the zip").unwrap();
-        let img = dir.join("fs.img");
-        std::fs::write(&img, vec![0u8; 4 << 20]).unwrap();
-        let ok = Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&src).arg(&img).status().expect("mkfs.ext4 runs");
-        assert!(ok.success());
-        let mut disk = std::fs::read(&img).unwrap();
-        let table = PartitionTable::read(&mut disk).unwrap();
-        let part = table.select(None).unwrap().clone();
-        let mut fs = Filesystem::open(&mut disk, &part).unwrap();
-
-        let (size, data, entries) = zip_plan(&mut fs, &mut disk, "/docs", "docs").unwrap();
-        let mut z = FolderZip::begin(&mut fs, &mut disk, "/docs", "docs").unwrap();
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            match z.next(&mut fs, &mut disk, &mut buf).unwrap() {
-                ZipPiece::Meta(m) => out.extend(m),
-                ZipPiece::Data(n) => out.extend_from_slice(&buf[..n]),
-                ZipPiece::End => break,
-            }
-        }
-        assert_eq!(out.len() as u64, size, "the planned size is the archive's");
+        let disk = ext4_of("ext4", &files, &[]);
+        let (out, data, z) = zip_folder(disk, "/docs", "docs");
         assert_eq!(data, 200_000 + 11 + 4);
-        assert_eq!(entries, 5, "everything under /docs but the folder itself");
-        let want: Vec<(&str, Vec<u8>)> = files[1..].to_vec();
-        crate::zip::tests::check_with_tools(&out, &want, "ext4", false);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(z.entries(), 5, "everything under /docs but the folder itself");
+        crate::zip::tests::check_with_tools(&out, &files[1..6], "ext4", false);
+    }
+
+    /// Names an image may hold that would leave the user's unzip folder ("../evil", "/abs",
+    /// "a\\b" for Windows) or that no unzip keeps (NUL) are left out and reported, the rest
+    /// zipped; ".." entries beyond the real one are not listed by the reader at all.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn hostile_names_are_left_out_of_the_zip() {
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            ("docs/", vec![]),
+            ("docs/ok.txt", b"kept".to_vec()),
+            ("docs/AAxevil", b"1".to_vec()),
+            ("docs/BBBBBBBB", b"2".to_vec()),
+            ("docs/CCC", b"3".to_vec()),
+            ("docs/DD", b"4".to_vec()),
+            ("docs/EEEE/", vec![]),
+            ("docs/EEEE/inner", b"5".to_vec()),
+            ("docs/sub/", vec![]),
+            ("docs/sub/FFFFF", b"6".to_vec()),
+        ];
+        let renames = [("AAxevil", "../evil"), ("BBBBBBBB", "nul\0name"), ("CCC", "a\\b"), ("DD", ".."), ("EEEE", "/abs"), ("FFFFF", "..\\up")];
+        let disk = ext4_of("hostile", &files, &renames);
+        let (out, data, z) = zip_folder(disk, "/docs", "docs");
+        let mut skipped = z.skipped.clone();
+        skipped.sort();
+        assert_eq!(skipped, [r#"docs/"../evil""#, r#"docs/"/abs""#, r#"docs/"a\\b""#, r#"docs/"nul\0name""#, r#"docs/sub/"..\\up""#]);
+        assert_eq!(data, 4, "only ok.txt's bytes");
+        let want: Vec<(&str, Vec<u8>)> = vec![("docs/ok.txt", b"kept".to_vec()), ("docs/sub/", vec![])];
+        crate::zip::tests::check_with_tools(&out, &want, "hostile", false);
     }
 
     #[test]
