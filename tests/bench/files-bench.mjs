@@ -21,7 +21,10 @@
 //            (same stub), alternated; throughput in bytes per second of what is written.
 //   memory   the worker's WebAssembly memory (the `stats` query) after each step.
 //
-// usage: node tests/bench/files-bench.mjs [--reps N] [--file-mib N] [--no-fat]
+// --profile: a CPU profile of the page (main thread) during one "open /" of the 100 GiB
+// disk, its top functions by self time logged.
+//
+// usage: node tests/bench/files-bench.mjs [--reps N] [--file-mib N] [--no-fat] [--profile]
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -33,12 +36,14 @@ const args = process.argv.slice(2);
 let REPS = 5;
 let FILE_MIB = 512;
 let FAT = true;
+let PROFILE = false;
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--reps') REPS = Number(args[++i]);
   else if (args[i] === '--file-mib') FILE_MIB = Number(args[++i]);
   else if (args[i] === '--no-fat') FAT = false;
+  else if (args[i] === '--profile') PROFILE = true;
   else {
-    console.error('usage: node tests/bench/files-bench.mjs [--reps N] [--file-mib N] [--no-fat]');
+    console.error('usage: node tests/bench/files-bench.mjs [--reps N] [--file-mib N] [--no-fat] [--profile]');
     process.exit(args[i] === '-h' || args[i] === '--help' ? 0 : 2);
   }
 }
@@ -50,7 +55,7 @@ const log = (...a) => console.error('files-bench:', ...a);
 const sh = (cmd, argv) => execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const stat = (xs) => ({ min: Math.min(...xs), median: median(xs), n: xs.length });
-const fmt = (s, unit = 'ms') => `min ${s.min.toFixed(1)} ${unit}, median ${s.median.toFixed(1)} ${unit} (n=${s.n})`;
+const fmt = (s, unit = 'ms', d = 1) => `min ${s.min.toFixed(d)}${unit && ' '}${unit}, median ${s.median.toFixed(d)}${unit && ' '}${unit} (n=${s.n})`;
 
 /** A GPT disk `name`.vdi of `size` bytes, one partition from LBA 2048 to the end holding a
  * filesystem made in place by `mkfs(raw, offset, bytes)`. Returns {vdi, written}: written
@@ -198,6 +203,30 @@ async function benchDir(page, vdi, label, results) {
   log(`${label}: ${n} entries (${shown} items rendered); first listing ${fmt(results[label].first.painted)}; again ${fmt(results[label].again.painted)}; wasm memory ${(mem / MiB).toFixed(1)} MiB`);
 }
 
+/** Log the page's top functions by self time during one openRoot of `vdi`. */
+async function profileOpen(page, vdi) {
+  const cdp = await page.context().newCDPSession(page);
+  await page.click('#tab-overview');
+  await openImage(page, vdi);
+  await cdp.send('Profiler.enable');
+  await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+  await cdp.send('Profiler.start');
+  await page.evaluate(() => document.querySelector('#tab-overview')?.click());
+  const x = await timeListing(page, '/', 'tab');
+  const { profile } = await cdp.send('Profiler.stop');
+  const self = new Map();
+  const dt = profile.timeDeltas;
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  profile.samples.forEach((id, i) => {
+    const f = byId.get(id).callFrame;
+    const k = `${f.functionName || '(anon)'} ${f.url.split('/').pop()}:${f.lineNumber + 1}`;
+    self.set(k, (self.get(k) ?? 0) + (dt[i] ?? 0) / 1000);
+  });
+  const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 12);
+  log(`profile of one open / (${x.painted.toFixed(0)} ms):`);
+  for (const [k, ms] of top) log(`  ${ms.toFixed(1)} ms  ${k}`);
+}
+
 async function benchHuge(page, disk, results) {
   const open = { listed: [], painted: [] };
   let mem = 0;
@@ -212,6 +241,7 @@ async function benchHuge(page, disk, results) {
     open.painted.push(x.painted);
     mem = Math.max(mem, await wasmMemory(page));
   }
+  if (PROFILE) await profileOpen(page, disk.vdi);
   results.huge = { virtual: disk.size, mkfsWrote: disk.written, vdiBytes: disk.vdiBytes,
     openRoot: { listed: stat(open.listed), painted: stat(open.painted) },
     workerOps: { partitions: stat(ops.partitions), fsListRoot: stat(ops.fsList), fsListRootAgain: stat(ops.fsListAgain) }, wasmMemory: mem };
@@ -280,7 +310,7 @@ async function benchRead(page, disk, results) {
   const ratios = file.map((ms, i) => rate(fileSize, ms) / rate(expSize, exp[i]));
   results.read = { fileBytes: fileSize, exportBytes: expSize, fileMs: stat(file), exportMs: stat(exp),
     fileMiBps: fr, exportMiBps: er, ratio: stat(ratios), wasmMemory: mem };
-  log(`read: file ${fmt(fr, 'MiB/s')} vs raw export ${fmt(er, 'MiB/s')}; ratio per rep ${fmt(results.read.ratio, '')}; wasm memory ${(mem / MiB).toFixed(1)} MiB`);
+  log(`read: file ${fmt(fr, 'MiB/s')} vs raw export ${fmt(er, 'MiB/s')}; ratio per rep ${fmt(results.read.ratio, '', 2)}; wasm memory ${(mem / MiB).toFixed(1)} MiB`);
 }
 
 async function main() {
