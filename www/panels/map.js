@@ -96,7 +96,23 @@ function showInHex() {
   emit('hex', { offset: block * bs, why: `Opened from block ${block} of the block map.` });
 }
 
+/** Set when the map changed while its view was hidden: painted when the view is shown. */
+let stale = false;
+
+/** Repaint now when the map's view is shown, else when it next is: painting the canvas of a
+ * large disk's map takes hundreds of ms of the main thread (it delayed the Files view,
+ * whose partitions and "where is it" change the map). The legend is cheap: kept current. */
+function redraw() {
+  if (!map || !layout) return;
+  if (document.documentElement.dataset.view === 'map') draw();
+  else {
+    stale = true;
+    renderLegend();
+  }
+}
+
 function draw() {
+  stale = false;
   const canvas = $('#map-canvas');
   const { cell, cols, dpr } = layout;
   const gap = cell >= 20 ? 2 : cell >= 6 ? 1 : 0;
@@ -282,10 +298,14 @@ export function initMap() {
     resizeTimer = setTimeout(refit, 150);
   });
   // The theme changes the colour of free blocks.
-  matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => { if (map && layout) draw(); });
-  on('view', ({ view }) => { if (view === 'map') refit(); });
-  on('partitions', (d) => { parts = d?.partitions ?? null; if (map && layout) draw(); });
-  on('highlight', (h) => { marks = h; if (map && layout) draw(); });
+  matchMedia('(prefers-color-scheme: dark)').addEventListener('change', redraw);
+  on('view', ({ view }) => {
+    if (view !== 'map') return;
+    if (stale && map && layout) draw();
+    refit();
+  });
+  on('partitions', (d) => { parts = d?.partitions ?? null; redraw(); });
+  on('highlight', (h) => { marks = h; redraw(); });
   on('image', ({ current }) => {
     hideTip();
     if (current) return loadMap();

@@ -41,7 +41,7 @@ fn run() -> Result<()> {
         "fuzz" => fuzz::fuzz(rest),
         "corpus" => fuzz::corpus(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <serve [--port N] | dist [--out DIR] | test | bench [--compact] | build-wasm | fuzz [SECONDS] [TARGET...] | corpus DIR>");
+            println!("usage: cargo xtask <serve [--port N] | dist [--out DIR] | test | bench [--compact | --files] | build-wasm | fuzz [SECONDS] [TARGET...] | corpus DIR>");
             Ok(())
         }
         other => bail!("unknown task {other:?}; try `cargo xtask help`"),
@@ -60,12 +60,17 @@ fn test(_args: &[String]) -> Result<()> {
 }
 
 /// `bench [ARGS]` runs tests/bench/bench.sh; `bench --compact [ARGS]` runs the compact
-/// benchmark, tests/bench/compact.sh, instead.
+/// benchmark, tests/bench/compact.sh, instead; `bench --files [ARGS]` the Files view's,
+/// tests/bench/files-bench.mjs (after building the wasm).
 fn bench(args: &[String]) -> Result<()> {
     setup::native()?;
     cargo(&["build", "-p", "vdi-cli", "--release"])?;
     let (script, args) = match args.split_first() {
         Some((first, rest)) if first == "--compact" => ("tests/bench/compact.sh", rest),
+        Some((first, rest)) if first == "--files" => {
+            web::build_wasm(true)?;
+            ("tests/bench/files-bench.mjs", rest)
+        }
         _ => ("tests/bench/bench.sh", args),
     };
     let status = Command::new(root().join(script))
