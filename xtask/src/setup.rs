@@ -14,8 +14,8 @@ pub fn native() -> Result<()> {
         apt_install(&["qemu-utils"])?;
     }
     // The reference tools tests/tests/volume.rs makes its disks with (e2fsprogs is part of
-    // the base system: mkfs.ext4, debugfs).
-    let tools = [("mkfs.vfat", "dosfstools"), ("mcopy", "mtools"), ("mkntfs", "ntfs-3g"), ("mkfs.exfat", "exfatprogs"), ("sgdisk", "gdisk"), ("sfdisk", "fdisk")];
+    // the base system: mkfs.ext4, debugfs), and unzip, which checks the page's zips.
+    let tools = [("mkfs.vfat", "dosfstools"), ("mcopy", "mtools"), ("mkntfs", "ntfs-3g"), ("mkfs.exfat", "exfatprogs"), ("sgdisk", "gdisk"), ("sfdisk", "fdisk"), ("unzip", "unzip")];
     let missing: Vec<&str> = tools.iter().filter(|(t, _)| Command::new(t).arg("--version").output().is_err()).map(|(_, p)| *p).collect();
     if !missing.is_empty() {
         apt_install(&missing)?;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use vdi::volume::{PartitionTable, Scheme};
 use vdi::{Disk, Result};
 
-use crate::crc32::crc32;
+use vdi::crc32::crc32;
 
 /// The largest window labelled in one call.
 pub const MAX_LABEL_WINDOW: u64 = 1 << 20;

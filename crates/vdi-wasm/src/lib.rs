@@ -17,7 +17,6 @@
 
 pub mod cells;
 pub mod chain;
-pub mod crc32;
 pub mod edit;
 pub mod export;
 mod formats;

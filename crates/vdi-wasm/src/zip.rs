@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use crate::crc32::Crc32;
+use vdi::crc32::Crc32;
 
 const LOCAL: u32 = 0x0403_4b50;
 const DESCRIPTOR: u32 = 0x0807_4b50;
@@ -403,7 +403,7 @@ pub(crate) mod tests {
         std::fs::write(&zip, bytes).unwrap();
         let manifest: String = files
             .iter()
-            .map(|(p, d)| format!("{p}\t{}\n", if p.ends_with('/') { "dir".into() } else { format!("{:08x}", crate::crc32::crc32(d)) }))
+            .map(|(p, d)| format!("{p}\t{}\n", if p.ends_with('/') { "dir".into() } else { format!("{:08x}", vdi::crc32::crc32(d)) }))
             .collect();
         std::fs::write(dir.join("want.txt"), manifest).unwrap();
         let py = r#"

@@ -30,6 +30,7 @@
 pub mod block_map;
 pub mod chain;
 pub mod check;
+pub mod crc32;
 pub mod create;
 pub mod disk;
 pub mod error;

@@ -4,7 +4,8 @@
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::volume::io::{crc32, le32, le64, utf16le, ReadDisk};
+use crate::crc32::crc32;
+use crate::volume::io::{le32, le64, utf16le, ReadDisk};
 use crate::volume::mbr::{self, Mbr};
 use crate::volume::table::{clip, Partition, PartitionTable, Scheme, TypeId, SECTOR};
 

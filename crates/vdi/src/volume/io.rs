@@ -117,26 +117,9 @@ pub(crate) fn utf16le(b: &[u8]) -> String {
     String::from_utf16_lossy(&units)
 }
 
-/// CRC-32 (IEEE 802.3, reflected), as GPT uses.
-pub(crate) fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc32_matches_the_standard_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-    }
 
     #[test]
     fn a_span_refuses_reads_past_its_end() {

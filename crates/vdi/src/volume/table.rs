@@ -217,7 +217,7 @@ pub(crate) fn clip(number: u32, start: u64, size: u64, disk: u64, findings: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::io::crc32;
+    use crate::crc32::crc32;
 
     const S: usize = SECTOR as usize;
 

@@ -1,5 +1,6 @@
 //! CRC-32 (IEEE 802.3, the polynomial of zip, gzip and the GPT header), computed in
-//! pieces: `Crc32::new()`, `update` as bytes stream by, `finish`.
+//! pieces: `Crc32::new()`, `update` as bytes stream by, `finish`. One implementation for
+//! the engine (GPT headers and entry arrays) and the wasm layer (zip, the Hex view's labels).
 
 /// The tables of the reflected polynomial 0xEDB88320 for slicing by 8 (eight bytes a
 /// step), built at compile time: `TABLES[0]` is the classic byte table.
