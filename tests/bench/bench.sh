@@ -12,13 +12,14 @@ usage() {
     cat <<'EOF'
 usage: tests/bench/bench.sh [--reps N] [--keep] [--skip-max-map] [--only OPS] [--out-dir DIR]
 
-  --reps N        samples per tool and operation, alternating the tools (default 3);
-                  the table shows the best sample. A sample over 30 s is not repeated.
+  --reps N        samples per tool and operation, alternating the tools (default 7);
+                  the table shows the minimum and the median. A sample over 30 s is not
+                  repeated.
   --keep          keep the generated images (about 11 GB) for the next run; without it
                   they are deleted at the end. A kept image is reused only when the
                   parameters recorded with it match this script's.
   --skip-max-map  skip `qemu-img map` on the maximum-size image (about 70 s a run).
-  --only OPS      comma-separated subset of: convert,null,import,small,max
+  --only OPS      comma-separated subset of: convert,null,import,vdi,flatten,small,max
                   (small = info/check/map on the 16 GiB image, max = on the maximum one).
   --out-dir DIR   where the convert and import outputs go (default target/bench). On a
                   disk, writing 4 GiB is often bound by the kernel's dirty-page writeback;
@@ -26,11 +27,11 @@ usage: tests/bench/bench.sh [--reps N] [--keep] [--skip-max-map] [--only OPS] [-
 EOF
 }
 
-REPS=3
+REPS=7
 OUT_DIR=
 KEEP=0
 SKIP_MAX_MAP=0
-ONLY=convert,null,import,small,max
+ONLY=convert,null,import,vdi,flatten,small,max
 while (($#)); do
     case $1 in
         --reps) REPS=${2:?--reps needs a number}; shift ;;
@@ -54,6 +55,7 @@ mkdir -p "$DIR"
 IMG=$DIR/bench.vdi     # 16 GiB dynamic image (generated)
 RAW=$DIR/src.raw       # the same disk as a sparse raw file (generated; import source)
 MAX=$DIR/max.vdi       # maximum-size image, 2 GiB block map (generated)
+DIFF=$DIR/Snapshots/diff.vdi  # an empty differencing image on IMG (made each run)
 PARAMS=$DIR/generated.params
 OUT_DIR=${OUT_DIR:-$DIR}
 [[ -d $OUT_DIR ]] || die "--out-dir $OUT_DIR is not a folder"
@@ -134,7 +136,7 @@ generate() {
 }
 
 cleanup() {
-    rm -f "$OUT_RAW" "$OUT_VDI" "$DIR/rss" "$DIR/stderr" "$IMG.tmp" "$RAW.tmp" "$MAX.tmp"
+    rm -f "$OUT_RAW" "$OUT_VDI" "$DIR/rss" "$DIR/stderr" "$IMG.tmp" "$RAW.tmp" "$MAX.tmp" "$DIFF"
     if ((!KEEP)); then
         rm -f "$IMG" "$RAW" "$MAX" "$PARAMS"
     fi
@@ -154,12 +156,18 @@ cmd() {
         convert/vdi) CMD=("$VDI" convert -O raw "$IMG" "$OUT_RAW") ;;
         convert/qemu) CMD=(qemu-img convert -f vdi -O raw "$IMG" "$OUT_RAW") ;;
         convert/qemu-W) CMD=(qemu-img convert -W -m 16 -f vdi -O raw "$IMG" "$OUT_RAW") ;;
+        vdi/vdi) CMD=("$VDI" convert -O vdi "$IMG" "$OUT_VDI") ;;
+        vdi/qemu) CMD=(qemu-img convert -f vdi -O vdi "$IMG" "$OUT_VDI") ;;
+        vdi/qemu-W) CMD=(qemu-img convert -W -m 16 -f vdi -O vdi "$IMG" "$OUT_VDI") ;;
+        # qemu-img cannot open a VDI differencing image: vdi alone, against its flat convert.
+        flatten/vdi) CMD=("$VDI" convert -O raw "$DIFF" "$OUT_RAW") ;;
         null/vdi) CMD=("$VDI" convert -O raw "$IMG" /dev/null) ;;
         null/qemu) CMD=(qemu-img convert -n -f vdi "$IMG" --target-image-opts "driver=null-co,size=$SIZE") ;;
         # Told that the target reads as zeros, qemu-img skips writing the 12 GiB of holes.
         null/qemu-Z) CMD=(qemu-img convert -n --target-is-zero -f vdi "$IMG" --target-image-opts "driver=null-co,size=$SIZE") ;;
         import/vdi) CMD=("$VDI" convert -O vdi "$RAW" "$OUT_VDI") ;;
         import/qemu) CMD=(qemu-img convert -f raw -O vdi "$RAW" "$OUT_VDI") ;;
+        import/qemu-W) CMD=(qemu-img convert -W -m 16 -f raw -O vdi "$RAW" "$OUT_VDI") ;;
         info/vdi) CMD=("$VDI" info "$IMG") ;;
         info/qemu) CMD=(qemu-img info -f vdi "$IMG") ;;
         check/vdi) CMD=("$VDI" check "$IMG") ;;
@@ -176,12 +184,13 @@ cmd() {
     esac
 }
 
-declare -A BEST CPU RSS ALL
-# sample OP TOOL: run once, record wall time (µs), CPU time (user + system, µs) and peak
-# RSS (KiB). Wall time is what the targets are about; CPU time is less sensitive to other
-# processes competing for the two cores, so it is shown too.
+declare -A BEST
+# sample OP TOOL: run once, record wall time, user and kernel CPU time (µs) and peak RSS
+# (KiB) as a line of samples.tsv. Wall time is what the targets are about; the CPU split
+# says whose time it was (on these VMs, a write-heavy sample's kernel time swings with the
+# hypervisor: see docs/benchmarks.md).
 sample() {
-    local op=$1 tool=$2 t0 t1 rc=0 us rss cpu
+    local op=$1 tool=$2 t0 t1 rc=0 us rss user sys
     cmd "$op" "$tool"
     rm -f "$OUT_RAW" "$OUT_VDI"
     t0=$EPOCHREALTIME
@@ -192,12 +201,21 @@ sample() {
         die "$op/$tool failed with exit code $rc: ${CMD[*]}"
     fi
     us=$((10#${t1/./} - 10#${t0/./}))
-    read -r rss cpu < <(tail -n 1 "$DIR/rss" | awk '{ printf "%d %d\n", $1, ($2 + $3) * 1e6 }')
-    printf '%s\t%s\t%d\t%d\t%d\n' "$op" "$tool" "$us" "$cpu" "$rss" >>"$SAMPLES"
-    ALL[$op/$tool]+="$(fmt_s "$us") "
+    read -r rss user sys < <(tail -n 1 "$DIR/rss" | awk '{ printf "%d %d %d\n", $1, $2 * 1e6, $3 * 1e6 }')
+    printf '%s\t%s\t%d\t%d\t%d\t%d\n' "$op" "$tool" "$us" "$user" "$sys" "$rss" >>"$SAMPLES"
     if [[ -z ${BEST[$op/$tool]:-} ]] || ((us < ${BEST[$op/$tool]})); then BEST[$op/$tool]=$us; fi
-    if [[ -z ${CPU[$op/$tool]:-} ]] || ((cpu < ${CPU[$op/$tool]})); then CPU[$op/$tool]=$cpu; fi
-    if [[ -z ${RSS[$op/$tool]:-} ]] || ((rss > ${RSS[$op/$tool]})); then RSS[$op/$tool]=$rss; fi
+}
+
+# stat OP TOOL: "min median user sys rss n" over the samples: minimum and median wall time,
+# median user and kernel CPU time (µs), peak RSS (KiB), number of samples.
+stat() {
+    awk -F'\t' -v op="$1" -v tool="$2" '
+        $1 == op && $2 == tool { n++; w[n] = $3; u[n] = $4; s[n] = $5; if ($6 > r) r = $6 }
+        function med(a,   i, j, t) {
+            for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j > 0 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+            return n % 2 ? a[(n + 1) / 2] : int((a[n / 2] + a[n / 2 + 1]) / 2)
+        }
+        END { if (n) { m = med(w); print w[1], m, med(u), med(s), r, n } }' "$SAMPLES"
 }
 
 # measure OP TOOL...: REPS rounds, the tools alternating (reversed order every other round).
@@ -227,21 +245,25 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
 fmt_mib() { awk -v k="$1" 'BEGIN { printf "%.0fMiB", k / 1024 }'; }
 ROWS=()
 MISSES=0
-ROW_FMT='%-38s %9s %9s %7s %8s %8s %-15s %-6s %9s %9s %7s'
-# row LABEL OP OTHER TARGET: TARGET is "ratio>=X", "vdi<MS,rss<MIB" or "-" (reported only).
+ROW_FMT='%-36s %-7s %8s %8s %8s %8s %7s %7s %-15s %-5s'
+# cells OP TOOL: "min median user sys rss" formatted, or dashes.
+cells() {
+    local st
+    st=$(stat "$1" "$2")
+    if [[ -z $st ]]; then echo "- - - - -"; return; fi
+    read -r mn md u s r _ <<<"$st"
+    echo "$(fmt_s "$mn") $(fmt_s "$md") $(fmt_s "$u") $(fmt_s "$s") $(fmt_mib "$r")"
+}
+# row LABEL OP OTHER TARGET: one line for vdi and one for OTHER; TARGET is "ratio>=X",
+# "vdi<MS,rss<MIB" or "-" (reported only). The ratio is OTHER's minimum over vdi's.
 row() {
     local label=$1 op=$2 other=$3 target=$4
-    local v=${BEST[$op/vdi]:-} q=${BEST[$op/$other]:-} vr=${RSS[$op/vdi]:-} qr=${RSS[$op/$other]:-}
-    local vc=${CPU[$op/vdi]:-} qc=${CPU[$op/$other]:-}
+    local v=${BEST[$op/vdi]:-} q=${BEST[$op/$other]:-}
     [[ -n $v ]] || return 0
-    local ratio="-" qs="skipped" qm="-" verdict="-" qcs="-" cratio="-"
-    if [[ -n $q ]]; then
-        ratio=$(ratio "$q" "$v")
-        qs=$(fmt_s "$q")
-        qm=$(fmt_mib "$qr")
-        qcs=$(fmt_s "$qc")
-        cratio=$(ratio "$qc" "$vc")
-    fi
+    local ratio="-" verdict="-" st vr
+    st=$(stat "$op" vdi)
+    vr=$(echo "$st" | awk '{ print $5 }')
+    [[ -n $q ]] && ratio=$(ratio "$q" "$v")
     case $target in
         ratio\>=*)
             local want=${target#ratio>=}
@@ -258,8 +280,12 @@ row() {
             target="<$(fmt_s $((ms * 1000))),<${mib}MiB" ;;
     esac
     [[ $verdict != MISS ]] || MISSES=$((MISSES + 1))
-    ROWS+=("$(printf "$ROW_FMT" "$label" "$(fmt_s "$v")" "$qs" "$ratio" "$(fmt_mib "$vr")" "$qm" "$target" \
-        "$verdict" "$(fmt_s "$vc")" "$qcs" "$cratio")")
+    # shellcheck disable=SC2046
+    ROWS+=("$(printf "$ROW_FMT" "$label" vdi $(cells "$op" vdi) "$ratio" "$target" "$verdict")")
+    if [[ $other != - ]]; then
+        # shellcheck disable=SC2046
+        ROWS+=("$(printf "$ROW_FMT" "" "$other" $(cells "$op" "$other") "" "" "")")
+    fi
 }
 
 # --- run -----------------------------------------------------------------------------------
@@ -275,9 +301,20 @@ if wants small; then
     measure check vdi qemu
     measure map vdi qemu
 fi
+if wants vdi; then
+    warm_file "$IMG"
+    measure vdi vdi qemu qemu-W
+fi
+if wants flatten; then
+    warm_file "$IMG"
+    mkdir -p "$(dirname "$DIFF")"
+    "$VDI" create --parent "$IMG" "$DIFF" >/dev/null
+    measure flatten vdi
+    rm -f "$DIFF"
+fi
 if wants import; then
     warm_raw
-    measure import vdi qemu
+    measure import vdi qemu qemu-W
 fi
 if wants max; then
     warm_file "$MAX"
@@ -286,11 +323,15 @@ if wants max; then
     if ((SKIP_MAX_MAP)); then measure maxmap vdi; else measure maxmap vdi qemu; fi
 fi
 
-row "convert to raw file" convert qemu "ratio>=1.5"
-row "convert to raw file (qemu -W -m 16)" convert qemu-W "ratio>=1.0"
+row "vdi -> raw file" convert qemu "ratio>=1.5"
+row "vdi -> raw file (qemu -W -m 16)" convert qemu-W "ratio>=1.0"
 row "read all data (/dev/null, null-co)" null qemu "ratio>=3"
 row "read all data (qemu --target-is-zero)" null qemu-Z "-"
-row "import raw to vdi" import qemu "ratio>=1.2"
+row "raw -> vdi" import qemu "-"
+row "raw -> vdi (qemu -W -m 16)" import qemu-W "ratio>=1.0"
+row "vdi -> vdi" vdi qemu "-"
+row "vdi -> vdi (qemu -W -m 16)" vdi qemu-W "ratio>=1.0"
+row "chain (empty diff) -> raw file" flatten - "-"
 row "info (16 GiB image)" info qemu "-"
 row "check (16 GiB image)" check qemu "-"
 row "map (16 GiB image)" map qemu "-"
@@ -302,15 +343,14 @@ row "map (max image, 2 GiB map)" maxmap qemu "vdi<2000,rss<64"
     echo "vdi vs qemu-img, $START, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "vdi: $("$VDI" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')); $QEMU_VERSION"
     echo "image: 16 GiB dynamic, $DATA_BLOCKS random + $ZERO_DATA_BLOCKS zero 1 MiB blocks at random positions and" \
-        "in random slot order, $ZERO_ENTRIES ZERO entries; max image: $MAX_BLOCKS blocks; best of $REPS, page cache warm"
+        "in random slot order, $ZERO_ENTRIES ZERO entries; max image: $MAX_BLOCKS blocks; $REPS samples each, tools alternated, page cache warm"
     echo "outputs written to $OUT_DIR ($(df -PT "$OUT_DIR" | awk 'NR == 2 { print $2 }'))"
     echo
-    printf "$ROW_FMT\n" operation vdi qemu-img ratio "vdi RSS" "qemu RSS" target result "vdi CPU" "qemu CPU" "ratio"
+    printf "$ROW_FMT\n" operation tool min median user sys RSS "ratio" target result
     printf '%s\n' "${ROWS[@]}"
     echo
-    echo "vdi, qemu-img: best wall time; ratio = qemu-img time / vdi time (higher is better for vdi);"
-    echo "RSS = peak resident set size; CPU = best user + system time, and its ratio (for reference)."
-    echo "all samples (seconds):"
-    for k in $(printf '%s\n' "${!ALL[@]}" | sort); do printf '  %-14s %s\n' "$k" "${ALL[$k]}"; done
+    echo "min, median: wall time over the samples; user, sys: median CPU time in user space and in the"
+    echo "kernel; RSS: peak resident set size; ratio: the other tool's minimum / vdi's minimum (higher is"
+    echo "better for vdi). Every sample is in $SAMPLES (op, tool, wall, user, sys µs, RSS KiB)."
 } | tee "$RESULTS"
 echo "bench: $MISSES target(s) missed; table saved in $RESULTS" >&2

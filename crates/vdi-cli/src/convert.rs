@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -11,6 +12,7 @@ use vdi::{BlockState, ChainExtent, Extent, RawSink, SparseSink};
 use uuid::Uuid;
 use vdi_cli::FileStorage;
 
+use crate::pipeline::{self, Cutter, Piece, Source};
 use crate::{create_options, layers, open_file, Bar};
 /// `vdi map`: the disk's extents as the engine's one walk ([`vdi::Runs::map`]) gives them,
 /// for an image or a diff's chain alike; JSON entries as `qemu-img map` prints them (a
@@ -166,26 +168,30 @@ fn to_raw_or_vdi(
     match (is_vdi, format) {
         (true, "raw") => {
             drop(src);
-            let (mut disk, _) = layers::open_disk(input, chain, false)?;
+            let (mut disk, paths) = layers::open_disk(input, chain, false)?;
             let size = disk.virtual_size();
-            let stream = output.as_os_str() == "-" || !is_seekable_file(output);
-            if stream {
+            if output.as_os_str() == "-" || !is_seekable_file(output) {
                 let mut sink = StreamSink { out: open_stream(output)?, zeros: vec![0u8; vdi::transfer::CHUNK] };
                 vdi::export_disk(&mut *disk, &mut sink, bar)?;
                 sink.out.flush()?;
-            } else {
-                let f = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
-                let mut sink = SparseSink::new(f, size)?;
-                vdi::export_disk(&mut *disk, &mut sink, bar)?;
+                return Ok(0);
             }
+            let sources = open_sources(&paths)?;
+            let f = File::options().read(true).write(true).create(true).truncate(true).open(output);
+            let f = f.with_context(|| format!("could not create {}", output.display()))?;
+            f.set_len(size).with_context(|| format!("could not size {} to {size} bytes", output.display()))?;
+            let mut next = disk_pieces(&mut *disk, RAW_PIECE);
+            let mut write = |at: u64, buf: &[u8]| -> Result<()> {
+                f.write_all_at(buf, at).with_context(|| format!("could not write {} bytes to {} at offset {at}", buf.len(), output.display()))
+            };
+            pipeline::transfer(&sources, &mut next, RAW_PIECE, &mut write, size, bar)?;
         }
         (false, "raw") => bail!("{} is not a VDI image (no VDI signature at offset 0x40); raw to raw is a plain copy", input.display()),
         (_, "vdi") => {
-            let mut from = if is_vdi { Some(layers::open_disk(input, chain, false)?.0) } else { None };
-            let size = if let Some(f) = &from {
-                f.virtual_size()
-            } else {
-                vdi::ReadAt::len(&src).map_err(|e| anyhow!("{e}"))?
+            let mut from = if is_vdi { Some(layers::open_disk(input, chain, false)?) } else { None };
+            let size = match &from {
+                Some((f, _)) => f.virtual_size(),
+                None => vdi::ReadAt::len(&src).map_err(|e| anyhow!("{e}"))?,
             };
             let opts = create_options(size, fixed, block_size, layout, String::new(), None)?;
             if !is_seekable_file(output) {
@@ -193,10 +199,22 @@ fn to_raw_or_vdi(
             }
             let f = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
             let mut dst = vdi::create(f, &opts, &mut vdi::NoMonitor)?;
-            if let Some(f) = from.as_mut() {
-                vdi::export_disk(&mut **f, &mut vdi::ImageSink(&mut dst), bar)?;
-            } else {
-                vdi::import_raw(&src, &mut dst, bar)?;
+            // Whole blocks of the new image per piece (the engine skips all-zero blocks).
+            let piece = (dst.block_size() as usize).clamp(RAW_PIECE, MAX_PIECE);
+            let mut write = |at: u64, buf: &[u8]| -> Result<()> {
+                dst.write_at(at, buf).with_context(|| format!("could not write {}", output.display()))
+            };
+            match from.as_mut() {
+                Some((disk, paths)) => {
+                    let sources = open_sources(paths)?;
+                    let mut next = disk_pieces(&mut **disk, piece);
+                    pipeline::transfer(&sources, &mut next, piece, &mut write, size, bar)?;
+                }
+                None => {
+                    let sources = [Source { file: src.file().try_clone()?, path: input.to_path_buf() }];
+                    let mut next = raw_pieces(&src, size, opts.block_size as u64, piece);
+                    pipeline::transfer(&sources, &mut next, piece, &mut write, size, bar)?;
+                }
             }
             // No fsync: a new output is left to the page cache, as for a raw output and as
             // `qemu-img convert` does by default (cache=unsafe). Syncing gigabytes here made
@@ -206,4 +224,66 @@ fn to_raw_or_vdi(
         _ => unreachable!("format checked above"),
     }
     Ok(0)
+}
+
+/// Bytes per piece of a raw output: small enough to stay in the CPU cache between the
+/// read and the write (see [`vdi::transfer::CACHE_PIECE`]).
+const RAW_PIECE: usize = vdi::transfer::CACHE_PIECE;
+/// The largest piece (a VDI output with larger blocks writes a block in several pieces).
+const MAX_PIECE: usize = 4 << 20;
+
+fn open_sources(paths: &[PathBuf]) -> Result<Vec<Source>> {
+    paths
+        .iter()
+        .map(|p| Ok(Source { file: File::open(p).with_context(|| format!("could not open {}", p.display()))?, path: p.clone() }))
+        .collect()
+}
+
+/// The data of `disk` as pieces for the pipeline, in disk order, from the engine's export
+/// walk: each data run (checked to lie whole in its file) cut at multiples of `piece`. A
+/// block of a missing parent ends the walk with the error reading it gives.
+fn disk_pieces<'a>(disk: &'a mut dyn vdi::Disk, piece: usize) -> impl FnMut() -> Result<Option<Piece>> + 'a {
+    let mut runs = vdi::Runs::export();
+    let mut cut: Option<Cutter> = None;
+    move || loop {
+        if let Some(p) = cut.as_mut().and_then(Iterator::next) {
+            return Ok(Some(p));
+        }
+        let Some(run) = runs.next(disk)? else { return Ok(None) };
+        match run.block {
+            vdi::Block::Data { layer, host } => {
+                disk.check_run(&run)?;
+                cut = Some(Cutter::new(layer, run.start, host, run.len, piece));
+            }
+            vdi::Block::Parent => {
+                disk.read_at(run.start, &mut [0u8; 1])?;
+                bail!("the bytes at {} are in a parent image that is not open", run.start);
+            }
+            vdi::Block::Zero { .. } | vdi::Block::Free => {}
+        }
+    }
+}
+
+/// The data of a raw file as pieces, skipping the holes the file system knows (rounded out
+/// to whole blocks of `block` bytes), cut at multiples of `piece`.
+fn raw_pieces(src: &FileStorage, len: u64, block: u64, piece: usize) -> impl FnMut() -> Result<Option<Piece>> + '_ {
+    let mut pos = 0u64;
+    let mut cut: Option<Cutter> = None;
+    move || loop {
+        if let Some(p) = cut.as_mut().and_then(Iterator::next) {
+            return Ok(Some(p));
+        }
+        if pos >= len {
+            return Ok(None);
+        }
+        let Some((start, end)) = vdi::ReadAt::next_data(src, pos).map_err(|e| anyhow!("could not read the raw input: {e}"))? else {
+            return Ok(None);
+        };
+        // A range that breaks the contract (outside [pos, len]) means: all data from here.
+        let (start, end) = if start < pos || end > len || start >= end { (pos, len) } else { (start, end) };
+        let from = (start - start % block).max(pos);
+        let to = end.next_multiple_of(block).min(len);
+        cut = Some(Cutter::new(0, from, from, to - from, piece));
+        pos = to;
+    }
 }

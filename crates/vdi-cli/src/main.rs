@@ -21,6 +21,7 @@ mod convert;
 mod fs;
 mod fs_compact;
 mod layers;
+mod pipeline;
 mod surgery;
 
 #[derive(Parser)]
