@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import {
   chunkedDigest, fixture, headerFields, MiB, openImage, openWorkbench, opfsDigest, qemuInfo, removeSavePicker, run,
   scratch, screenshot, sha256File, stopServer, stubSavePicker, vdiCheckJson, vdiJson, waitOpened,
-  mapSummary, hoverBlock,
+  mapSummary, hoverBlock, VDI, writePattern,
 } from './helpers.mjs';
 import {
   corruptedImage, dynamicImage, oddSizeImage, staticImage, unalignedSizeImage, v0Image, XSS, xssImage,
@@ -198,6 +198,32 @@ describe('workbench', () => {
       fs.rmSync(want);
     }
     await screenshot(page, 'export-panel', '#export-panel');
+  });
+
+  test('a save-dialog export writes pieces adjacent on the disk as one write', async () => {
+    // 40 MiB written front to back (its blocks lie in the file in disk order), then three
+    // lone blocks written back to front: host order gives them in decreasing disk order.
+    const file = tmp.file('merge.vdi');
+    run(VDI, ['create', file, '128M']);
+    const data = tmp.file('merge.data');
+    writePattern(data, 0, 40 * MiB, 3);
+    run(VDI, ['write', '--offset', '0', file, data]);
+    for (const block of [90, 70, 50]) {
+      fs.rmSync(data);
+      writePattern(data, 0, MiB, block);
+      run(VDI, ['write', '--offset', String(block * MiB), file, data]);
+    }
+    const want = tmp.file('merge.qemu.raw');
+    run('qemu-img', ['convert', '-f', 'vdi', '-O', 'raw', file, want]);
+    await openImage(page, file);
+    await stubSavePicker(page, 'e2e-merge.raw');
+    await page.click('#export-raw');
+    assert.match(await waitResult(page, '#export-result'), /Saved/);
+    assert.deepEqual(await opfsDigest(page, 'e2e-merge.raw'), await chunkedDigest(want), 'merged export');
+    // 32 MiB + 8 MiB (the largest merged write is 32 MiB), then one write per lone block.
+    assert.equal(await page.$eval('#export-result', (e) => e.dataset.writes), '5');
+    await removeOpfs(page, 'e2e-merge.raw');
+    for (const f of [file, data, want]) fs.rmSync(f);
   });
 
   test('the sample (in memory) exports the same disk as qemu-img reads from its saved image', async () => {

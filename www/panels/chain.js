@@ -230,6 +230,7 @@ export async function runChainExport(kind) {
     result.dataset.kind = kind;
     result.dataset.format = format;
     result.dataset.size = String(r.size);
+    result.dataset.writes = String(r.writes ?? '');
     result.hidden = false;
     status(result.textContent);
   } finally {

@@ -37,6 +37,7 @@ export async function runExport(kind) {
     result.dataset.ms = String(r.ms);
     result.dataset.finishMs = String(r.finishMs ?? 0);
     result.dataset.size = String(r.size);
+    result.dataset.writes = String(r.writes ?? '');
     result.hidden = false;
     status(result.textContent);
   } finally {

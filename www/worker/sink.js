@@ -1,6 +1,6 @@
 // Where exported bytes go, for the length of one job: `withSink(target, size, name, work)`
 // opens the target sized to `size` (zeros), runs `work(sink)` where sink.write(bytes,
-// position) stores bytes, then finishes it; when `work` throws, the partial output is
+// position) stores bytes (and, when sink.stream, a Blob's bytes), then finishes it; when `work` throws, the partial output is
 // abandoned (a writable stream aborted, a staged file removed).
 //   {kind: 'handle', handle}  a file the save picker returned (a writable stream)
 //   {kind: 'opfs'}            a staged OPFS file, handed to the page for a download
@@ -21,7 +21,10 @@ export async function withSink(target, size, name, work) {
     let closed = false;
     try {
       await w.truncate(size);
-      const value = await work({ write: (bytes, position) => w.write({ type: 'write', position, data: bytes }) });
+      // `stream`: each write costs milliseconds whatever its size, so callers merge pieces
+      // adjacent on the disk; a Blob (a slice of the image's File) is written as is — the
+      // browser copies it into the file without the bytes passing through this worker.
+      const value = await work({ stream: true, write: (bytes, position) => w.write({ type: 'write', position, data: bytes }) });
       await w.close();
       closed = true;
       return { kind: 'saved', name: target.handle.name, size, value };
@@ -85,20 +88,100 @@ export async function exportFormat(source, { target, name, format }, ctx) {
   }
 }
 
+/** Bytes of writes queued on a target before waiting for the oldest. */
+const WRITE_QUEUE_BYTES = 32 << 20;
+/** Largest write of merged pieces to a writable stream (pieces adjacent on the disk). */
+export const MERGE_BYTES = 32 << 20;
+
+/**
+ * Writes to `sink` kept in flight, at most WRITE_QUEUE_BYTES of them; the first failure
+ * (passed through `mapError`) is thrown by the next `write` or by `drain`. `count` is the
+ * number of writes made. The data must not change until `drain` (a fresh buffer or a Blob).
+ */
+export function writeQueue(sink, mapError = (e) => e) {
+  const writes = [];
+  let queued = 0;
+  let failure = null;
+  const q = {
+    count: 0,
+    async write(data, offset, len) {
+      q.count++;
+      const w = Promise.resolve(sink.write(data, offset)).catch((e) => { failure ??= mapError(e); });
+      writes.push({ w, len });
+      queued += len;
+      while (queued > WRITE_QUEUE_BYTES) {
+        const oldest = writes.shift();
+        await oldest.w;
+        queued -= oldest.len;
+      }
+      if (failure) throw failure;
+    },
+    async drain() {
+      const all = writes.splice(0);
+      queued = 0;
+      await Promise.all(all.map((x) => x.w));
+      if (failure) throw failure;
+    },
+  };
+  return q;
+}
+
+/**
+ * Pieces adjacent on the disk gathered into one write of at most MERGE_BYTES through `q`
+ * (a writeQueue): `add(offset, len, part)` with a Blob, or with bytes that are copied (the
+ * engine reuses its buffer); `flush()` writes what is gathered.
+ */
+export function merger(q) {
+  let at = 0;
+  let len = 0;
+  let parts = [];
+  const flush = async () => {
+    if (!len) return;
+    const [offset, n, p] = [at, len, parts];
+    len = 0;
+    parts = [];
+    let data = p[0];
+    if (p.length > 1 && p[0] instanceof Blob) data = new Blob(p);
+    else if (p.length > 1) {
+      data = new Uint8Array(n);
+      let k = 0;
+      for (const x of p) data.set(x, k), k += x.length;
+    }
+    await q.write(data, offset, n);
+  };
+  return {
+    flush,
+    async add(offset, n, part) {
+      if (len && (at + len !== offset || len + n > MERGE_BYTES)) await flush();
+      if (!len) at = offset;
+      parts.push(part instanceof Blob ? part : part.slice());
+      len += n;
+    },
+  };
+}
+
 /**
  * Write a raw export read by the engine piece by piece (`source.exportNext()`: data in
- * wasm memory, or zeros that need no write) to `sink`, one write at a time since the
- * engine reuses its buffer. Returns the data bytes written.
+ * wasm memory, or zeros that need no write) to `sink`. To a writable stream, pieces
+ * adjacent on the disk are copied into one write (up to MERGE_BYTES) and the writes are
+ * queued while the engine reads on; otherwise each piece is written (and awaited: the
+ * engine reuses its buffer). Returns {dataBytes, writes}.
  */
 export async function pumpPieces(source, sink, total, ctx, ofData) {
   let breath = performance.now();
   let dataBytes = 0;
+  const q = writeQueue(sink);
+  const m = sink.stream ? merger(q) : null;
   for (;;) {
     if (ctx.cancelled()) throw fail('cancelled', 'the export was cancelled');
     const p = source.exportNext();
     if (!p) break;
     if (p.bytes) {
-      await sink.write(p.bytes, p.offset);
+      if (m) await m.add(p.offset, p.len, p.bytes);
+      else {
+        await q.write(p.bytes, p.offset, p.len);
+        await q.drain();
+      }
       dataBytes += p.len;
     }
     ctx.progress(source.exportDone(), total, { dataBytes, ofData });
@@ -107,5 +190,7 @@ export async function pumpPieces(source, sink, total, ctx, ofData) {
       breath = performance.now();
     }
   }
-  return dataBytes;
+  if (m) await m.flush();
+  await q.drain();
+  return { dataBytes, writes: q.count };
 }

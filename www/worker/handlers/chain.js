@@ -24,12 +24,12 @@ export const chainHandlers = {
     const t0 = performance.now();
     const { size } = chain.exportBegin();
     try {
-      const { value: dataBytes, ...saved } = await withSink(target, size, name, async (sink) => {
-        const n = await pumpPieces(chain, sink, size, ctx, false);
-        ctx.progress(size, size, { dataBytes: n });
-        return n;
+      const { value, ...saved } = await withSink(target, size, name, async (sink) => {
+        const r = await pumpPieces(chain, sink, size, ctx, false);
+        ctx.progress(size, size, { dataBytes: r.dataBytes });
+        return r;
       });
-      return { ...saved, dataBytes, ms: performance.now() - t0 };
+      return { ...saved, dataBytes: value.dataBytes, writes: value.writes, ms: performance.now() - t0 };
     } finally {
       chain.exportCancel();
     }

@@ -3,28 +3,35 @@
 import { image } from '../engine.js';
 import { fail, toError } from '../protocol.js';
 import { copyChunks, withOpfsFile } from '../opfs.js';
-import { exportFormat, pumpPieces, withSink } from '../sink.js';
+import { exportFormat, merger, pumpPieces, withSink, writeQueue } from '../sink.js';
 
 /** Runs of the file kept in flight by the File export (each at most one CHUNK). */
 const READS_IN_FLIGHT = 3;
-/** Bytes of writes queued on the target before waiting for the oldest. */
-const WRITE_QUEUE_BYTES = 32 << 20;
 
 /**
  * Host order from a File: the engine plans each run of the file (front to back, at most one
- * CHUNK, see export.rs); the run is read asynchronously (a few in flight) and its pieces
- * written straight from that buffer, writes queued while the next reads proceed. Memory:
- * the runs in flight and the queued writes, a few tens of MiB at most.
+ * CHUNK, see export.rs), and each run's pieces go to their disk offsets. Two ways:
+ * - to a writable stream (sink.stream): each piece is a slice of the File, never read
+ *   here, and pieces adjacent on the disk are merged into one write (sink.js merger). A
+ *   stream write costs milliseconds whatever its size (docs/benchmarks.md, "Browser"),
+ *   and its bytes would otherwise be read into the worker and copied out again;
+ * - otherwise (the staged OPFS file, written synchronously): the run is read
+ *   asynchronously (a few in flight) and its pieces written straight from that buffer.
+ * Writes are queued while the next reads proceed. Memory: the runs in flight and the
+ * queued writes, a few tens of MiB at most. Returns {dataBytes, writes}.
  */
 async function fromFile(file, sink, total, ctx) {
   const reads = [];
-  const writes = [];
-  let queued = 0;
   let dataBytes = 0;
-  let failure = null;
+  // A Blob of the File that can no longer be read (changed or removed) fails in the write.
+  const q = writeQueue(sink, (e) => (sink.stream && e && e.name === 'NotReadableError'
+    ? fail('io', `reading the image failed (was the file changed or removed?): ${toError(e).message}`)
+    : e));
+  const m = sink.stream ? merger(q) : null;
   const planNext = () => {
     const p = image.exportPlanNext();
     if (!p) return null;
+    if (m) return { plan: p, data: null };
     const [host, len] = p;
     const data = file.slice(host, host + len).arrayBuffer().then((ab) => {
       if (ab.byteLength !== len) throw fail('io', `reading ${len} bytes at ${host} of the image returned ${ab.byteLength} (was the file changed?)`);
@@ -44,26 +51,20 @@ async function fromFile(file, sink, total, ctx) {
   while (reads.length) {
     if (ctx.cancelled()) throw fail('cancelled', 'the export was cancelled');
     const { plan, data } = reads.shift();
-    const ab = await data;
+    const ab = data && await data;
     fill();
+    const host = plan[0];
     for (let k = 2; k < plan.length; k += 3) {
-      const len = plan[k + 1];
-      const w = Promise.resolve(sink.write(new Uint8Array(ab, plan[k + 2], len), plan[k]));
-      writes.push({ w: w.catch((e) => { failure ??= e; }), len });
-      queued += len;
+      const [offset, len, at] = [plan[k], plan[k + 1], plan[k + 2]];
       dataBytes += len;
-      while (queued > WRITE_QUEUE_BYTES) {
-        const oldest = writes.shift();
-        await oldest.w;
-        queued -= oldest.len;
-      }
-      if (failure) throw failure;
+      if (m) await m.add(offset, len, file.slice(host + at, host + at + len));
+      else await q.write(new Uint8Array(ab, at, len), offset, len);
     }
     ctx.progress(image.exportDone(), total, { dataBytes, ofData: true });
   }
-  await Promise.all(writes.map((x) => x.w));
-  if (failure) throw failure;
-  return dataBytes;
+  if (m) await m.flush();
+  await q.drain();
+  return { dataBytes, writes: q.count };
 }
 
 /** Save the open image's file itself to `target`. */
@@ -98,12 +99,12 @@ export const exportHandlers = {
     try {
       const file = hostOrder ? image.sourceFile() : null;
       const { value, ...saved } = await withSink(target, size, name, async (sink) => {
-        const dataBytes = file ? await fromFile(file, sink, total, ctx) : await pumpPieces(image, sink, total, ctx, hostOrder);
-        ctx.progress(total, total, { dataBytes, ofData: hostOrder });
-        return { dataBytes, written: performance.now() };
+        const r = file ? await fromFile(file, sink, total, ctx) : await pumpPieces(image, sink, total, ctx, hostOrder);
+        ctx.progress(total, total, { dataBytes: r.dataBytes, ofData: hostOrder });
+        return { ...r, written: performance.now() };
       });
       const now = performance.now();
-      return { ...saved, dataBytes: value.dataBytes, ms: now - t0, finishMs: now - value.written };
+      return { ...saved, dataBytes: value.dataBytes, writes: value.writes, ms: now - t0, finishMs: now - value.written };
     } finally {
       image.exportCancel();
     }
