@@ -67,12 +67,20 @@ export async function exportFormat(source, { target, name, format }, ctx) {
     const { value: written, ...saved } = await withSink(target, plan['output-length'] ?? 0, name, async (sink) => {
       let breath = performance.now();
       let n = 0;
+      // To a writable stream, the pieces (written in order, so mostly adjacent) are merged
+      // into writes of up to MERGE_BYTES; otherwise one write at a time, since the pieces
+      // are views of the engine's buffer.
+      const q = writeQueue(sink);
+      const m = sink.stream ? merger(q) : null;
       for (;;) {
         if (ctx.cancelled()) throw fail('cancelled', 'the export was cancelled');
         const step = source.formatStep();
         if (!step) break;
-        // One write at a time: the pieces are views of the engine's buffer.
-        for (const p of step.pieces) if (p.bytes) await sink.write(p.bytes, p.offset);
+        for (const p of step.pieces) {
+          if (!p.bytes) continue;
+          if (m) await m.add(p.offset, p.bytes.length, p.bytes);
+          else await sink.write(p.bytes, p.offset);
+        }
         n = step.written;
         ctx.progress(step.done, total);
         if (performance.now() - breath > 40) {
@@ -80,6 +88,8 @@ export async function exportFormat(source, { target, name, format }, ctx) {
           breath = performance.now();
         }
       }
+      if (m) await m.flush();
+      await q.drain();
       return n;
     });
     return { ...saved, size: written, plan, ms: performance.now() - t0 };
