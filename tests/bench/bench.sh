@@ -158,6 +158,8 @@ cmd() {
         convert/qemu-W) CMD=(qemu-img convert -W -m 16 -f vdi -O raw "$IMG" "$OUT_RAW") ;;
         vdi/vdi) CMD=("$VDI" convert -O vdi "$IMG" "$OUT_VDI") ;;
         vdi/qemu) CMD=(qemu-img convert -f vdi -O vdi "$IMG" "$OUT_VDI") ;;
+        # The layout qemu-img writes (data not aligned to 1 MiB): the same output shape.
+        vdi/vdi-qlayout) CMD=("$VDI" convert -O vdi --layout qemu "$IMG" "$OUT_VDI") ;;
         vdi/qemu-W) CMD=(qemu-img convert -W -m 16 -f vdi -O vdi "$IMG" "$OUT_VDI") ;;
         # qemu-img cannot open a VDI differencing image: vdi alone, against its flat convert.
         flatten/vdi) CMD=("$VDI" convert -O raw "$DIFF" "$OUT_RAW") ;;
@@ -167,6 +169,7 @@ cmd() {
         null/qemu-Z) CMD=(qemu-img convert -n --target-is-zero -f vdi "$IMG" --target-image-opts "driver=null-co,size=$SIZE") ;;
         import/vdi) CMD=("$VDI" convert -O vdi "$RAW" "$OUT_VDI") ;;
         import/qemu) CMD=(qemu-img convert -f raw -O vdi "$RAW" "$OUT_VDI") ;;
+        import/vdi-qlayout) CMD=("$VDI" convert -O vdi --layout qemu "$RAW" "$OUT_VDI") ;;
         import/qemu-W) CMD=(qemu-img convert -W -m 16 -f raw -O vdi "$RAW" "$OUT_VDI") ;;
         info/vdi) CMD=("$VDI" info "$IMG") ;;
         info/qemu) CMD=(qemu-img info -f vdi "$IMG") ;;
@@ -245,7 +248,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
 fmt_mib() { awk -v k="$1" 'BEGIN { printf "%.0fMiB", k / 1024 }'; }
 ROWS=()
 MISSES=0
-ROW_FMT='%-36s %-7s %8s %8s %8s %8s %7s %7s %-15s %-5s'
+ROW_FMT='%-38s %-11s %8s %8s %8s %8s %7s %7s %-15s %-5s'
 # cells OP TOOL: "min median user sys rss" formatted, or dashes.
 cells() {
     local st
@@ -254,14 +257,15 @@ cells() {
     read -r mn md u s r _ <<<"$st"
     echo "$(fmt_s "$mn") $(fmt_s "$md") $(fmt_s "$u") $(fmt_s "$s") $(fmt_mib "$r")"
 }
-# row LABEL OP OTHER TARGET: one line for vdi and one for OTHER; TARGET is "ratio>=X",
-# "vdi<MS,rss<MIB" or "-" (reported only). The ratio is OTHER's minimum over vdi's.
+# row LABEL OP OTHER TARGET [REF]: one line for REF (default vdi) and one for OTHER; TARGET
+# is "ratio>=X", "vdi<MS,rss<MIB" or "-" (reported only). The ratio is OTHER's minimum over
+# REF's.
 row() {
-    local label=$1 op=$2 other=$3 target=$4
-    local v=${BEST[$op/vdi]:-} q=${BEST[$op/$other]:-}
+    local label=$1 op=$2 other=$3 target=$4 ref=${5:-vdi}
+    local v=${BEST[$op/$ref]:-} q=${BEST[$op/$other]:-}
     [[ -n $v ]] || return 0
     local ratio="-" verdict="-" st vr
-    st=$(stat "$op" vdi)
+    st=$(stat "$op" "$ref")
     vr=$(echo "$st" | awk '{ print $5 }')
     [[ -n $q ]] && ratio=$(ratio "$q" "$v")
     case $target in
@@ -281,7 +285,7 @@ row() {
     esac
     [[ $verdict != MISS ]] || MISSES=$((MISSES + 1))
     # shellcheck disable=SC2046
-    ROWS+=("$(printf "$ROW_FMT" "$label" vdi $(cells "$op" vdi) "$ratio" "$target" "$verdict")")
+    ROWS+=("$(printf "$ROW_FMT" "$label" "$ref" $(cells "$op" "$ref") "$ratio" "$target" "$verdict")")
     if [[ $other != - ]]; then
         # shellcheck disable=SC2046
         ROWS+=("$(printf "$ROW_FMT" "" "$other" $(cells "$op" "$other") "" "" "")")
@@ -303,7 +307,7 @@ if wants small; then
 fi
 if wants vdi; then
     warm_file "$IMG"
-    measure vdi vdi qemu qemu-W
+    measure vdi vdi qemu qemu-W vdi-qlayout
 fi
 if wants flatten; then
     warm_file "$IMG"
@@ -314,7 +318,7 @@ if wants flatten; then
 fi
 if wants import; then
     warm_raw
-    measure import vdi qemu qemu-W
+    measure import vdi qemu qemu-W vdi-qlayout
 fi
 if wants max; then
     warm_file "$MAX"
@@ -329,8 +333,10 @@ row "read all data (/dev/null, null-co)" null qemu "ratio>=3"
 row "read all data (qemu --target-is-zero)" null qemu-Z "-"
 row "raw -> vdi" import qemu "-"
 row "raw -> vdi (qemu -W -m 16)" import qemu-W "ratio>=1.0"
+row "raw -> vdi, qemu's layout (-W -m 16)" import qemu-W "-" vdi-qlayout
 row "vdi -> vdi" vdi qemu "-"
 row "vdi -> vdi (qemu -W -m 16)" vdi qemu-W "ratio>=1.0"
+row "vdi -> vdi, qemu's layout (-W -m 16)" vdi qemu-W "-" vdi-qlayout
 row "chain (empty diff) -> raw file" flatten - "-"
 row "info (16 GiB image)" info qemu "-"
 row "check (16 GiB image)" check qemu "-"

@@ -22,7 +22,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-  chunkedDigest, fixture, GiB, MiB, openImage, openWorkbench, opfsDigest, removeSavePicker, ROOT, stopServer,
+  chunkedDigest, fixture, GiB, MiB, openImage, openWorkbench, opfsDigest, removeSavePicker, reveal, ROOT, stopServer,
   stubSavePicker, VDI,
 } from '../e2e/helpers.mjs';
 
@@ -95,6 +95,8 @@ async function browserExport(page, mode) {
   });
   const t0 = Date.now();
   const download = mode === 'staged' ? page.waitForEvent('download', { timeout: 600000 }) : null;
+  // The export button is in the Export view (the null page has no automatic reveal).
+  await reveal(page, '#export-raw');
   await page.click('#export-raw');
   await page.waitForFunction(() => !document.querySelector('#export-result').hidden || !document.querySelector('#error').hidden,
     null, { timeout: 600000 });
