@@ -67,20 +67,13 @@ export async function exportFormat(source, { target, name, format }, ctx) {
     const { value: written, ...saved } = await withSink(target, plan['output-length'] ?? 0, name, async (sink) => {
       let breath = performance.now();
       let n = 0;
-      // To a writable stream, the pieces (written in order, so mostly adjacent) are merged
-      // into writes of up to MERGE_BYTES; otherwise one write at a time, since the pieces
-      // are views of the engine's buffer.
-      const q = writeQueue(sink);
-      const m = sink.stream ? merger(q) : null;
+      // The pieces are written in order, so to a stream they mostly merge.
+      const out = engineWriter(sink);
       for (;;) {
         if (ctx.cancelled()) throw fail('cancelled', 'the export was cancelled');
         const step = source.formatStep();
         if (!step) break;
-        for (const p of step.pieces) {
-          if (!p.bytes) continue;
-          if (m) await m.add(p.offset, p.bytes.length, p.bytes);
-          else await sink.write(p.bytes, p.offset);
-        }
+        for (const p of step.pieces) if (p.bytes) await out.put(p.offset, p.bytes);
         n = step.written;
         ctx.progress(step.done, total);
         if (performance.now() - breath > 40) {
@@ -88,8 +81,7 @@ export async function exportFormat(source, { target, name, format }, ctx) {
           breath = performance.now();
         }
       }
-      if (m) await m.flush();
-      await q.drain();
+      await out.finish();
       return n;
     });
     return { ...saved, size: written, plan, ms: performance.now() - t0 };
@@ -171,27 +163,43 @@ export function merger(q) {
 }
 
 /**
+ * Where pieces of the engine's buffer go (it reuses the buffer after each call): to a
+ * writable stream, copied, merged when adjacent on the disk (merger) and queued while the
+ * engine reads on; otherwise each written and awaited. `finish()` writes what is left and
+ * waits for every write; `count()` is the number of writes made.
+ */
+function engineWriter(sink) {
+  const q = writeQueue(sink);
+  const m = sink.stream ? merger(q) : null;
+  return {
+    count: () => q.count,
+    async put(offset, bytes) {
+      if (m) return m.add(offset, bytes.length, bytes);
+      await q.write(bytes, offset, bytes.length);
+      return q.drain();
+    },
+    async finish() {
+      if (m) await m.flush();
+      await q.drain();
+    },
+  };
+}
+
+/**
  * Write a raw export read by the engine piece by piece (`source.exportNext()`: data in
- * wasm memory, or zeros that need no write) to `sink`. To a writable stream, pieces
- * adjacent on the disk are copied into one write (up to MERGE_BYTES) and the writes are
- * queued while the engine reads on; otherwise each piece is written (and awaited: the
- * engine reuses its buffer). Returns {dataBytes, writes}.
+ * wasm memory, or zeros that need no write) to `sink` through an engineWriter. Returns
+ * {dataBytes, writes}.
  */
 export async function pumpPieces(source, sink, total, ctx, ofData) {
   let breath = performance.now();
   let dataBytes = 0;
-  const q = writeQueue(sink);
-  const m = sink.stream ? merger(q) : null;
+  const out = engineWriter(sink);
   for (;;) {
     if (ctx.cancelled()) throw fail('cancelled', 'the export was cancelled');
     const p = source.exportNext();
     if (!p) break;
     if (p.bytes) {
-      if (m) await m.add(p.offset, p.len, p.bytes);
-      else {
-        await q.write(p.bytes, p.offset, p.len);
-        await q.drain();
-      }
+      await out.put(p.offset, p.bytes);
       dataBytes += p.len;
     }
     ctx.progress(source.exportDone(), total, { dataBytes, ofData });
@@ -200,7 +208,6 @@ export async function pumpPieces(source, sink, total, ctx, ofData) {
       breath = performance.now();
     }
   }
-  if (m) await m.flush();
-  await q.drain();
-  return { dataBytes, writes: q.count };
+  await out.finish();
+  return { dataBytes, writes: out.count() };
 }

@@ -177,8 +177,8 @@ fn to_raw_or_vdi(
                 return Ok(0);
             }
             let sources = open_sources(&paths)?;
-            let f = File::options().read(true).write(true).create(true).truncate(true).open(output);
-            let f = f.with_context(|| format!("could not create {}", output.display()))?;
+            let out = FileStorage::create(output).with_context(|| format!("could not create {}", output.display()))?;
+            let f = out.file();
             f.set_len(size).with_context(|| format!("could not size {} to {size} bytes", output.display()))?;
             let mut next = disk_pieces(&mut *disk, RAW_PIECE);
             let mut write = |at: u64, buf: &[u8]| -> Result<()> {
@@ -264,8 +264,9 @@ fn disk_pieces<'a>(disk: &'a mut dyn vdi::Disk, piece: usize) -> impl FnMut() ->
     }
 }
 
-/// The data of a raw file as pieces, skipping the holes the file system knows (rounded out
-/// to whole blocks of `block` bytes), cut at multiples of `piece`.
+/// The data of a raw file as pieces: the engine's [`vdi::transfer::data_span`]s (the holes
+/// the file system knows skipped, rounded out to whole blocks of `block` bytes), cut at
+/// multiples of `piece`.
 fn raw_pieces(src: &FileStorage, len: u64, block: u64, piece: usize) -> impl FnMut() -> Result<Option<Piece>> + '_ {
     let mut pos = 0u64;
     let mut cut: Option<Cutter> = None;
@@ -276,13 +277,7 @@ fn raw_pieces(src: &FileStorage, len: u64, block: u64, piece: usize) -> impl FnM
         if pos >= len {
             return Ok(None);
         }
-        let Some((start, end)) = vdi::ReadAt::next_data(src, pos).map_err(|e| anyhow!("could not read the raw input: {e}"))? else {
-            return Ok(None);
-        };
-        // A range that breaks the contract (outside [pos, len]) means: all data from here.
-        let (start, end) = if start < pos || end > len || start >= end { (pos, len) } else { (start, end) };
-        let from = (start - start % block).max(pos);
-        let to = end.next_multiple_of(block).min(len);
+        let Some((from, to)) = vdi::transfer::data_span(src, pos, len, block)? else { return Ok(None) };
         cut = Some(Cutter::new(0, from, from, to - from, piece));
         pos = to;
     }

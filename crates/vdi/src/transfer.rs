@@ -188,6 +188,15 @@ impl<S: Storage> RawSink for ImageSink<'_, S> {
     }
 }
 
+/// The next span of `source` at or after `pos` that may hold data, as the source knows its
+/// holes ([`ReadAt::next_data`]; an answer that breaks its contract means "all data"),
+/// rounded out to whole blocks of `block` bytes and kept within `[pos, len)`: what an
+/// import reads. None when only holes remain.
+pub fn data_span<R: ReadAt + ?Sized>(source: &R, pos: u64, len: u64, block: u64) -> Result<Option<(u64, u64)>> {
+    let Some((start, end)) = next_data(source, pos, len)? else { return Ok(None) };
+    Ok(Some(((start - start % block).max(pos), end.next_multiple_of(block).min(len))))
+}
+
 /// Write the raw disk in `source` into `img` from offset 0. Blocks that are all zeros are
 /// not written (so a fresh dynamic image leaves them unallocated), and blocks that the source
 /// knows to be holes ([`ReadAt::next_data`]) are not even read. `monitor` sees progress in
@@ -217,16 +226,15 @@ pub fn import_raw<R: ReadAt, S: Storage>(
         }
         // Skip the blocks that the source knows to be holes; read up to the end of the data
         // (rounded up to a block), at most one chunk.
-        let Some((data_start, data_end)) = next_data(source, pos, len)? else {
+        let Some((skip_to, data_end)) = data_span(source, pos, len, bs as u64)? else {
             st.zero_bytes += len - pos;
             pos = len;
             monitor.progress(pos, len);
             break;
         };
-        let skip_to = (data_start - data_start % bs as u64).max(pos);
         st.zero_bytes += skip_to - pos;
         pos = skip_to;
-        let end = data_end.next_multiple_of(bs as u64).min(len).min(pos + chunk as u64);
+        let end = data_end.min(pos + chunk as u64);
         let n = (end - pos) as usize;
         let part = &mut buf[..n];
         read_exact(source, pos, part)?;
